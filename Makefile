@@ -1,0 +1,53 @@
+# robustbench_lite: `make demo` and `make test` work from a fresh clone with nothing installed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+# Reference libraries for the cross-checks; installed without their dependency pins
+# (torchattacks pins requests~=2.25.1, imagecorruptions imports pkg_resources): see README.
+REFERENCE_PKGS := torchattacks==3.5.1 imagecorruptions==1.1.2
+
+.PHONY: demo test test-all bench data lint clean help
+
+help:
+	@echo "make demo   - evaluate shufflenetv2 on Fashion-MNIST (trains a quick baseline on first use)"
+	@echo "make test   - run the fast test suite"
+	@echo "make bench  - side-by-side speed benchmarks against the peer libraries"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(REFERENCE_PKGS)
+	touch $(STAMP)
+
+data:
+	@if [ -f $(FMNIST_DEB_DIR)/t10k-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: $(FMNIST_DEB_DIR)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Fashion-MNIST: installing Debian package dataset-fashion-mnist"; \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "Fashion-MNIST: apt install failed; robust-eval will fall back to torchvision's download"; \
+	else \
+		echo "Fashion-MNIST: apt not usable here; robust-eval will fall back to torchvision's download"; \
+	fi
+
+demo: $(STAMP) data
+	$(BIN)/robust-eval --model shufflenetv2 --suite corruptions --html reports/demo.html --json reports/demo.json
+
+test: $(STAMP) data
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-all: $(STAMP) data
+	$(BIN)/python -m pytest -q -m "" -p no:cacheprovider
+
+bench: $(STAMP) data
+	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_corruptions.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check robustbench_lite attacks corruptions tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

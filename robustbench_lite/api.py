@@ -1,0 +1,80 @@
+"""The evaluator: ``evaluate(config) -> EvaluationResult``. Writing JSON/HTML is a separate step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from robustbench_lite import data as data_mod
+from robustbench_lite import models
+from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
+from robustbench_lite.engine import resolve_device
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.results import EvaluationResult, environment
+from robustbench_lite.suites import SUITES, EvalContext
+from robustbench_lite.train import load_or_train_baseline
+
+Log = Callable[[str], None]
+
+
+def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models.NormalizedModel, dict[str, Any], str]:
+    """The model to evaluate: a checkpoint, else the cached (or newly trained) quick baseline."""
+    if config.checkpoint:
+        net, meta = models.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes)
+        return net, meta, config.checkpoint
+    assert config.model is not None and config.dataset is not None
+    net, meta, path = load_or_train_baseline(
+        config.model, config.dataset, config.seed, config.device, config.data_dir, log,
+        show_progress=config.show_progress, pretrained=config.pretrained,
+    )
+    return net, meta, str(path)
+
+
+def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
+    """Run ``config.suites`` on one model and dataset and return the typed result."""
+    config.validate()
+    for suite in config.suites:
+        SUITES.entry(suite)
+    checkpoint_meta: dict[str, Any] = {}
+    if config.checkpoint:
+        checkpoint_meta = models.read_checkpoint(config.checkpoint)["meta"]
+    config.model = config.model or checkpoint_meta.get("model") or DEFAULT_MODEL
+    config.dataset = config.dataset or checkpoint_meta.get("dataset") or DEFAULT_DATASET
+    models.MODELS.entry(config.model)
+    data_mod.parse_name(config.dataset)
+    device = resolve_device(config.device)
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dataset = data_mod.load(config.dataset, "test", config.data_dir).limit(config.limit)
+    timings["load_data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    model, meta, source = resolve_model(config, dataset.num_classes, log)
+    if meta.get("classes") and list(meta["classes"]) != list(dataset.classes):
+        raise RobustEvalError(
+            f"the checkpoint's classes ({', '.join(map(str, meta['classes'][:5]))}...) differ from "
+            f"{config.dataset}'s ({', '.join(dataset.classes[:5])}...); evaluate on the dataset it was trained on"
+        )
+    model = model.to(device).eval()
+    timings["load_model"] = time.perf_counter() - t0
+
+    ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta, log=log)
+    result = EvaluationResult(
+        model=config.model,
+        dataset=config.dataset,
+        n_examples=len(dataset),
+        seed=config.seed,
+        config=config.to_dict(),
+        environment=environment(str(device)),
+        checkpoint={"path": source, **{k: meta.get(k) for k in ("recipe", "seed", "clean_accuracy", "dataset",
+                                                                   "input_size", "pretrained", "created")}},
+    )
+    for name in config.suites:
+        t0 = time.perf_counter()
+        result.suites[name] = SUITES.get(name).run(ctx)
+        timings[name] = time.perf_counter() - t0
+    timings["total"] = sum(timings.values())
+    result.timings = timings
+    return result

@@ -1,0 +1,127 @@
+"""Run and training configuration: dataclasses filled by the CLI and by YAML files.
+
+``None`` means "the default for this model/dataset" (resolved where the facts are known).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustbench_lite.errors import RobustEvalError
+
+DEFAULT_MODEL = "shufflenetv2"
+DEFAULT_DATASET = "fashion-mnist"
+DEFAULT_SUITES = ("clean", "efficiency")
+
+
+@dataclass
+class RunConfig:
+    """One evaluation run.
+
+    Attributes:
+        model: registry name; None: the checkpoint's model, else ``shufflenetv2``.
+        dataset: registry name (``imagefolder:PATH`` for datasets with an argument); None: the
+            checkpoint's dataset, else ``fashion-mnist``.
+        suites: suite names in run order.
+        checkpoint: weights to evaluate; None uses (or trains) the cached baseline.
+        pretrained: with no checkpoint, use the quick baseline fine-tuned from torchvision's
+            ImageNet weights instead of the one trained from scratch.
+        limit: evaluate the first N test images (None: all).
+        batch_size: evaluation batch size.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        seed: seeds every random choice (per image, so batching does not matter).
+        suite_options: per-suite options (attack settings, corruption selection...).
+    """
+
+    model: str | None = None
+    dataset: str | None = None
+    suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
+    checkpoint: str | None = None
+    pretrained: bool = False
+    limit: int | None = None
+    batch_size: int = 256
+    device: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    json: str | None = None
+    show_progress: bool = True
+    suite_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> RunConfig:
+        if self.limit is not None and self.limit < 1:
+            raise RobustEvalError(f"--limit must be a positive number of images, got {self.limit}; omit it to use all")
+        if self.batch_size < 1:
+            raise RobustEvalError(f"--batch-size must be a positive integer, got {self.batch_size}; e.g. 256")
+        if not self.suites:
+            raise RobustEvalError("no suite selected; pass --suite clean (see 'robust-eval list suites')")
+        if self.checkpoint and self.pretrained:
+            raise RobustEvalError("--checkpoint and --pretrained exclude each other; pass one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    """One training run (the standard recipe; defences extend it).
+
+    Attributes:
+        epochs, batch_size, lr, weight_decay: optimisation; ``None`` takes the recipe default.
+        output: checkpoint path; None writes into the cache as the (model, dataset) baseline.
+        limit: train on the first N training images (None: all).
+    """
+
+    model: str = DEFAULT_MODEL
+    dataset: str = DEFAULT_DATASET
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+    output: str | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    pretrained: bool = False
+    limit: int | None = None
+    eval_limit: int | None = None
+    show_progress: bool = True
+
+    def validate(self) -> TrainConfig:
+        checks = [("epochs", self.epochs), ("batch_size", self.batch_size), ("limit", self.limit),
+                  ("eval_limit", self.eval_limit)]
+        for name, value in checks:
+            if value is not None and value < 1:
+                raise RobustEvalError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise RobustEvalError(f"--lr must be positive, got {self.lr}; e.g. 0.003")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise RobustEvalError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise RobustEvalError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict of option names (kebab or snake case) to values."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RobustEvalError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise RobustEvalError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RobustEvalError(f"config file {path} must be a mapping of option: value, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

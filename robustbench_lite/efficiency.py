@@ -1,0 +1,172 @@
+"""Efficiency: parameters, FLOPs, weights size, latency, throughput and peak memory.
+
+Timing follows timm's ``benchmark.py``: warm up, synchronise, ``time.perf_counter``, a flat dict.
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts as 2 FLOPs).
+Peak memory is the high-water mark of tensor allocations during one forward pass at the
+throughput batch size: ``torch.cuda.max_memory_allocated`` on GPU, the profiler's allocation
+timeline on CPU (both exclude the weights, reported separately as ``size_mb``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustbench_lite.results import SuiteResult
+
+
+@dataclass
+class EfficiencyResult(SuiteResult):
+    params: int
+    trainable_params: int
+    flops: int
+    macs: int
+    size_mb: float
+    input_shape: list[int]
+    latency_ms: float
+    latency_ms_p90: float
+    throughput: float
+    throughput_batch_size: int
+    peak_memory_mb: float
+    memory_method: str
+    device: str
+    threads: int
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {"params (M)": round(self.params / 1e6, 3), "MFLOPs": round(self.flops / 1e6, 2),
+                "size MB": round(self.size_mb, 2), "latency ms": round(self.latency_ms, 2),
+                "images/s": round(self.throughput, 1), "peak mem MB": round(self.peak_memory_mb, 1)}
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    return (sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on ``example`` (batch included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(example)
+    return int(counter.get_total_flops())
+
+
+def weights_size_mb(model: nn.Module) -> float:
+    """Size of the serialised state dict (what a checkpoint of the weights costs on disk)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell() / 1e6
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+    """Seconds per forward pass, after ``warmup`` untimed passes."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(x.device)
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(x)
+            _sync(x.device)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence the profiler's C++ start/stop chatter (written to fd 2, not to ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_memory_mb(model: nn.Module, x: torch.Tensor) -> tuple[float, str]:
+    """High-water mark of memory allocated during one forward pass beyond what existed before."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        before = torch.cuda.memory_allocated(x.device)
+        with torch.inference_mode():
+            model(x)
+        torch.cuda.synchronize(x.device)
+        return (torch.cuda.max_memory_allocated(x.device) - before) / 1e6, "cuda_max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_native_stderr(), torch.inference_mode(), \
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model(x)
+    # The profiler books allocations to the op that made them and frees as '[memory]' events;
+    # replaying both in time order gives the live-bytes curve.
+    timeline = []
+    for e in prof.events():
+        if e.name == "[memory]":
+            timeline.append((e.time_range.start, e.cpu_memory_usage))
+        elif e.self_cpu_memory_usage > 0:
+            timeline.append((e.time_range.start, e.self_cpu_memory_usage))
+    timeline.sort(key=lambda t: t[0])
+    live = peak = 0
+    for _, delta in timeline:
+        live += delta
+        peak = max(peak, live)
+    return peak / 1e6, "profiler_cpu_allocations"
+
+
+def measure(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    device: torch.device,
+    throughput_batch_size: int = 256,
+    warmup: int = 5,
+    runs: int = 20,
+) -> EfficiencyResult:
+    """Measure ``model`` on inputs of ``input_shape`` (C, H, W) on ``device``."""
+    was_training = model.training
+    model.eval()
+    try:
+        params, trainable = count_params(model)
+        one = torch.rand(1, *input_shape, device=device)
+        flops = count_flops(model, one)
+        lat = sorted(time_forward(model, one, warmup, runs))
+        big = torch.rand(throughput_batch_size, *input_shape, device=device)
+        big_times = time_forward(model, big, warmup=2, runs=max(3, runs // 4))
+        mem, method = peak_memory_mb(model, big)
+    finally:
+        model.train(was_training)
+    return EfficiencyResult(
+        params=params,
+        trainable_params=trainable,
+        flops=flops,
+        macs=flops // 2,
+        size_mb=weights_size_mb(model),
+        input_shape=[1, *input_shape],
+        latency_ms=statistics.median(lat) * 1e3,
+        latency_ms_p90=lat[min(len(lat) - 1, int(0.9 * len(lat)))] * 1e3,
+        throughput=throughput_batch_size / statistics.median(big_times),
+        throughput_batch_size=throughput_batch_size,
+        peak_memory_mb=mem,
+        memory_method=method,
+        device=str(device),
+        threads=torch.get_num_threads(),
+    )

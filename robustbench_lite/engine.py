@@ -1,0 +1,67 @@
+"""The batched predict loop every suite uses: device placement, inference mode, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from robustbench_lite.data import ImageDataset
+from robustbench_lite.errors import RobustEvalError
+
+DEVICES = ("auto", "cpu", "cuda")
+Transform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    base = device.split(":")[0]
+    if base not in ("cpu", "cuda"):
+        raise RobustEvalError(f"unknown device '{device}'; valid devices: {', '.join(DEVICES)} (or cuda:N)")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise RobustEvalError("--device cuda requested but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    dataset: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    transform: Transform | None = None,
+    desc: str = "predict",
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """Logits (N x classes, float32, CPU) for every image of ``dataset``, in order.
+
+    Args:
+        transform: optional ``transform(images, indices) -> images`` applied on ``device`` to each
+            [0,1] batch before the model (corruptions, shift transforms); ``indices`` are the
+            images' dataset indices so per-image randomness does not depend on batching.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        n_batches = -(-len(dataset) // batch_size)
+        for images, _, indices in progress(dataset.batches(batch_size), n_batches, desc, show_progress):
+            images = images.to(device, non_blocking=True)
+            if transform is not None:
+                images = transform(images, indices)
+            out.append(model(images).float().cpu())
+        n_classes = dataset.num_classes
+        return torch.cat(out) if out else torch.empty(0, n_classes)
+    finally:
+        model.train(was_training)

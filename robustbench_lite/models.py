@@ -1,0 +1,357 @@
+"""Model zoo: torchvision classifiers adapted to the dataset, normalising inside, safe checkpoints.
+
+Every model built here consumes float images in [0, 1] (NCHW, 1 or 3 channels) and returns
+logits: :class:`NormalizedModel` wraps the torchvision network with the channel adapter and the
+mean/std normalisation, so attacks and corruptions work in pixel space (RobustBench's
+``normalize_model`` pattern).
+
+Small-input variant: torchvision's ImageNet stems downsample 4x (stride-2 conv + stride-2 max
+pool) or 2x before the first block, which on 28-64 px images leaves 1-2 px feature maps at the
+end. For inputs up to :data:`SMALL_INPUT_MAX` px each entry's ``small_input`` hook sets the stem
+convolution's stride to 1 (keeping its weights, so pretrained stems still apply) and, for
+ResNet18, drops the stem max pool (the CIFAR ResNet convention). Each hook's docstring says what
+it changes. The variant is recorded in checkpoints, so a checkpoint rebuilds the same network.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+
+from robustbench_lite import __version__
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.registry import Registry
+
+SMALL_INPUT_MAX = 64
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_FORMAT = "robustbench_lite.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Registry entry: how to build one torchvision architecture and adapt it.
+
+    Attributes:
+        name: registry name.
+        builder: the torchvision constructor (called with ``weights=None``).
+        weights: torchvision weights enum member name for ``--pretrained`` (``Enum.MEMBER``).
+        stem: dotted path of the first convolution (channel adaptation and small-input stride).
+        head: dotted path of the classifier layer replaced for the dataset's classes.
+        small_input: hook applied for inputs up to :data:`SMALL_INPUT_MAX` px.
+        reference: the paper.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    weights: str
+    stem: str
+    head: str
+    small_input: Callable[[nn.Module, ModelSpec], None]
+    reference: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+MODELS: Registry[ModelSpec] = Registry("model", "robust-eval list models")
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    return module.get_submodule(path)
+
+
+def _set(module: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, leaf, new)
+
+
+def stem_stride_1(model: nn.Module, spec: ModelSpec) -> None:
+    """Small-input variant: the stem convolution runs at stride 1 (weights kept)."""
+    conv = _get(model, spec.stem)
+    conv.stride = (1, 1)
+
+
+def stem_stride_1_no_maxpool(model: nn.Module, spec: ModelSpec) -> None:
+    """Small-input variant (CIFAR ResNet convention): stem conv at stride 1, stem max pool removed."""
+    stem_stride_1(model, spec)
+    _set(model, spec.extra["maxpool"], nn.Identity())
+
+
+def _register(spec: ModelSpec) -> None:
+    MODELS.register(spec.name, spec)
+
+
+tvm = torchvision.models
+for _spec in (
+    ModelSpec("mobilenetv3_small", tvm.mobilenet_v3_small, "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+              "features.0.0", "classifier.3", stem_stride_1, "Howard et al. 2019, Searching for MobileNetV3"),
+    ModelSpec("mobilenetv3_large", tvm.mobilenet_v3_large, "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+              "features.0.0", "classifier.3", stem_stride_1, "Howard et al. 2019, Searching for MobileNetV3"),
+    ModelSpec("mobilenetv2", tvm.mobilenet_v2, "MobileNet_V2_Weights.IMAGENET1K_V1",
+              "features.0.0", "classifier.1", stem_stride_1, "Sandler et al. 2018, MobileNetV2"),
+    ModelSpec("resnet18", tvm.resnet18, "ResNet18_Weights.IMAGENET1K_V1",
+              "conv1", "fc", stem_stride_1_no_maxpool, "He et al. 2016, Deep Residual Learning",
+              {"maxpool": "maxpool"}),
+    ModelSpec("squeezenet", tvm.squeezenet1_1, "SqueezeNet1_1_Weights.IMAGENET1K_V1",
+              "features.0", "classifier.1", stem_stride_1, "Iandola et al. 2016, SqueezeNet (v1.1)"),
+    ModelSpec("efficientnetv2_s", tvm.efficientnet_v2_s, "EfficientNet_V2_S_Weights.IMAGENET1K_V1",
+              "features.0.0", "classifier.1", stem_stride_1, "Tan & Le 2021, EfficientNetV2"),
+    ModelSpec("efficientnet_b0", tvm.efficientnet_b0, "EfficientNet_B0_Weights.IMAGENET1K_V1",
+              "features.0.0", "classifier.1", stem_stride_1, "Tan & Le 2019, EfficientNet"),
+    ModelSpec("shufflenetv2", tvm.shufflenet_v2_x1_0, "ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
+              "conv1.0", "fc", stem_stride_1, "Ma et al. 2018, ShuffleNet V2 (x1.0)"),
+    ModelSpec("shufflenetv2_x0_5", tvm.shufflenet_v2_x0_5, "ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1",
+              "conv1.0", "fc", stem_stride_1, "Ma et al. 2018, ShuffleNet V2 (x0.5)"),
+):
+    _register(_spec)
+
+
+class NormalizedModel(nn.Module):
+    """[0,1] images in, logits out: channel adapter, then (x - mean) / std, then the network.
+
+    Grey input to a 3-channel network is repeated over channels; RGB input to a 1-channel network
+    is converted with ITU-R 601 luma weights.
+    """
+
+    def __init__(self, net: nn.Module, in_channels: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.in_channels = in_channels
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c != self.in_channels:
+            if c == 1 and self.in_channels == 3:
+                x = x.expand(-1, 3, -1, -1)
+            elif c == 3 and self.in_channels == 1:
+                w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+                x = (x * w).sum(dim=1, keepdim=True)
+            else:
+                raise RobustEvalError(f"model takes 1- or 3-channel images, got {c} channels")
+        return self.net((x - self.mean) / self.std)
+
+
+def _adapt_in_channels(net: nn.Module, spec: ModelSpec, in_channels: int) -> None:
+    conv = _get(net, spec.stem)
+    if not isinstance(conv, nn.Conv2d) or conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        # Summing RGB filters is exactly what feeding a grey image as three equal channels does,
+        # so pretrained stems keep their meaning.
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    _set(net, spec.stem, new)
+
+
+def _replace_head(net: nn.Module, spec: ModelSpec, num_classes: int) -> None:
+    head = _get(net, spec.head)
+    if isinstance(head, nn.Linear):
+        new: nn.Module = nn.Linear(head.in_features, num_classes)
+    elif isinstance(head, nn.Conv2d):  # SqueezeNet's classifier is a 1x1 convolution
+        new = nn.Conv2d(head.in_channels, num_classes, kernel_size=1)
+    else:  # pragma: no cover - guards a wrong spec
+        raise TypeError(f"{spec.name}: head {spec.head} is {type(head).__name__}")
+    _set(net, spec.head, new)
+    if hasattr(net, "num_classes"):
+        net.num_classes = num_classes
+
+
+def weights_file(spec: ModelSpec) -> tuple[Any, Path]:
+    """The torchvision weights entry for ``spec`` and where torch hub caches its file."""
+    weights = torchvision.models.get_weight(spec.weights)
+    filename = os.path.basename(urlparse(weights.url).path)
+    return weights, Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def load_pretrained_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's weights API: the hub cache, else a download."""
+    weights, path = weights_file(spec)
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise RobustEvalError(
+                f"pretrained weights file {path} for '{spec.name}' is damaged ({type(exc).__name__}); "
+                f"delete it and download {weights.url} again"
+            ) from None
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise RobustEvalError(
+            f"pretrained weights for '{spec.name}' not found at {path} and the download failed "
+            f"({type(exc).__name__}); download {weights.url} and put it at {path} "
+            "(the torch hub cache: $TORCH_HOME/hub/checkpoints)"
+        ) from None
+
+
+def build(
+    name: str,
+    num_classes: int,
+    in_channels: int = 3,
+    input_size: int = 224,
+    pretrained: bool = False,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> NormalizedModel:
+    """Build a registered model for a dataset.
+
+    Args:
+        name: registry name (``robust-eval list models``).
+        num_classes: classes of the dataset; the classifier head is replaced to match.
+        in_channels: channels of the dataset's images (1 or 3); the stem is adapted.
+        input_size: the larger image side; up to 64 px selects the small-input variant.
+        pretrained: start from torchvision's ImageNet weights (stem and body; the head is new).
+        mean, std: per-channel normalisation applied inside the model; default ImageNet's
+            statistics for pretrained weights, else 0.5 / 0.5 per channel.
+
+    Returns:
+        A :class:`NormalizedModel` taking [0,1] images with 1 or 3 channels.
+    """
+    spec = MODELS.entry(name)
+    if in_channels not in (1, 3):
+        raise RobustEvalError(f"in_channels must be 1 or 3, got {in_channels}")
+    if num_classes < 2:
+        raise RobustEvalError(f"num_classes must be at least 2, got {num_classes}")
+    net = spec.builder(weights=None)
+    if pretrained:
+        net.load_state_dict(load_pretrained_state(spec))
+    _adapt_in_channels(net, spec, in_channels)
+    _replace_head(net, spec, num_classes)
+    if input_size <= SMALL_INPUT_MAX:
+        spec.small_input(net, spec)
+    if mean is None or std is None:
+        if pretrained:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            if in_channels == 1:
+                mean, std = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+        else:
+            mean, std = (0.5,) * in_channels, (0.5,) * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise RobustEvalError(f"mean/std need {in_channels} values, got {mean} / {std}")
+    return NormalizedModel(net, in_channels, tuple(mean), tuple(std))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: a dict of tensors and plain metadata, loaded with weights_only=True.
+
+
+def architecture_meta(model: NormalizedModel, name: str, num_classes: int, input_size: int,
+                      pretrained: bool) -> dict[str, Any]:
+    return {
+        "model": name,
+        "num_classes": num_classes,
+        "in_channels": model.in_channels,
+        "input_size": input_size,
+        "pretrained": pretrained,
+        "mean": [float(v) for v in model.mean.flatten()],
+        "std": [float(v) for v in model.std.flatten()],
+    }
+
+
+def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, Any]) -> Path:
+    """Write ``{"format", "version", "meta", "state_dict"}`` atomically (temp file + rename).
+
+    ``meta`` must hold the architecture keys (:func:`architecture_meta`) and may hold anything
+    plain (dataset, classes, recipe, seed, clean accuracy...).
+    """
+    import json
+
+    from robustbench_lite.results import plain, atomic_write
+
+    path = Path(path)
+    meta = {**meta, "robustbench_lite_version": __version__, "torch_version": str(torch.__version__)}
+    # A JSON round trip guarantees the metadata is plain data that weights_only=True accepts.
+    meta = json.loads(json.dumps(plain(meta)))
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "meta": meta,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_write(path, lambda f: torch.save(payload, f), binary=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file as data only; anything else is a clear :class:`RobustEvalError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RobustEvalError(f"checkpoint {path} does not exist; pass a file written by 'robust-eval train'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a bad checkpoint
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise RobustEvalError(
+                f"refused to load checkpoint {path}: it contains Python objects beyond tensors and plain "
+                "data, which could run code; load only checkpoints written by 'robust-eval train'"
+            ) from None
+        raise RobustEvalError(
+            f"checkpoint {path} is damaged or not a PyTorch file ({type(exc).__name__}); re-create it with "
+            "'robust-eval train'"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state_dict" not in payload:
+        raise RobustEvalError(
+            f"checkpoint {path} is not a robustbench_lite checkpoint (no '{CHECKPOINT_FORMAT}' header); "
+            "re-create it with 'robust-eval train'"
+        )
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise RobustEvalError(
+            f"checkpoint {path} has format version {payload['version']}, newer than this robustbench_lite "
+            f"supports ({CHECKPOINT_VERSION}); upgrade robustbench-lite"
+        )
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, model: str | None = None, num_classes: int | None = None
+) -> tuple[NormalizedModel, dict[str, Any]]:
+    """Rebuild the model recorded in a checkpoint and load its weights.
+
+    Args:
+        path: checkpoint file.
+        model: when given, the checkpoint must be for this model.
+        num_classes: when given, the checkpoint must have this many classes.
+
+    Returns:
+        The model in eval mode and the checkpoint's metadata.
+    """
+    payload = read_checkpoint(path)
+    meta = payload["meta"]
+    if model is not None and meta.get("model") != model:
+        raise RobustEvalError(
+            f"checkpoint {path} is for model '{meta.get('model')}', not '{model}'; pass --model "
+            f"{meta.get('model')} or a checkpoint trained for {model}"
+        )
+    if num_classes is not None and meta.get("num_classes") != num_classes:
+        raise RobustEvalError(
+            f"checkpoint {path} has {meta.get('num_classes')} classes but the dataset has {num_classes}; "
+            f"evaluate it on the dataset it was trained on ({meta.get('dataset')})"
+        )
+    net = build(
+        meta["model"], meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained=False,
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+    )
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RobustEvalError(
+            f"checkpoint {path} does not match the '{meta['model']}' architecture ({first}); "
+            "re-create it with 'robust-eval train'"
+        ) from None
+    return net.eval(), meta

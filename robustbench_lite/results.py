@@ -1,0 +1,152 @@
+"""Typed results and their JSON form (versioned schema); atomic file writes.
+
+Suites return :class:`SuiteResult` dataclasses; writers (JSON, console table, HTML, gates) only
+read them. Accuracies are fractions in [0, 1]. The JSON carries ``schema_version``, the config,
+the environment and timings, so a report can be rebuilt from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
+    """Write through a temp file in the same folder, fsync, then rename over ``path``.
+
+    An interrupted write leaves the previous file (or none), never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, tuples, numpy/torch scalars and paths as JSON-ready values; NaN -> None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if hasattr(value, "tolist"):
+        return plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class SuiteResult:
+    """Base class of every suite's result; ``to_dict`` is what lands under the suite's JSON key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    def summary(self) -> dict[str, float | int | str]:
+        """A few headline numbers for the console table."""
+        return {}
+
+
+@dataclass
+class EvaluationResult:
+    """One evaluation: a model on a dataset through some suites."""
+
+    model: str
+    dataset: str
+    n_examples: int
+    seed: int
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    suites: dict[str, SuiteResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "dataset": self.dataset,
+            "n_examples": self.n_examples,
+            "seed": self.seed,
+            "config": plain(self.config),
+            "environment": plain(self.environment),
+            "checkpoint": plain(self.checkpoint),
+            "suites": list(self.suites),
+            "timings": plain(self.timings),
+        }
+        for name, result in self.suites.items():
+            out[name] = result.to_dict()
+        return out
+
+    def write_json(self, path: str | Path) -> Path:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
+        return atomic_write(path, lambda f: f.write(text + "\n"))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """Read a results JSON written by any compatible version."""
+    from robustbench_lite.errors import RobustEvalError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RobustEvalError(f"results file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RobustEvalError(f"results file {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "schema_version" not in data:
+        raise RobustEvalError(f"{path} is not a robust-eval results file (no schema_version)")
+    if data["schema_version"] > SCHEMA_VERSION:
+        raise RobustEvalError(
+            f"{path} has schema_version {data['schema_version']}, newer than {SCHEMA_VERSION}; upgrade robustbench-lite"
+        )
+    return data
+
+
+def environment(device: str) -> dict[str, Any]:
+    import numpy
+    import torch
+    import torchvision
+
+    from robustbench_lite import __version__
+
+    env = {
+        "robustbench_lite": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
