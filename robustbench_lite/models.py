@@ -50,6 +50,8 @@ class ModelSpec:
         head: dotted path of the classifier layer replaced for the dataset's classes.
         small_input: hook applied for inputs up to :data:`SMALL_INPUT_MAX` px.
         reference: the paper.
+        min_input_size: smallest image side the network can take (its pooling stages need it);
+            smaller images are upsampled bilinearly inside the wrapped model.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelSpec:
     small_input: Callable[[nn.Module, ModelSpec], None]
     reference: str
     extra: dict[str, Any] = field(default_factory=dict)
+    min_input_size: int = 1
 
 
 MODELS: Registry[ModelSpec] = Registry("model", "robust-eval list models")
@@ -102,7 +105,8 @@ for _spec in (
               "conv1", "fc", stem_stride_1_no_maxpool, "He et al. 2016, Deep Residual Learning",
               {"maxpool": "maxpool"}),
     ModelSpec("squeezenet", tvm.squeezenet1_1, "SqueezeNet1_1_Weights.IMAGENET1K_V1",
-              "features.0", "classifier.1", stem_stride_1, "Iandola et al. 2016, SqueezeNet (v1.1)"),
+              "features.0", "classifier.1", stem_stride_1, "Iandola et al. 2016, SqueezeNet (v1.1)",
+              min_input_size=16),
     ModelSpec("efficientnetv2_s", tvm.efficientnet_v2_s, "EfficientNet_V2_S_Weights.IMAGENET1K_V1",
               "features.0.0", "classifier.1", stem_stride_1, "Tan & Le 2021, EfficientNetV2"),
     ModelSpec("efficientnet_b0", tvm.efficientnet_b0, "EfficientNet_B0_Weights.IMAGENET1K_V1",
@@ -119,13 +123,16 @@ class NormalizedModel(nn.Module):
     """[0,1] images in, logits out: channel adapter, then (x - mean) / std, then the network.
 
     Grey input to a 3-channel network is repeated over channels; RGB input to a 1-channel network
-    is converted with ITU-R 601 luma weights.
+    is converted with ITU-R 601 luma weights. Images smaller than ``min_size`` are upsampled
+    bilinearly first (inside the model, so attacks and corruptions still act on the real pixels).
     """
 
-    def __init__(self, net: nn.Module, in_channels: int, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    def __init__(self, net: nn.Module, in_channels: int, mean: tuple[float, ...], std: tuple[float, ...],
+                 min_size: int = 1) -> None:
         super().__init__()
         self.net = net
         self.in_channels = in_channels
+        self.min_size = min_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
@@ -139,6 +146,11 @@ class NormalizedModel(nn.Module):
                 x = (x * w).sum(dim=1, keepdim=True)
             else:
                 raise RobustEvalError(f"model takes 1- or 3-channel images, got {c} channels")
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            scale = self.min_size / min(h, w)
+            size = (max(self.min_size, round(h * scale)), max(self.min_size, round(w * scale)))
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return self.net((x - self.mean) / self.std)
 
 
@@ -242,7 +254,7 @@ def build(
             mean, std = (0.5,) * in_channels, (0.5,) * in_channels
     if len(mean) != in_channels or len(std) != in_channels:
         raise RobustEvalError(f"mean/std need {in_channels} values, got {mean} / {std}")
-    return NormalizedModel(net, in_channels, tuple(mean), tuple(std))
+    return NormalizedModel(net, in_channels, tuple(mean), tuple(std), spec.min_input_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +282,7 @@ def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, An
     """
     import json
 
-    from robustbench_lite.results import plain, atomic_write
+    from robustbench_lite.results import atomic_write, plain
 
     path = Path(path)
     meta = {**meta, "robustbench_lite_version": __version__, "torch_version": str(torch.__version__)}

@@ -191,3 +191,11 @@ def test_bad_build_arguments():
     with pytest.raises(RobustEvalError, match="in_channels"):
         models.build("resnet18", 10, in_channels=4)
     assert isinstance(models.build("resnet18", 10, 1, 28), nn.Module)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_tiny_8px_input_works(name):
+    """scikit-learn digits are 8x8: every model takes them (SqueezeNet upsamples inside)."""
+    m = models.build(name, 10, 1, 8).eval()
+    with torch.no_grad():
+        assert m(torch.rand(2, 1, 8, 8)).shape == (2, 10)
