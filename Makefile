@@ -8,7 +8,7 @@ FMNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 # (torchattacks pins requests~=2.25.1, imagecorruptions imports pkg_resources): see README.
 REFERENCE_PKGS := torchattacks==3.5.1 imagecorruptions==1.1.2
 
-.PHONY: demo test test-all bench data lint clean help
+.PHONY: demo test test-all bench data browser lint clean help
 
 help:
 	@echo "make demo   - evaluate shufflenetv2 on Fashion-MNIST (trains a quick baseline on first use)"
@@ -33,13 +33,26 @@ data:
 		echo "Fashion-MNIST: apt not usable here; robust-eval will fall back to torchvision's download"; \
 	fi
 
-demo: $(STAMP) data
-	$(BIN)/robust-eval --model shufflenetv2 --suite corruptions --html reports/demo.html --json reports/demo.json
+# Headless Chromium for the HTML report's browser test (tests/test_report.py); the test skips without it.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "Chromium: installing Debian package chromium (for the report's browser test)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "Chromium: apt install failed; the browser test will be skipped"; \
+	else \
+		echo "Chromium: apt not usable here; the browser test will be skipped"; \
+	fi
 
-test: $(STAMP) data
+demo: $(STAMP) data
+	$(BIN)/robust-eval --model shufflenetv2 --suite clean,efficiency,corruptions \
+		--html reports/demo.html --json reports/demo.json
+
+test: $(STAMP) data browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-test-all: $(STAMP) data
+test-all: $(STAMP) data browser
 	$(BIN)/python -m pytest -q -m "" -p no:cacheprovider
 
 bench: $(STAMP) data

@@ -46,8 +46,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=LOCAL_MODEL, help=f"model name (default: {LOCAL_MODEL})")
-    g.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
+    g.add_argument("--model", default="shufflenetv2",
+                   help=f"model name, or {LOCAL_MODEL} for a small CNN trained here (default: shufflenetv2)")
+    g.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
     g.add_argument("--checkpoint", default=None, help="checkpoint for --model (default: none)")
     g.add_argument("--n", type=int, default=2000, help="number of test images (default: 2000)")
     g = p.add_argument_group("attack")

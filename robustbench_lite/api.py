@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import nn
+
 from robustbench_lite import data as data_mod
 from robustbench_lite import models
 from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
@@ -60,17 +63,41 @@ def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
     model = model.to(device).eval()
     timings["load_model"] = time.perf_counter() - t0
 
-    ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta, log=log)
+    result = run_suites(model, dataset, config, device, meta, log,
+                        checkpoint={"path": source, **{k: meta.get(k) for k in (
+                            "recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created")}})
+    result.timings = {**timings, **result.timings}
+    result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
+    return result
+
+
+def run_suites(
+    model: nn.Module,
+    dataset: data_mod.ImageDataset,
+    config: RunConfig,
+    device: torch.device,
+    meta: dict[str, Any] | None = None,
+    log: Log = print,
+    checkpoint: dict[str, Any] | None = None,
+) -> EvaluationResult:
+    """Run ``config.suites`` on a ready model (eval mode, on ``device``) and test split.
+
+    The one place suites are run: :func:`evaluate` and the pytest plugin's in-memory models both
+    come through here. ``timings`` holds wall seconds per suite and their ``total``.
+    """
+    for name in config.suites:
+        SUITES.entry(name)
+    ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log)
     result = EvaluationResult(
-        model=config.model,
-        dataset=config.dataset,
+        model=str(config.model),
+        dataset=str(config.dataset),
         n_examples=len(dataset),
         seed=config.seed,
         config=config.to_dict(),
         environment=environment(str(device)),
-        checkpoint={"path": source, **{k: meta.get(k) for k in ("recipe", "seed", "clean_accuracy", "dataset",
-                                                                   "input_size", "pretrained", "created")}},
+        checkpoint=checkpoint or {},
     )
+    timings: dict[str, float] = {}
     for name in config.suites:
         t0 = time.perf_counter()
         result.suites[name] = SUITES.get(name).run(ctx)

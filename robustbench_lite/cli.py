@@ -1,8 +1,12 @@
 """``robust-eval``: argument parsing only. Builds a config, calls the API, maps errors to exit codes.
 
     robust-eval [--model M] [--dataset D] [--suite S[,S...]] [...]   evaluate (the default command)
+                [--json PATH] [--html PATH] [--gate EXPR ...] [--baseline RESULTS|run:ID] [--junit PATH]
     robust-eval train --model M --dataset D [...]                    train a checkpoint
     robust-eval list models|datasets|suites|attacks|corruptions [PATTERN]
+    robust-eval report RESULTS [RESULTS ...] [-o PATH]                HTML report from results JSON / history runs
+    robust-eval gate RESULTS --gate EXPR [...]                        check gates on saved results
+    robust-eval history [--model P] [--dataset P] [--suite S] [--limit N] [--show ID]
 
 Exit codes: 0 ok, 1 a robustness gate failed, 2 a user error (one line, no traceback unless
 ``--debug``), 130 interrupted.
@@ -11,6 +15,7 @@ Exit codes: 0 ok, 1 a robustness gate failed, 2 a user error (one line, no trace
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +25,7 @@ from robustbench_lite import __version__
 from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
-COMMANDS = ("eval", "train", "list")
+COMMANDS = ("eval", "train", "list", "report", "gate", "history")
 LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions")
 
 
@@ -63,11 +68,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Evaluate an image classifier's robustness and efficiency.",
-                epilog="Other commands: 'robust-eval train --help', 'robust-eval list models'.")
+                epilog="other commands: 'robust-eval train --help', 'robust-eval list models',\n"
+                       "  'robust-eval report --help', 'robust-eval gate --help', 'robust-eval history --help'")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
-                   help="model name (default: the checkpoint's model, else shufflenetv2); see 'robust-eval list models'")
+                   help="model name (default: the checkpoint's model, else shufflenetv2); "
+                        "see 'robust-eval list models'")
     g.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="weights to evaluate (default: the cached quick baseline, trained on first use)")
     g.add_argument("--pretrained", action="store_true",
@@ -83,10 +90,48 @@ def eval_parser() -> argparse.ArgumentParser:
     g.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
                    help="suites to run, repeatable or comma-separated (default: clean,efficiency); "
                         "see 'robust-eval list suites'")
+    from robustbench_lite.suites import SUITES
+
+    for name, suite in SUITES.items():
+        suite.add_arguments(p.add_argument_group(f"{name} suite"))
     g = p.add_argument_group("output")
-    g.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here")
+    g.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here (default: none)")
+    g.add_argument("--html", default=None, metavar="PATH",
+                   help="write the HTML stress-test report here: one self-contained file (default: none)")
+    g.add_argument("--examples", type=_positive_int, default=8, metavar="N",
+                   help="with --html: test images in the report's clean/corrupted/adversarial example grid, "
+                        "also stored in the JSON under 'examples' (default: 8; 0: no grid)")
+    g.add_argument("--no-history", action="store_true",
+                   help="do not record this run in the run history ($ROBUST_EVAL_HOME/history.sqlite)")
+    _gate_arguments(p)
     _common(p)
     return p
+
+
+GATE_HELP = """gate syntax: PATH OP THRESHOLD
+  PATH       a number in the results JSON, keys joined by dots: clean.accuracy, corruptions.mean_accuracy,
+             corruptions.accuracy.fog.3, efficiency.latency_ms, shift.worst_accuracy, timings.total,
+             adversarial.<attack>.<norm>[<eps>].robust_accuracy (eps as 0.1 or 8/255),
+             adversarial.worst_case.Linf[0.1]; a wrong path lists the valid ones
+  OP         >= <= > < == !=
+  THRESHOLD  a number (0.88, 88%, 8/255), or baseline / baseline.PATH with an optional + - * NUMBER
+examples:
+  --gate 'clean.accuracy >= 0.88' --gate 'adversarial.pgd.Linf[0.1].robust_accuracy >= 0.30'
+  --gate 'corruptions.mean_accuracy >= baseline - 0.02' --baseline run:12
+exit codes: 0 all gates passed, 1 a gate failed (results, report and history are written first),
+2 a malformed gate or a path not in the results (the valid paths are listed)"""
+
+
+def _gate_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("gates (exit 1 when one fails; see the syntax below)")
+    g.add_argument("--gate", action="append", default=None, metavar="EXPR",
+                   help="a threshold on a result, e.g. 'clean.accuracy >= 0.9'; repeatable (default: none)")
+    g.add_argument("--baseline", default=None, metavar="RESULTS|run:ID",
+                   help="what 'baseline' in a gate refers to: a results JSON, or a run from 'robust-eval history' "
+                        "as run:ID or just ID (default: none)")
+    g.add_argument("--junit", default=None, metavar="PATH", help="write the gate outcomes as JUnit XML here")
+    p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + GATE_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -119,6 +164,44 @@ def list_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} report", description="Render the HTML stress-test report from saved results: one run, "
+                "or several with a comparison table and a Pareto plot. The report is rebuilt from the JSON alone; "
+                "the example-image grid appears when the run was made with --html (it is stored in the JSON).")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="results JSON files, or history runs as run:ID (see 'robust-eval history')")
+    p.add_argument("-o", "--output", default=None, metavar="PATH",
+                   help="where to write the HTML (default: the first results file with .html, "
+                        "else reports/run-ID.html)")
+    p.add_argument("--title", default=None, help="page title (default: from the models and datasets)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def gate_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} gate", description="Check gates on saved results (a results JSON or a history run) "
+                "without evaluating again; exit 1 when one fails.")
+    p.add_argument("results", metavar="RESULTS", help="a results JSON, or a history run as run:ID")
+    _gate_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
+def history_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} history", description="List past evaluations from the run history "
+                "($ROBUST_EVAL_HOME/history.sqlite), newest first. Any run can be re-rendered with "
+                "'robust-eval report run:ID' and used as a gate baseline with '--baseline run:ID' (or just ID).")
+    p.add_argument("--model", default=None, metavar="PATTERN", help="only these models, fnmatch (default: all)")
+    p.add_argument("--dataset", default=None, metavar="PATTERN", help="only these datasets, fnmatch (default: all)")
+    p.add_argument("--suite", default=None, metavar="NAME", help="only runs that ran this suite (default: all)")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N",
+                   help="show the newest N matching runs (default: 20; 0: all)")
+    p.add_argument("--show", type=_positive_int, default=None, metavar="ID",
+                   help="print run ID's full results JSON instead of the list")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    return p
+
+
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """Parse twice when --config is given: the file sets defaults, the command line wins."""
     args = parser.parse_args(argv)
@@ -130,7 +213,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
         unknown = sorted(set(values) - known)
         if unknown:
             raise RobustEvalError(
-                f"config file {args.config} has unknown options: {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+                f"config file {args.config} has unknown options: {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known))}"
             )
         if isinstance(values.get("suite"), str):
             values["suite"] = [values["suite"]]
@@ -149,22 +233,183 @@ def _print_table(result: Any) -> None:
         print(f"  {name:<12} {cells}   [{result.timings.get(name, 0):.1f} s]")
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _load_gates(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any] | None, str | None]:
+    """Parse --gate and load --baseline before any work: their mistakes exit 2 at once."""
+    from robustbench_lite import gates, history
+
+    parsed = gates.parse_all(args.gate or [])
+    baseline, label = (None, None)
+    if args.baseline:
+        baseline, label = history.load_results(args.baseline)
+    gates.validate_baseline(parsed, baseline, label or "--baseline")
+    return parsed, baseline, label
+
+
+def _finish_gates(gate_list: Sequence[Any], outcomes: Sequence[Any], junit: str | None, subject: str,
+                  properties: dict[str, Any]) -> None:
+    """Print the gate table, write JUnit, raise GateFailure (exit 1) when a gate failed."""
+    from robustbench_lite import gates
+
+    if not gate_list:
+        if junit:
+            gates.write_junit(junit, [], properties=properties)
+        return
+    failed = sum(not o.passed for o in outcomes)
+    print(f"\ngates: {len(outcomes) - failed} of {len(outcomes)} passed\n{gates.table(outcomes)}")
+    if junit:
+        path = gates.write_junit(junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties)
+        print(f"junit: {Path(path).resolve()}")
+    error = gates.failure(outcomes, subject)
+    if error is not None:
+        raise error
+
+
+def _build_examples(config: Any, data: dict[str, Any], n: int, debug: bool) -> dict[str, Any] | None:
+    """The report's example grid needs the model, which evaluate() does not return: load it again (cached)."""
+    from robustbench_lite import data as data_mod
+    from robustbench_lite.api import resolve_model
+    from robustbench_lite.engine import resolve_device
+    from robustbench_lite.report.examples import build_examples
+
+    try:
+        dataset = data_mod.load(config.dataset, "test", config.data_dir).limit(config.limit)
+        model, _, _ = resolve_model(config, dataset.num_classes, _log)
+        device = resolve_device(config.device)
+        return build_examples(model.to(device).eval(), dataset, data, device, n=n, seed=config.seed)
+    except Exception as exc:  # the grid is an illustration: losing it must not lose the run's results
+        if debug:
+            raise
+        _log(f"{PROG}: warning: the report's example grid was left out ({type(exc).__name__}: {exc})")
+        return None
+
+
 def run_eval(argv: Sequence[str]) -> int:
+    from robustbench_lite import gates, history
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import DEFAULT_SUITES, RunConfig
+    from robustbench_lite.results import atomic_write
+    from robustbench_lite.suites import SUITES
 
     args = _parse(eval_parser(), argv)
+    if args.examples < 0:
+        raise RobustEvalError(f"--examples must be >= 0, got {args.examples}; 0 leaves the example grid out")
+    suites = _split_list(args.suite) or list(DEFAULT_SUITES)
+    gate_list, baseline, baseline_label = _load_gates(args)
+    gates.validate_suites(gate_list, suites)
+    suite_options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
     config = RunConfig(
-        model=args.model, dataset=args.dataset, suites=_split_list(args.suite) or list(DEFAULT_SUITES),
+        model=args.model, dataset=args.dataset, suites=suites,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, json=args.json,
-        show_progress=not args.no_progress and sys.stderr.isatty(),
+        show_progress=not args.no_progress and sys.stderr.isatty(), suite_options=suite_options,
     )
-    result = evaluate(config, log=lambda m: print(m, file=sys.stderr))
+    result = evaluate(config, log=_log)
+    data = result.to_dict()
+    data["command"] = [PROG, *argv]
+    if args.html and args.examples:
+        examples = _build_examples(config, data, args.examples, args.debug)
+        if examples is not None:
+            data["examples"] = examples
+    # Gates are computed now so their outcomes land in the JSON, the report and the history, but a
+    # failure is raised only after everything is written: a failing run still leaves its report.
+    outcomes: list[Any] = []
+    gate_error: RobustEvalError | None = None
+    if gate_list:
+        try:
+            outcomes = gates.check(gate_list, data, baseline, baseline_label or "--baseline")
+        except RobustEvalError as exc:
+            gate_error = exc
+        else:
+            data["gates"] = gates.gates_block(outcomes, baseline_label)
+
     _print_table(result)
     if args.json:
-        path = result.write_json(args.json)
+        text = json.dumps(data, indent=2, allow_nan=False)
+        path = atomic_write(args.json, lambda f: f.write(text + "\n"))
         print(f"\nresults: {Path(path).resolve()}")
+    if args.html:
+        from robustbench_lite.report import write_html
+
+        path = write_html(args.html, [data])
+        print(f"report: {Path(path).resolve()}")
+    if not args.no_history:
+        run_id = history.record(data, args.json, args.html)
+        print(f"history: run {run_id} (use as --baseline run:{run_id})")
+    if gate_error is not None:
+        raise gate_error
+    _finish_gates(gate_list, outcomes, args.junit, f"{result.model} on {result.dataset}",
+                  {"model": result.model, "dataset": result.dataset, "n_examples": result.n_examples,
+                   "seed": result.seed})
+    return 0
+
+
+def run_report(argv: Sequence[str]) -> int:
+    from robustbench_lite import history
+    from robustbench_lite.report import write_html
+
+    args = report_parser().parse_args(argv)
+    runs, labels = [], []
+    for spec in args.results:
+        data, label = history.load_results(spec)
+        runs.append(data)
+        labels.append(label)
+    output = args.output
+    if output is None:
+        first = args.results[0]
+        output = (f"reports/{labels[0].replace(':', '-')}.html" if history.run_id(first) is not None
+                  else str(Path(first).with_suffix(".html")))
+    path = write_html(output, runs, title=args.title)
+    missing = [lbl for lbl, r in zip(labels, runs, strict=True) if "examples" not in r]
+    print(f"report: {Path(path).resolve()}")
+    if missing:
+        print(f"note: no example-image grid for {', '.join(missing)} (made without --html; the JSON holds no images)")
+    return 0
+
+
+def run_gate(argv: Sequence[str]) -> int:
+    from robustbench_lite import gates, history
+
+    args = gate_parser().parse_args(argv)
+    if not args.gate:
+        raise RobustEvalError("no gate given; pass --gate EXPR, e.g. --gate 'clean.accuracy >= 0.9'")
+    gate_list, baseline, baseline_label = _load_gates(args)
+    data, label = history.load_results(args.results)
+    outcomes = gates.check(gate_list, data, baseline, baseline_label or "--baseline")
+    subject = f"{data.get('model')} on {data.get('dataset')} ({label})"
+    _finish_gates(gate_list, outcomes, args.junit, subject,
+                  {"model": data.get("model"), "dataset": data.get("dataset"), "results": label})
+    return 0
+
+
+def run_history(argv: Sequence[str]) -> int:
+    from robustbench_lite import history
+    from robustbench_lite.gates import format_value
+
+    args = history_parser().parse_args(argv)
+    if args.show is not None:
+        print(json.dumps(history.get(args.show), indent=2))
+        return 0
+    if args.limit < 0:
+        raise RobustEvalError(f"--limit must be >= 0, got {args.limit}; 0 shows all runs")
+    runs = history.list_runs(args.model, args.dataset, args.suite, args.limit or None)
+    if not runs:
+        filters = ", ".join(f"{k} {v}" for k, v in (("model", args.model), ("dataset", args.dataset),
+                                                     ("suite", args.suite)) if v)
+        print(f"no runs {'match ' + filters if filters else 'recorded yet'} in {history.db_path()}"
+              + ("" if filters else "; every evaluation adds one"))
+        return 0
+    rows = [("id", "date", "model", "dataset", "images", "suites", "gates", "headline")]
+    for r in runs:
+        gates_text = "—" if not r.gates_total else ("pass" if not r.gates_failed else f"{r.gates_failed} failed")
+        heads = "  ".join(f"{k} {format_value(v[0], v[1])}" for k, v in list(r.headline.items())[:4])
+        rows.append((str(r.id), r.when, r.model, r.dataset, str(r.n_examples), ",".join(r.suites), gates_text, heads))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
     return 0
 
 
@@ -199,9 +444,16 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
 
         return [(n, SUITES.entry(n).description) for n in SUITES.list(pattern)]
     if what == "attacks":
-        from attacks import ATTACKS
+        import attacks
 
-        return [(n, (ATTACKS.entry(n).__doc__ or "").strip().splitlines()[0]) for n in ATTACKS.list(pattern)]
+        def describe(n: str) -> str:
+            if n in attacks.ATTACKS:
+                return (attacks.ATTACKS.entry(n).__doc__ or "").strip().splitlines()[0]
+            return "torchattacks (optional reference library)"
+
+        rows = [(n, describe(n)) for n in attacks.available(pattern)]
+        defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
+        return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
     from corruptions import CORRUPTIONS
 
     return [(n, f"{CORRUPTIONS.entry(n)().family}") for n in CORRUPTIONS.list(pattern)]
@@ -218,7 +470,10 @@ def run_list(argv: Sequence[str]) -> int:
     return 0
 
 
-HANDLERS: dict[str, Callable[[Sequence[str]], int]] = {"eval": run_eval, "train": run_train, "list": run_list}
+HANDLERS: dict[str, Callable[[Sequence[str]], int]] = {
+    "eval": run_eval, "train": run_train, "list": run_list, "report": run_report, "gate": run_gate,
+    "history": run_history,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

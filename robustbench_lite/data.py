@@ -139,15 +139,35 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "robust-eval list datasets")
 
+#: Derived datasets named ``base:view`` for datasets that take no argument, e.g.
+#: ``fashion-mnist:subpop-source``: ``view(loaded split) -> dataset``. The modules in
+#: :data:`VIEW_MODULES` register them and are imported the first time a view name is parsed.
+VIEWS: Registry[Callable[[ImageDataset], ImageDataset]] = Registry("dataset view", "robust-eval list datasets")
+VIEW_MODULES = ("robustbench_lite.shift",)
+
+
+def _import_view_modules() -> None:
+    import importlib
+
+    for module in VIEW_MODULES:
+        importlib.import_module(module)
+
 
 def parse_name(name: str) -> tuple[str, str | None]:
-    """``imagefolder:/x`` -> (``imagefolder``, ``/x``); plain names -> (name, None)."""
+    """``imagefolder:/x`` -> (``imagefolder``, ``/x``); plain names -> (name, None).
+
+    A view of a plain dataset (``fashion-mnist:subpop-source``) -> (``fashion-mnist``, ``subpop-source``).
+    """
     base, sep, arg = name.partition(":")
     spec = DATASETS.entry(base)
     if spec.takes_arg and not arg:
         raise RobustEvalError(f"dataset '{base}' needs a path: use --dataset {base}:PATH")
     if not spec.takes_arg and sep:
-        raise RobustEvalError(f"dataset '{base}' takes no argument, got '{name}'; use --dataset {base}")
+        _import_view_modules()
+        if name not in VIEWS:
+            views = VIEWS.list(f"{base}:*")
+            also = f" or one of its views: {', '.join(views)}" if views else ""
+            raise RobustEvalError(f"dataset '{base}' takes no argument, got '{name}'; use --dataset {base}{also}")
     return base, arg or None
 
 
@@ -178,7 +198,10 @@ def load(
     roots = search_roots(data_dir)
     if os.environ.get("ROBUST_EVAL_OFFLINE", "") not in ("", "0"):
         download = False
-    return spec.loader(split=split, roots=roots, download_dir=cache_home() / "data" if download else None, arg=arg)
+    download_dir = cache_home() / "data" if download else None
+    if arg is not None and not spec.takes_arg:
+        return VIEWS.entry(name)(spec.loader(split=split, roots=roots, download_dir=download_dir, arg=None))
+    return spec.loader(split=split, roots=roots, download_dir=download_dir, arg=arg)
 
 
 def missing(spec_name: str, looked: Sequence[Path], extra: str = "") -> RobustEvalError:
@@ -430,8 +453,9 @@ def _digits_loader(split: str, roots: list[Path], download_dir: Path | None, arg
         np.arange(len(d.target)), test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=d.target
     )
     idx = np.sort(idx_train if split == "train" else idx_test)
-    return ImageDataset("digits", split, torch.from_numpy(images[idx]), torch.from_numpy(d.target[idx].astype(np.int64)),
-                        tuple(str(i) for i in range(10)), "sklearn.datasets.load_digits")
+    labels = torch.from_numpy(d.target[idx].astype(np.int64))
+    return ImageDataset("digits", split, torch.from_numpy(images[idx]), labels, tuple(str(i) for i in range(10)),
+                        "sklearn.datasets.load_digits")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,3 +516,44 @@ _register(DatasetSpec(
     "arrange images as PATH/<class name>/<image> (optionally PATH/train and PATH/test)",
     "your own images: imagefolder:PATH, one folder per class", takes_arg=True,
 ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Published corrupted test sets: CIFAR-10-C, CIFAR-100-C, Tiny-ImageNet-C
+
+
+def _c_loader(base: str) -> Callable[..., ImageDataset]:
+    """``<base>-c:PATH``: the clean test split of ``base`` plus the corrupted copies in PATH.
+
+    The corruption suite scores the files in PATH instead of corrupting images itself; the
+    clean split provides the clean accuracy and the class names, and the labels must agree.
+    """
+
+    def loader(split: str, roots: list[Path], download_dir: Path | None, arg: str | None) -> ImageDataset:
+        from corruptions.cache import load_c_dataset
+
+        if split != "test":
+            raise RobustEvalError(f"{base}-c is a test set only; train on {base}")
+        corrupted, c_labels = load_c_dataset(arg)
+        clean = DATASETS.entry(base).loader(split="test", roots=roots, download_dir=download_dir, arg=None)
+        n = min(len(clean), len(c_labels))
+        if len(c_labels) != len(clean) or not torch.equal(c_labels[:n].long(), clean.labels[:n]):
+            raise RobustEvalError(
+                f"the labels in {arg} do not match the clean {base} test set ({len(c_labels)} vs {len(clean)} "
+                f"images); pass the -C directory made from this {base} test split"
+            )
+        return ImageDataset(f"{base}-c:{arg}", "test", clean.images, clean.labels, clean.classes, clean.source,
+                            {"corrupted": corrupted, "corrupted_source": str(arg)})
+
+    return loader
+
+
+for _base, _what in (("cifar10", "CIFAR-10-C"), ("cifar100", "CIFAR-100-C"), ("tiny-imagenet", "Tiny-ImageNet-C")):
+    _register(DatasetSpec(
+        f"{_base}-c", _c_loader(_base), DATASETS.entry(_base).classes, 3, DATASETS.entry(_base).size,
+        ("PATH/<corruption>.npy + PATH/labels.npy, or PATH/<corruption>/<severity>/<wnid>/*",
+         f"and the clean {_base} test split"),
+        f"download {_what} (zenodo) and unpack it into PATH; the clean split as for {_base}",
+        f"{_what}: published corrupted copies of the {_base} test set, scored by --suite corruptions",
+        takes_arg=True,
+    ))

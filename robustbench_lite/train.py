@@ -71,10 +71,18 @@ def _dataset_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
+def recipe_digest(recipe: Recipe) -> str:
+    """Short hash of a recipe: a cached baseline is reused only for the recipe that made it."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:8]
+
+
 def baseline_path(model: str, dataset: str, seed: int, pretrained: bool = False) -> Path:
     """Where the cached quick baseline for (model, dataset, seed) lives."""
     start = "imagenet" if pretrained else "scratch"
-    name = f"{model}--{_dataset_slug(dataset)}--{QUICK.name}-{start}--seed{seed}.pt"
+    name = f"{model}--{_dataset_slug(dataset)}--{QUICK.name}-{recipe_digest(QUICK)}-{start}--seed{seed}.pt"
     return data_mod.cache_home() / "checkpoints" / name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -55,10 +56,24 @@ class EvalContext:
 
 
 class Suite:
-    """A named evaluation; subclasses set ``name``/``description`` and implement :meth:`run`."""
+    """A named evaluation; subclasses set ``name``/``description`` and implement :meth:`run`.
+
+    A suite with settings declares its own CLI flags (:meth:`add_arguments`) and turns the parsed
+    flags into its ``suite_options`` entry (:meth:`options_from_args`): the CLI is driven by the
+    registry, so a new suite needs no CLI edit. YAML configs use the same option names.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """Add this suite's flags (kebab-case, defaults None = "the suite's default")."""
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """This suite's options from parsed flags; only flags the user set (not None)."""
+        return {}
 
     def run(self, ctx: EvalContext) -> SuiteResult:
         raise NotImplementedError

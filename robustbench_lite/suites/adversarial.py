@@ -1,0 +1,443 @@
+"""Adversarial suite: robust accuracy under FGSM / PGD (or any ``torchattacks:NAME``), eps sweeps, masking checks.
+
+    robust-eval --suite adversarial [--attack fgsm,pgd] [--norm Linf|L2] [--eps 1/255,2/255,4/255,8/255]
+                                    [--steps N] [--alpha A] [--restarts R]
+
+Every (attack, norm) pair is one :func:`attacks.evaluate_attack` call: one clean pass, then the
+correctly classified images only, budgets in increasing order on the images no smaller budget
+fooled. Robust accuracy at eps is the fraction of ALL images classified correctly and not fooled
+at any budget <= eps, so a sweep is non-increasing by construction.
+
+JSON (under ``adversarial``):
+
+* ``results``: one entry per (attack, norm, eps): ``attack``, ``norm``, ``eps``, ``steps``,
+  ``alpha``, ``restarts`` (as the attack ran; None: a torchattacks class's own default),
+  ``robust_accuracy``, ``attack_success_rate`` (fooled / correctly classified),
+  ``mean_perturbation`` (mean norm of the successful perturbations, None if none), ``key``.
+* ``robust_accuracy``: flat ``{"<attack>.<norm>[<eps>]": value}`` for gates, e.g.
+  ``"pgd.Linf[0.1]"``; eps is written by :func:`eps_key` (``%g`` with 6 significant digits:
+  ``0.1``, ``8/255`` -> ``0.0313725``, ``1.5``).
+* ``worst_case``: with two or more attacks, ``{"<norm>[<eps>]": value}``: an image counts as
+  robust only if no attack fooled it (AutoAttack's per-image worst case).
+* ``curve``: for sweeps (two or more budgets), per ``"<attack>.<norm>"``: the budgets, robust
+  accuracies, their normalised area and a summary of each image's smallest successful budget.
+* ``clean_accuracy``, ``warnings`` (gradient-masking red flags), ``passes`` (forward / backward
+  images against the early-exit floor) and ``settings`` (everything resolved, defaults included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import attacks
+from attacks.base import TORCHATTACKS_PREFIX, check_norm
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.results import SuiteResult
+from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+DEFAULT_NORM = "Linf"
+DEFAULT_STEPS = 10
+DEFAULT_RESTARTS = 1
+#: Images the gradient-masking checks look at (zero gradients, randomness; FGSM/PGD when not reused).
+MASKING_CHECK_IMAGES = 256
+#: Below this many images the curve also lists every image's smallest successful budget.
+PER_IMAGE_MAX = 100
+#: Option names: the CLI flags (``--attack`` ...), the ``suite_options["adversarial"]`` keys and YAML keys.
+OPTIONS = ("attack", "norm", "eps", "steps", "alpha", "restarts")
+#: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
+_TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts"}
+
+
+def eps_key(eps: float) -> str:
+    """The budget as written in result keys: ``%g`` with 6 significant digits.
+
+    Example:
+        >>> eps_key(0.1), eps_key(8 / 255), eps_key(1.5)
+        ('0.1', '0.0313725', '1.5')
+    """
+    return format(float(eps), ".6g")
+
+
+def result_key(attack: str, norm: str, eps: float) -> str:
+    """``"<attack>.<norm>[<eps>]"``, the key of :attr:`AdversarialResult.robust_accuracy`."""
+    return f"{attack}.{norm}[{eps_key(eps)}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class AttackResult:
+    """One (attack, norm, eps) cell. Accuracies are fractions of all images; None where undefined."""
+
+    key: str
+    attack: str
+    norm: str
+    eps: float
+    steps: int | None
+    alpha: float | None
+    restarts: int | None
+    robust_accuracy: float
+    attack_success_rate: float
+    mean_perturbation: float
+
+
+@dataclass
+class RobustnessCurve:
+    """Robust accuracy against eps for one (attack, norm) sweep.
+
+    Attributes:
+        eps: budgets, ascending.
+        robust_accuracy: at each budget, non-increasing.
+        auc: trapezoidal area under the curve from (0, clean accuracy) to the largest budget,
+            divided by the largest budget: the mean robust accuracy over [0, max eps], in [0, 1].
+        min_eps: each correctly classified image's smallest fooling budget, summarised:
+            ``attacked`` (images correctly classified), ``fooled``, ``median`` (images never
+            fooled count as infinite; None when more than half were never fooled), ``histogram``
+            (``count`` per budget, aligned with ``eps``, and ``not_fooled``) and, for at most
+            :data:`PER_IMAGE_MAX` images, ``per_image`` (dataset ``indices`` and ``min_eps``: 0 for
+            misclassified images, None for images never fooled).
+    """
+
+    eps: list[float]
+    robust_accuracy: list[float]
+    auc: float
+    min_eps: dict[str, Any]
+
+
+@dataclass
+class AdversarialResult(SuiteResult):
+    clean_accuracy: float
+    n_examples: int
+    results: list[AttackResult]
+    robust_accuracy: dict[str, float]
+    worst_case: dict[str, float] = field(default_factory=dict)
+    curve: dict[str, RobustnessCurve] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    passes: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str]:
+        out: dict[str, float | int | str] = {"clean": round(self.clean_accuracy, 4)}
+        largest: dict[tuple[str, str], AttackResult] = {}
+        for r in self.results:
+            largest[(r.attack, r.norm)] = r  # results are in ascending eps per (attack, norm)
+        for r in largest.values():
+            out[r.key] = round(r.robust_accuracy, 4)
+        for name, curve in self.curve.items():
+            out[f"{name} AUC"] = round(curve.auc, 4)
+        if self.warnings:
+            out["warnings"] = len(self.warnings)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Options: parsed and checked before any model is loaded, resolved against the dataset in run()
+
+
+@dataclass(frozen=True)
+class _Options:
+    attacks: tuple[str, ...]
+    norms: tuple[str, ...]
+    eps: tuple[float, ...] | None  # None: attacks.default_eps(dataset, norm) per norm
+    steps: int
+    alpha: float | None
+    restarts: int
+    explicit: frozenset[str]  # the options the user set
+
+
+def _names(value: Any, flag: str, example: str) -> tuple[str, ...]:
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)) or not all(isinstance(p, str) for p in parts):
+        raise RobustEvalError(f"{flag} must be a comma-separated list of names, got {value!r}; e.g. {flag} {example}")
+    out: list[str] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            raise RobustEvalError(f"{flag} {value!r} has an empty name; separate names with single commas, "
+                                  f"e.g. {flag} {example}")
+        if part not in out:
+            out.append(part)
+    if not out:
+        raise RobustEvalError(f"{flag} is empty; e.g. {flag} {example}")
+    return tuple(out)
+
+
+def _int(value: Any, flag: str, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RobustEvalError(f"{flag} must be an integer >= 1, got {value!r}; e.g. {flag} {example}")
+    return value
+
+
+def _norm(value: str) -> str:
+    try:
+        return check_norm(value)
+    except RobustEvalError:
+        raise RobustEvalError(f"unknown norm {value!r}; valid norms: Linf, L2 (e.g. --norm L2)") from None
+
+
+def _alpha(value: Any) -> float:
+    """A step size: a positive number or an ``a/b`` fraction (``2/255``)."""
+    try:
+        (alpha,) = attacks.parse_eps([value])
+    except RobustEvalError:
+        raise RobustEvalError(
+            f"--alpha must be a positive step size in pixel units, got {value!r}; e.g. --alpha 2/255 "
+            "(omit it for the attack's default)"
+        ) from None
+    return alpha
+
+
+def _parse_options(options: dict[str, Any]) -> _Options:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise RobustEvalError(f"unknown adversarial option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
+    names = _names(options.get("attack", ",".join(DEFAULT_ATTACKS)), "--attack", "fgsm,pgd")
+    norms = tuple(dict.fromkeys(_norm(n) for n in _names(options.get("norm", DEFAULT_NORM), "--norm", "Linf")))
+    eps = None
+    if options.get("eps") is not None:
+        if len(norms) > 1:
+            raise RobustEvalError(
+                f"--eps {options['eps']} is ambiguous with several norms ({', '.join(norms)}): budgets differ "
+                "between Linf and L2; pass one --norm with --eps, or omit --eps for each norm's default"
+            )
+        eps = tuple(attacks.parse_eps(options["eps"], norms[0]))
+        keys = [eps_key(e) for e in eps]
+        if len(set(keys)) < len(keys):
+            raise RobustEvalError(f"--eps {options['eps']} has budgets equal to 6 significant digits; "
+                                  "make them differ (result keys use 6 digits)")
+    opts = _Options(
+        attacks=names,
+        norms=norms,
+        eps=eps,
+        steps=_int(options.get("steps", DEFAULT_STEPS), "--steps", DEFAULT_STEPS),
+        alpha=None if options.get("alpha") is None else _alpha(options["alpha"]),
+        restarts=_int(options.get("restarts", DEFAULT_RESTARTS), "--restarts", 1),
+        explicit=frozenset(k for k, v in options.items() if v is not None),
+    )
+    # Build every attack once at a valid budget: unknown names, a missing torchattacks and
+    # arguments an attack rejects surface here, before any model is loaded.
+    for norm in norms:
+        probe = eps[-1] if eps else 0.1
+        _attack_params(opts, norm, probe)
+    return opts
+
+
+def _accepts(name: str, option: str, params: dict[str, Any], value: Any, eps: float) -> bool:
+    """Whether the attack ``name`` takes ``option`` (our name; torchattacks classes may call it otherwise)."""
+    if not name.startswith(TORCHATTACKS_PREFIX):
+        return option in inspect.signature(attacks.ATTACKS.entry(name).__init__).parameters
+    arg = _TORCHATTACKS_ARGS[option]
+    try:
+        attacks.build(name, **params, eps=eps, **{arg: value})
+    except RobustEvalError:
+        return False
+    return True
+
+
+def _attack_params(opts: _Options, norm: str, eps: float, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Constructor arguments (all but eps) per attack; --steps/--alpha/--restarts go where they are taken."""
+    out: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for name in opts.attacks:
+        params: dict[str, Any] = {"norm": norm, "seed": seed}
+        attacks.build(name, **params, eps=eps)  # unknown names, norms the attack lacks, missing torchattacks
+        foreign = name.startswith(TORCHATTACKS_PREFIX)
+        for option, value in (("steps", opts.steps), ("alpha", opts.alpha), ("restarts", opts.restarts)):
+            # torchattacks classes keep their own defaults (CW takes 50 steps, not our 10) unless the user set one.
+            if value is None or (foreign and option not in opts.explicit):
+                continue
+            if _accepts(name, option, params, value, eps):
+                params[_TORCHATTACKS_ARGS[option] if foreign else option] = value
+                used.add(option)
+        out[name] = params
+    unused = sorted((opts.explicit & {"steps", "alpha", "restarts"}) - used)
+    if unused:
+        raise RobustEvalError(
+            f"--{unused[0]} does not apply to {', '.join(opts.attacks)} (none takes it); drop it or add an "
+            "attack that does, e.g. --attack pgd"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The suite
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _curve(ev: attacks.AttackEvaluation, indices: torch.Tensor) -> RobustnessCurve:
+    eps = list(ev.eps)
+    acc = list(ev.robust_accuracy)
+    xs, ys = [0.0, *eps], [ev.clean_accuracy, *acc]
+    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    attacked = ev.clean_correct
+    per = ev.min_eps[attacked]
+    fooled = ~torch.isnan(per)
+    ranked = torch.sort(torch.where(fooled, per, torch.full_like(per, math.inf))).values
+    median = float(ranked[(len(ranked) - 1) // 2]) if len(ranked) else math.inf
+    summary: dict[str, Any] = {
+        "attacked": int(attacked.sum()),
+        "fooled": int(fooled.sum()),
+        "median": median if math.isfinite(median) else None,
+        "histogram": {"eps": eps, "count": [int((per == e).sum()) for e in eps], "not_fooled": int((~fooled).sum())},
+    }
+    if ev.n <= PER_IMAGE_MAX:
+        summary["per_image"] = {"indices": indices.tolist(),
+                                "min_eps": [_nan_to_none(v) for v in ev.min_eps.tolist()]}
+    return RobustnessCurve(eps=eps, robust_accuracy=acc, auc=area / eps[-1], min_eps=summary)
+
+
+def _passes(ev: attacks.AttackEvaluation) -> dict[str, Any]:
+    total = ev.passes
+    return {"forward": ev.forward_passes, "backward": ev.backward_passes, "total": total,
+            "floor": ev.floor_passes, "over_floor": total / ev.floor_passes - 1 if ev.floor_passes else 0.0,
+            "clean_forward": ev.n, "seconds": ev.seconds}
+
+
+@register_suite
+class AdversarialSuite(Suite):
+    name = "adversarial"
+    description = "robust accuracy under FGSM/PGD (Linf, L2) or torchattacks:NAME, eps sweeps, masking checks"
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--attack", default=None, metavar="NAME[,NAME]",
+                           help=f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "
+                                f"(default: {','.join(DEFAULT_ATTACKS)}); see 'robust-eval list attacks'")
+        group.add_argument("--norm", default=None, metavar="Linf|L2",
+                           help=f"threat model, Linf or L2, or both comma-separated (default: {DEFAULT_NORM})")
+        group.add_argument("--eps", default=None, metavar="EPS[,EPS]",
+                           help="budget(s) in [0,1] pixel units, decimals or fractions; several make a sweep, "
+                                "e.g. 1/255,2/255,4/255,8/255 (default: the dataset's conventional budget, see "
+                                "'robust-eval list attacks')")
+        group.add_argument("--steps", type=int, default=None, metavar="N",
+                           help=f"PGD steps per restart (default: {DEFAULT_STEPS}; torchattacks: the class default)")
+        group.add_argument("--alpha", default=None, metavar="A",
+                           help="step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)")
+        group.add_argument("--restarts", type=int, default=None, metavar="R",
+                           help=f"PGD random restarts (default: {DEFAULT_RESTARTS}; torchattacks: the class default)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        options = {k: v for k in OPTIONS if (v := getattr(args, k, None)) is not None}
+        if options:
+            _parse_options(options)  # fail before the model is loaded (or a baseline trained)
+        return options
+
+    def run(self, ctx: EvalContext) -> AdversarialResult:
+        opts = _parse_options(ctx.options(self.name))
+        ds = ctx.dataset
+        assert ctx.config.dataset is not None  # resolved by evaluate()
+        pixels = ds.channels * ds.size[0] * ds.size[1]
+        budgets: dict[str, tuple[float, ...]] = {}
+        for norm in opts.norms:
+            budgets[norm] = opts.eps or (attacks.default_eps(ctx.config.dataset, norm),)
+            if norm == "L2" and budgets[norm][-1] > math.sqrt(pixels):
+                raise RobustEvalError(
+                    f"--eps {eps_key(budgets[norm][-1])} is larger than any L2 perturbation of a "
+                    f"{ds.channels}x{ds.size[0]}x{ds.size[1]} image in [0,1] (at most sqrt({pixels}) = "
+                    f"{math.sqrt(pixels):.4g}); pass a smaller budget"
+                )
+        seed = ctx.config.seed
+        params = {norm: _attack_params(opts, norm, budgets[norm][-1], seed) for norm in opts.norms}
+
+        images, labels, indices = ds.float_images(), ds.labels, ds.indices
+        clean_correct = ctx.clean_logits().argmax(dim=1) == labels
+        clean_accuracy = float(clean_correct.float().mean()) if len(ds) else math.nan
+        batch_size = ctx.config.batch_size
+
+        evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
+        entries: list[AttackResult] = []
+        warnings: list[str] = []
+        for norm in opts.norms:
+            for name in opts.attacks:
+                kwargs = params[norm][name]
+                ctx.log(f"adversarial: {name} {norm} eps {', '.join(map(eps_key, budgets[norm]))} "
+                        f"on {len(ds)} images")
+                # evaluate_attack takes no clean logits, so it repeats the clean pass (counted in passes).
+                ev = attacks.evaluate_attack(ctx.model, name, images, labels, indices, eps_list=budgets[norm],
+                                             batch_size=batch_size, attack_kwargs=kwargs)
+                evaluations[(name, norm)] = ev
+                for j, e in enumerate(ev.eps):
+                    atk = attacks.build(name, **kwargs, eps=e)
+                    entries.append(AttackResult(
+                        key=result_key(name, norm, e), attack=name, norm=norm, eps=e,
+                        steps=getattr(atk, "steps", None), alpha=getattr(atk, "alpha", None),
+                        restarts=getattr(atk, "restarts", kwargs.get("n_restarts")),
+                        robust_accuracy=ev.robust_accuracy[j], attack_success_rate=ev.attack_success_rate[j],
+                        mean_perturbation=ev.mean_perturbation[j],
+                    ))
+                differ = int((ev.clean_correct != clean_correct).sum())
+                if differ:
+                    warnings.append(
+                        f"{name}'s clean pass disagrees with the clean logits on {differ} image(s): the model's "
+                        "output depends on the batch or is randomised, so robust accuracy is approximate"
+                    )
+
+        worst: dict[str, float] = {}
+        if len(opts.attacks) > 1:
+            for norm in opts.norms:
+                evs = [evaluations[(a, norm)] for a in opts.attacks]
+                correct = torch.stack([ev.clean_correct for ev in evs]).all(dim=0)
+                fooled = torch.stack([ev.fooled for ev in evs]).any(dim=0)
+                for j, e in enumerate(budgets[norm]):
+                    robust = float((correct & ~fooled[:, j]).sum()) / len(ds) if len(ds) else math.nan
+                    worst[f"{norm}[{eps_key(e)}]"] = robust
+
+        curves = {f"{a}.{n}": _curve(ev, indices) for (a, n), ev in evaluations.items() if len(ev.eps) > 1}
+
+        check_n = min(MASKING_CHECK_IMAGES, len(ds))
+        check_eps = {}
+        for norm in opts.norms:
+            eps = check_eps[norm] = budgets[norm][-1]
+            if check_n == 0:
+                continue
+            # Reuse the full runs' FGSM and PGD only as a pair: both must be measured on the same images.
+            reuse = ("fgsm", norm) in evaluations and ("pgd", norm) in evaluations
+            warnings += attacks.gradient_masking_checks(
+                ctx.model, images[:check_n], labels[:check_n], eps, indices[:check_n], norm=norm,
+                steps=opts.steps, seed=seed, batch_size=batch_size,
+                fgsm_result=evaluations[("fgsm", norm)] if reuse else None,
+                pgd_result=evaluations[("pgd", norm)] if reuse else None,
+            )
+
+        passes: dict[str, Any] = {f"{a}.{n}": _passes(ev) for (a, n), ev in evaluations.items()}
+        totals = {k: sum(p[k] for p in passes.values()) for k in ("forward", "backward", "total", "floor")}
+        totals["over_floor"] = totals["total"] / totals["floor"] - 1 if totals["floor"] else 0.0
+        passes["total"] = totals
+
+        return AdversarialResult(
+            clean_accuracy=clean_accuracy,
+            n_examples=len(ds),
+            results=entries,
+            robust_accuracy={r.key: r.robust_accuracy for r in entries},
+            worst_case=worst,
+            curve=curves,
+            warnings=warnings,
+            passes=passes,
+            settings={
+                "attacks": list(opts.attacks),
+                "norms": list(opts.norms),
+                "eps": {n: list(b) for n, b in budgets.items()},
+                "eps_source": "--eps" if opts.eps else "attacks.default_eps(dataset, norm)",
+                "steps": opts.steps,
+                "alpha": opts.alpha,
+                "restarts": opts.restarts,
+                "attack_params": {n: {a: {k: v for k, v in p.items() if k != "seed"} for a, p in per.items()}
+                                  for n, per in params.items()},
+                "seed": seed,
+                "batch_size": batch_size,
+                "masking_checks": {"images": check_n, "eps": check_eps},
+                "key_format": "<attack>.<norm>[<eps %.6g>]",
+            },
+        )

@@ -1,0 +1,300 @@
+"""Corruption suite: accuracy under the ImageNet-C / CIFAR-10-C catalogue, mean accuracy, CE and mCE.
+
+Scores (Hendrycks & Dietterich 2019), with E(c, s) the top-1 error under corruption c at
+severity s and E_clean the clean error:
+
+- ``accuracy[c][s]`` and ``mean_accuracy`` (mean over the selected corruptions and severities).
+- ``ce[c] = sum_s E(c, s) / sum_s E_ref(c, s)`` and ``mce = mean_c ce[c]`` against a reference
+  model's results JSON (``--mce-reference``). ImageNet-C uses AlexNet as the reference; there is
+  none for CIFAR-size data (RobustBench issue #194), so the reference is any model the user
+  chooses, e.g. the baseline they ship today. Without one, ``ce[c]`` is the mean error
+  ``mean_s E(c, s)`` and ``mce`` its mean (``normalised: false`` in the JSON).
+- ``relative_ce[c] = sum_s (E(c, s) - E_clean) / sum_s (E_ref(c, s) - E_ref_clean)`` and
+  ``relative_mce``: how much the model degrades from its own clean error, normalised the same way
+  (unnormalised: the mean degradation).
+
+Ratios are reported as fractions (1.0 = as robust as the reference), not percentages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.results import SuiteResult, read_json
+from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+
+PROFILE_CHOICES = ("auto", "cifar", "imagenet")
+BACKENDS = ("native", "imagecorruptions")
+
+
+def corruption_groups() -> dict[str, tuple[str, ...]]:
+    from corruptions import BENCHMARK, EXTRA, FAMILIES
+
+    return {"benchmark": BENCHMARK, "extra": EXTRA, "all": BENCHMARK + EXTRA, **FAMILIES}
+
+
+def resolve_corruptions(spec: str | list[str] | None) -> list[str]:
+    """Names and groups (``noise``, ``blur``, ``weather``, ``digital``, ``benchmark``, ``extra``,
+    ``all``) to corruption names, in catalogue order; default: the 15 benchmark corruptions."""
+    from corruptions import BENCHMARK, CORRUPTIONS, EXTRA
+
+    if spec is None:
+        return list(BENCHMARK)
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    groups = corruption_groups()
+    chosen: set[str] = set()
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        if part in groups:
+            chosen.update(groups[part])
+        elif part in CORRUPTIONS:
+            chosen.add(part)
+        else:
+            CORRUPTIONS.entry(part)  # raises with the valid names and a suggestion
+    if not chosen:
+        raise RobustEvalError("--corruptions selected nothing; e.g. --corruptions noise,blur or gaussian_noise")
+    return [c for c in BENCHMARK + EXTRA if c in chosen]
+
+
+def resolve_severities(spec: str | list[int] | None) -> list[int]:
+    if spec is None:
+        return [1, 2, 3, 4, 5]
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for part in parts:
+        try:
+            s = int(str(part).strip())
+        except ValueError:
+            raise RobustEvalError(f"--severities takes integers 1..5, got '{part}'; e.g. --severities 1,3,5") from None
+        if not 1 <= s <= 5:
+            raise RobustEvalError(f"severity must be 1..5, got {s}; e.g. --severities 1,3,5")
+        if s not in out:
+            out.append(s)
+    return sorted(out)
+
+
+@dataclass
+class CorruptionResult(SuiteResult):
+    profile: str
+    backend: str
+    corruptions: list[str]
+    severities: list[int]
+    clean_accuracy: float
+    accuracy: dict[str, dict[str, float]]
+    mean_accuracy: float
+    accuracy_by_severity: dict[str, float]
+    accuracy_by_family: dict[str, float]
+    ce: dict[str, float]
+    mce: float
+    relative_ce: dict[str, float]
+    relative_mce: float
+    normalised: bool
+    mce_reference: str | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+    corruption_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
+                "mCE": round(self.mce, 4), "rel mCE": round(self.relative_mce, 4)}
+
+
+def _errors(acc: dict[str, dict[str, float]], name: str, severities: list[int]) -> list[float]:
+    return [1 - acc[name][str(s)] for s in severities]
+
+
+def _reference(path: str, names: list[str], severities: list[int]) -> tuple[dict[str, dict[str, float]], float]:
+    ref = read_json(path)
+    block = ref.get("corruptions")
+    if not isinstance(block, dict) or "accuracy" not in block:
+        raise RobustEvalError(f"--mce-reference {path} has no corruption results; run it with --suite corruptions")
+    missing = [f"{c}@{s}" for c in names for s in severities if str(s) not in block["accuracy"].get(c, {})]
+    if missing:
+        raise RobustEvalError(
+            f"--mce-reference {path} lacks {', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}; "
+            "evaluate the reference on the same corruptions and severities"
+        )
+    return block["accuracy"], float(block["clean_accuracy"])
+
+
+def scores(acc: dict[str, dict[str, float]], clean_acc: float, names: list[str], severities: list[int],
+           reference: tuple[dict[str, dict[str, float]], float] | None) -> dict[str, Any]:
+    """CE/mCE and relative CE/mCE (see the module docstring)."""
+    ce, rel = {}, {}
+    clean_err = 1 - clean_acc
+    for c in names:
+        err = _errors(acc, c, severities)
+        if reference is None:
+            ce[c] = statistics.fmean(err)
+            rel[c] = statistics.fmean(e - clean_err for e in err)
+        else:
+            ref_acc, ref_clean = reference
+            ref_err = _errors(ref_acc, c, severities)
+            ce[c] = sum(err) / sum(ref_err) if sum(ref_err) > 0 else float("nan")
+            ref_deg = sum(e - (1 - ref_clean) for e in ref_err)
+            rel[c] = sum(e - clean_err for e in err) / ref_deg if ref_deg > 0 else float("nan")
+    return {"ce": ce, "mce": statistics.fmean(ce.values()), "relative_ce": rel,
+            "relative_mce": statistics.fmean(rel.values())}
+
+
+@register_suite
+class CorruptionSuite(Suite):
+    name = "corruptions"
+    description = "accuracy under the 15 ImageNet-C/CIFAR-10-C corruptions x 5 severities; mean accuracy, mCE"
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--corruptions", default=None, metavar="NAMES",
+                           help="corruptions or groups (noise, blur, weather, digital, benchmark, extra, all), "
+                                "comma-separated (default: the 15 benchmark corruptions)")
+        group.add_argument("--severities", default=None, metavar="S[,S]", help="severities 1..5 (default: 1,2,3,4,5)")
+        group.add_argument("--profile", default=None, choices=PROFILE_CHOICES,
+                           help="parameter table: cifar (CIFAR-10-C, images <= 64 px) or imagenet "
+                                "(default: auto, by image size)")
+        group.add_argument("--corruption-backend", default=None, choices=BACKENDS,
+                           help="native batched tensors, or the imagecorruptions package per image "
+                                "(optional extra, imagenet profile) (default: native)")
+        group.add_argument("--cache-corruptions", default=None, metavar="DIR",
+                           help="write corrupted sets in the CIFAR-10-C layout here and reuse them")
+        group.add_argument("--mce-reference", default=None, metavar="RESULTS.json",
+                           help="normalise CE/mCE by this model's corruption errors (default: unnormalised)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        keys = {"corruptions": "corruptions", "severities": "severities", "profile": "profile",
+                "corruption_backend": "backend", "cache_corruptions": "cache", "mce_reference": "mce_reference"}
+        return {opt: getattr(args, dest) for dest, opt in keys.items() if getattr(args, dest, None) is not None}
+
+    def run(self, ctx: EvalContext) -> CorruptionResult:
+        from corruptions import CORRUPTIONS, family_of, profile_for_size
+
+        opts = ctx.options(self.name)
+        names = resolve_corruptions(opts.get("corruptions"))
+        severities = resolve_severities(opts.get("severities"))
+        profile = opts.get("profile") or "auto"
+        if profile not in PROFILE_CHOICES:
+            raise RobustEvalError(f"unknown profile '{profile}'; valid: {', '.join(PROFILE_CHOICES)}")
+        if profile == "auto":
+            profile = profile_for_size(*ctx.dataset.size)
+        backend = opts.get("backend", "native")
+        if backend not in BACKENDS:
+            raise RobustEvalError(f"unknown corruption backend '{backend}'; valid: {', '.join(BACKENDS)}")
+        if backend == "imagecorruptions" and profile != "imagenet":
+            raise RobustEvalError("the imagecorruptions backend implements the imagenet profile only; "
+                                  "add --profile imagenet")
+        reference = _reference(opts["mce_reference"], names, severities) if opts.get("mce_reference") else None
+
+        precomputed = ctx.dataset.meta.get("corrupted")
+        if precomputed is not None:
+            profile, backend = "precomputed", "files"
+            missing = [n for n in names if n not in precomputed.corruptions]
+            if opts.get("corruptions") is None:
+                names = [n for n in names if n in precomputed.corruptions]
+            elif missing:
+                raise RobustEvalError(f"{ctx.dataset.meta['corrupted_source']} has no {', '.join(missing)}; "
+                                      f"it holds {', '.join(precomputed.corruptions)}")
+
+        unavailable = {}
+        for name in names:
+            reason = CORRUPTIONS.entry(name).availability()
+            if reason is not None and backend == "native":
+                unavailable[name] = reason
+                ctx.log(f"corruptions: skipping {name}: {reason}")
+        names = [n for n in names if n not in unavailable]
+        if not names:
+            raise RobustEvalError("no selected corruption is available: " + "; ".join(unavailable.values()))
+
+        clean_acc = float((ctx.clean_logits().argmax(1) == ctx.dataset.labels).float().mean())
+        labels = ctx.dataset.labels
+        acc: dict[str, dict[str, float]] = {}
+        timer = {"corrupt": 0.0}
+        cache_info: dict[str, Any] = {}
+        cache = key = None
+        if opts.get("cache") and precomputed is None:
+            from corruptions.cache import CacheKey, CorruptionCache
+
+            cache = CorruptionCache(opts["cache"])
+            key = CacheKey.for_data(ctx.config.dataset, ctx.dataset.float_images(), labels, profile=profile,
+                                    seed=ctx.config.seed, backend=backend)
+            cache_info = {"dir": str(cache.directory(key)), "hits": 0, "misses": 0}
+        start = time.perf_counter()
+        for name in names:
+            acc[name] = {}
+            corrupt_fn = {} if precomputed is not None else {
+                s: self._corrupter(name, s, profile, ctx.config.seed, backend) for s in severities}
+
+            def timed(severity: int, images: torch.Tensor, indices: torch.Tensor,
+                      corrupt_fn=corrupt_fn) -> torch.Tensor:
+                t0 = time.perf_counter()
+                out = corrupt_fn[severity](images, indices)
+                timer["corrupt"] += time.perf_counter() - t0
+                return out
+
+            stored: dict[int, torch.Tensor] = {}
+            if precomputed is not None:
+                stored = {s: precomputed.get_images(name, s, ctx.dataset.indices.tolist()) for s in severities}
+            elif cache is not None:
+                hits = [s for s in severities if cache.load(name, s, key) is not None]
+                cache_info["hits"] += len(hits)
+                cache_info["misses"] += len(severities) - len(hits)
+                stored = cache.get_or_compute(name, severities, key,
+                                              lambda s: self._corrupt_all(ctx, lambda x, i: timed(s, x, i)))
+            for severity in severities:
+                if severity in stored:
+                    logits = self._predict_stored(ctx, stored[severity], f"{name} s{severity}")
+                else:
+                    logits = ctx.predict(lambda x, i, s=severity: timed(s, x, i), desc=f"{name} s{severity}")
+                acc[name][str(severity)] = float((logits.argmax(1) == labels).float().mean())
+        total = time.perf_counter() - start
+
+        mean_acc = statistics.fmean(acc[c][str(s)] for c in names for s in severities)
+        by_sev = {str(s): statistics.fmean(acc[c][str(s)] for c in names) for s in severities}
+        families: dict[str, list[float]] = {}
+        for c in names:
+            families.setdefault(family_of(c), []).extend(acc[c][str(s)] for s in severities)
+        return CorruptionResult(
+            profile=profile, backend=backend, corruptions=names, severities=severities, clean_accuracy=clean_acc,
+            accuracy=acc, mean_accuracy=mean_acc, accuracy_by_severity=by_sev,
+            accuracy_by_family={f: statistics.fmean(v) for f, v in families.items()},
+            **scores(acc, clean_acc, names, severities, reference),
+            normalised=reference is not None, mce_reference=opts.get("mce_reference"), unavailable=unavailable,
+            corruption_seconds=timer["corrupt"], inference_seconds=total - timer["corrupt"], cache=cache_info,
+        )
+
+    @staticmethod
+    def _corrupt_all(ctx: EvalContext, corrupt) -> torch.Tensor:
+        """Corrupt the whole (limited) test split in batches; what the cache stores."""
+        device = ctx.device
+        parts = [corrupt(x.to(device), idx).cpu() for x, _, idx in ctx.dataset.batches(ctx.config.batch_size)]
+        return torch.cat(parts)
+
+    @staticmethod
+    def _predict_stored(ctx: EvalContext, images: torch.Tensor, desc: str) -> torch.Tensor:
+        """Logits for stored corrupted images (uint8 on disk, as CIFAR-10-C; quantised here)."""
+        from dataclasses import replace
+
+        from robustbench_lite.engine import predict
+
+        as_uint8 = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        dataset = replace(ctx.dataset, images=as_uint8)
+        return predict(ctx.model, dataset, ctx.config.batch_size, ctx.device, desc=desc,
+                       show_progress=ctx.config.show_progress)
+
+    @staticmethod
+    def _corrupter(name: str, severity: int, profile: str, seed: int, backend: str):
+        if backend == "imagecorruptions":
+            from corruptions.reference import reference_corrupt
+
+            return lambda images, indices: reference_corrupt(images, name, severity, seed, indices, profile=profile)
+        from corruptions import CORRUPTIONS
+
+        return CORRUPTIONS.get(name, severity=severity, profile=profile, seed=seed)

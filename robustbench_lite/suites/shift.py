@@ -1,0 +1,269 @@
+"""Shift suite: accuracy and calibration on shifted test splits, and a distributional robustness summary.
+
+Splits come from :mod:`robustbench_lite.shift` (``--shift-splits``; default: every split that
+applies to the run's dataset; the others are listed under ``skipped`` with the reason). Each
+split is scored like the clean suite (accuracy, ECE, NLL, macro-F1, per-class accuracy,
+reliability-diagram bins) at each of its settings (covariate intensities, Dirichlet alphas);
+its headline numbers are the means over settings, ``drop`` is its reference accuracy minus its
+accuracy (the clean test split, or ``subpop/source`` for ``subpop/target``).
+
+Label shift is scored per draw; a level reports the mean and the spread (std, min, max) over
+draws. Macro-F1 is averaged over the classes present in the split (a resample at alpha 0.1 holds
+few classes, and absent classes would count as F1 = 0).
+
+Summary over the shifted splits that score the model's own task: ``mean_accuracy``,
+``worst_accuracy`` (+ ``worst_split``), and ``accuracy_ratio`` = the mean of accuracy / reference
+accuracy (= mean accuracy / clean accuracy when every reference is the clean split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from robustbench_lite import shift
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.metrics import (
+    accuracy,
+    classification_report,
+    expected_calibration_error,
+    negative_log_likelihood,
+)
+from robustbench_lite.results import SuiteResult
+from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+
+#: How many of the classes that lose most accuracy each split lists.
+TOP_CLASSES = 3
+
+
+@dataclass
+class LevelScore:
+    """One setting of a split (an intensity, an alpha, or the whole split).
+
+    ``spread`` (std/min/max per metric) and ``draws`` (prior and metrics per draw) are filled for
+    label shift; ``per_class_accuracy`` and ``reliability`` then pool every draw.
+    """
+
+    name: str
+    params: dict[str, Any]
+    n_examples: int
+    accuracy: float
+    ece: float
+    nll: float
+    f1_macro: float
+    drop: float
+    per_class_accuracy: list[float]
+    reliability: dict[str, Any]
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
+    draws: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SplitScore:
+    """One split: means over its levels, the drop from its reference, the classes that lose most."""
+
+    name: str
+    kind: str
+    description: str
+    accuracy: float
+    ece: float
+    nll: float
+    f1_macro: float
+    drop: float
+    reference: str
+    reference_accuracy: float
+    accuracy_ratio: float
+    worst_level: str
+    worst_level_accuracy: float
+    classes: list[str]
+    classes_losing_most: list[dict[str, Any]]
+    levels: list[LevelScore]
+    shifted: bool = True
+    in_summary: bool = True
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ShiftResult(SuiteResult):
+    n_examples: int
+    classes: list[str]
+    clean_accuracy: float
+    clean_ece: float
+    clean_nll: float
+    clean_f1_macro: float
+    mean_accuracy: float
+    worst_accuracy: float
+    worst_split: str | None
+    accuracy_ratio: float
+    worst_ratio: float
+    splits: dict[str, SplitScore] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {"splits": sum(s.in_summary and s.shifted for s in self.splits.values()),
+                "mean acc": round(self.mean_accuracy, 4), "worst acc": round(self.worst_accuracy, 4),
+                "worst split": self.worst_split or "-", "acc ratio": round(self.accuracy_ratio, 4),
+                "skipped": len(self.skipped)}
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _f1_present(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    from sklearn.metrics import f1_score
+
+    y = labels.cpu().numpy()
+    return float(f1_score(y, logits.argmax(dim=1).cpu().numpy(), labels=np.unique(y), average="macro",
+                          zero_division=0))
+
+
+def score_level(level: shift.Level, num_classes: int, reference_accuracy: float) -> LevelScore:
+    """Metrics of one level (per draw, then pooled, when it has draws)."""
+    logits, labels = level.logits.float().cpu(), level.labels.cpu()
+    if not level.draws:
+        report = classification_report(logits, labels, num_classes)
+        return LevelScore(level.name, level.params, len(labels), report["accuracy"], report["ece"], report["nll"],
+                          _f1_present(logits, labels), reference_accuracy - report["accuracy"],
+                          report["per_class_accuracy"], report["reliability"])
+    per_draw = []
+    for d, idx in enumerate(level.draws):
+        x, y = logits[idx], labels[idx]
+        per_draw.append({"draw": d, "prior": level.priors[d] if level.priors else None, "accuracy": accuracy(x, y),
+                         "ece": expected_calibration_error(x.double().softmax(dim=1), y),
+                         "nll": negative_log_likelihood(x, y), "f1_macro": _f1_present(x, y)})
+    pooled = torch.cat(level.draws)
+    report = classification_report(logits[pooled], labels[pooled], num_classes)
+    spread = {}
+    for metric in ("accuracy", "ece", "nll", "f1_macro"):
+        values = np.array([d[metric] for d in per_draw])
+        spread[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                          "min": float(values.min()), "max": float(values.max())}
+    acc = spread["accuracy"]["mean"]
+    return LevelScore(level.name, level.params, len(level.draws[0]), acc, spread["ece"]["mean"], spread["nll"]["mean"],
+                      spread["f1_macro"]["mean"], reference_accuracy - acc, report["per_class_accuracy"],
+                      report["reliability"], spread, per_draw)
+
+
+def score_split(data: shift.SplitData, description: str, reference: LevelScore) -> SplitScore:
+    """A built split against its reference: level scores, their means, the classes that lose most."""
+    levels = [score_level(level, len(data.classes), reference.accuracy) for level in data.levels]
+    acc = _mean([lv.accuracy for lv in levels])
+    worst = min(levels, key=lambda lv: lv.accuracy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every level: NaN is the answer
+        per_class = np.nanmean(np.array([lv.per_class_accuracy for lv in levels], dtype=float), axis=0)
+    ref_class = np.array(reference.per_class_accuracy, dtype=float)
+    losing = []
+    for c in np.argsort(-(ref_class - per_class), kind="stable"):
+        loss = ref_class[c] - per_class[c]
+        if math.isfinite(loss) and loss > 0 and len(losing) < TOP_CLASSES:
+            losing.append({"class": data.classes[c], "reference_accuracy": float(ref_class[c]),
+                           "accuracy": float(per_class[c]), "drop": float(loss)})
+    ratio = acc / reference.accuracy if reference.accuracy > 0 else float("nan")
+    return SplitScore(
+        name=data.name, kind=data.kind, description=description, accuracy=acc,
+        ece=_mean([lv.ece for lv in levels]), nll=_mean([lv.nll for lv in levels]),
+        f1_macro=_mean([lv.f1_macro for lv in levels]), drop=reference.accuracy - acc,
+        reference=data.reference_name, reference_accuracy=reference.accuracy, accuracy_ratio=ratio,
+        worst_level=worst.name, worst_level_accuracy=worst.accuracy, classes=list(data.classes),
+        classes_losing_most=losing, levels=levels, shifted=data.shifted, in_summary=data.in_summary,
+        notes=list(data.notes), extra=data.extra,
+    )
+
+
+@register_suite
+class ShiftSuite(Suite):
+    name = "shift"
+    description = "accuracy and calibration under natural, subpopulation, covariate and label shift"
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--shift-splits", action="append", default=None, metavar="PATTERN[,PATTERN]",
+                           help="shift splits, fnmatch patterns, e.g. 'covariate/*,label/dirichlet' (default: every "
+                                f"split that applies to the dataset); splits: {', '.join(shift.SHIFTS.list())}")
+        group.add_argument("--shift-alpha", default=None, metavar="A[,A]",
+                           help="Dirichlet concentrations for label/dirichlet, > 0 "
+                                f"(default: {','.join(f'{a:g}' for a in shift.DEFAULT_ALPHAS)})")
+        group.add_argument("--shift-draws", default=None, metavar="N",
+                           help=f"resampled test sets per alpha (default: {shift.DEFAULT_DRAWS})")
+        group.add_argument("--shift-intensities", default=None, metavar="I[,I]",
+                           help="covariate intensities to run, 1-5 (default: 1,2,3,4,5)")
+        group.add_argument("--shift-natural", action="append", default=None, metavar="PATH",
+                           help="your own shifted test set: a folder of <class>/<images> with the model's class "
+                                "names; repeatable (default: none)")
+
+    @classmethod
+    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        flags = {"splits": "shift_splits", "alphas": "shift_alpha", "draws": "shift_draws",
+                 "intensities": "shift_intensities", "natural": "shift_natural"}
+        options = {key: getattr(args, dest) for key, dest in flags.items() if getattr(args, dest, None) is not None}
+        shift.ShiftOptions.from_dict(options)  # bad values fail before the model is loaded or trained
+        return options
+
+    def run(self, ctx: EvalContext) -> ShiftResult:
+        options = shift.ShiftOptions.from_dict(ctx.options(self.name))
+        dataset = ctx.dataset
+        env = shift.ShiftEnv(
+            dataset=dataset, options=options, clean_logits=ctx.clean_logits,
+            predict=lambda transform, desc: ctx.predict(transform=transform, desc=desc),
+            predict_dataset=lambda ds, desc: _predict_on(ctx, ds, desc),
+            seed=ctx.config.seed, limit=ctx.config.limit, data_dir=ctx.config.data_dir,
+        )
+        # Every check before the first model pass: a bad input fails in seconds, not after an hour.
+        selected: list[shift.ShiftSplit] = []
+        skipped: dict[str, str] = {}
+        for split, explicit in shift.select(options):
+            reason = split.skip_reason(env)
+            if reason is None:
+                selected.append(split)
+            elif explicit:
+                raise RobustEvalError(f"shift split {split.name} cannot run: {reason}")
+            else:
+                skipped[split.name] = reason
+        if not selected:
+            raise RobustEvalError(
+                f"no shift split applies to {dataset.name}: "
+                + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ". Choose splits with --shift-splits"
+            )
+        clean = score_level(shift.Level("clean", {}, ctx.clean_logits(), dataset.labels), dataset.num_classes,
+                            float("nan"))
+        clean.drop = 0.0
+        splits: dict[str, SplitScore] = {}
+        for split in selected:
+            t0 = time.perf_counter()
+            for data in split.build(env):
+                reference = clean
+                if data.reference is not None:
+                    reference = score_level(data.reference, len(data.classes), float("nan"))
+                splits[data.name] = score_split(data, split.description, reference)
+                ctx.log(f"shift: {data.name}: accuracy {splits[data.name].accuracy:.4f} "
+                        f"(drop {splits[data.name].drop:+.4f}) [{time.perf_counter() - t0:.1f} s]")
+        summary = [s for s in splits.values() if s.shifted and s.in_summary]
+        worst = min(summary, key=lambda s: s.accuracy) if summary else None
+        ratios = [s.accuracy_ratio for s in summary]
+        return ShiftResult(
+            n_examples=len(dataset), classes=list(dataset.classes), clean_accuracy=clean.accuracy,
+            clean_ece=clean.ece, clean_nll=clean.nll, clean_f1_macro=clean.f1_macro,
+            mean_accuracy=_mean([s.accuracy for s in summary]),
+            worst_accuracy=worst.accuracy if worst else float("nan"), worst_split=worst.name if worst else None,
+            accuracy_ratio=_mean(ratios), worst_ratio=min(ratios) if ratios else float("nan"),
+            splits=splits, skipped=skipped, options=options.to_dict(),
+        )
+
+
+def _predict_on(ctx: EvalContext, ds: Any, desc: str) -> torch.Tensor:
+    """Logits of the run's model on another dataset (natural sets, the other subpopulation view)."""
+    from robustbench_lite.engine import predict
+
+    return predict(ctx.model, ds, ctx.config.batch_size, ctx.device, None, desc, ctx.config.show_progress)
