@@ -11,6 +11,11 @@ Usage::
 
     python benchmarks/bench_corruptions.py --n 1000
     python benchmarks/bench_corruptions.py --n 200 --corruptions 'gaussian_*,fog' --profile both
+
+Unless ``--no-inference``, it also times the model inference a corruption suite runs on the same
+corrupted images (shufflenetv2 for the images' channels and size, eval mode, batches of 256 under
+``torch.inference_mode``, once per corruption and severity) and prints the suite's corruption
+time as a fraction of it (goal: below one half).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ from corruptions.base import BENCHMARK  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 GOAL = 20.0
+#: The corruption suite's corruption time should stay below this fraction of its inference time.
+INFERENCE_GOAL = 0.5
+INFERENCE_MODEL = "shufflenetv2"
+INFERENCE_BATCH = 256
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
@@ -93,6 +102,25 @@ def time_reference(name: str, images: torch.Tensor) -> tuple[float, dict[int, to
     return time.perf_counter() - start, outs
 
 
+def time_inference(images: torch.Tensor, repeat: int = 1, model: str = INFERENCE_MODEL,
+                   batch_size: int = INFERENCE_BATCH) -> float:
+    """Best of ``repeat`` timings of one inference pass over ``images`` (as a suite runs it per
+    corruption and severity): ``model`` built for the images' channels and size, eval mode,
+    ``torch.inference_mode``, batches of ``batch_size``."""
+    from robustbench_lite.models import build
+
+    net = build(model, 10, images.shape[1], max(images.shape[-2:])).eval()
+    best = float("inf")
+    with torch.inference_mode():
+        net(images[:batch_size])  # warm-up
+        for _ in range(max(1, repeat)):
+            start = time.perf_counter()
+            for i in range(0, images.shape[0], batch_size):
+                net(images[i : i + batch_size])
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def mean_change(images: torch.Tensor, outs: dict[int, torch.Tensor]) -> float:
     return float(np.mean([(o - images).abs().mean().item() for o in outs.values()]))
 
@@ -106,8 +134,9 @@ def run(
     ``change`` is ours' mean |corrupted - clean| over the reference's, at the imagenet profile.
     """
     results: dict[str, float] = {}
+    n = images.shape[0] * len(SEVERITIES)
     header = f"{'corruption':18s} {'reference (s)':>13s}"
-    header += "".join(f" {'ours ' + p + ' (s)':>17s} {'speed-up':>9s}" for p in profiles)
+    header += "".join(f" {'ours ' + p + ' (s)':>17s} {'img/s':>8s} {'speed-up':>9s}" for p in profiles)
     header += f" {'change ours/ref':>16s}" if reference.REFERENCE_PROFILE in profiles else ""
     log(header)
     log("-" * len(header))
@@ -123,7 +152,7 @@ def run(
         for p in profiles:
             ours_s, ours_out = time_native(name, images, p, repeat)
             results[f"{name}/native_{p}"] = ours_s
-            row += f" {ours_s:17.3f} {ref_s / ours_s:8.1f}x"
+            row += f" {ours_s:17.3f} {n / ours_s:8.0f} {ref_s / ours_s:8.1f}x"
             if p == reference.REFERENCE_PROFILE:
                 change = mean_change(images, ours_out) / max(mean_change(images, ref_out), 1e-12)
                 results[f"{name}/change_ratio"] = change
@@ -136,12 +165,34 @@ def run(
         for p in profiles:
             ours = sum(v for k, v in results.items() if k.endswith(f"/native_{p}"))
             results[f"total/native_{p}"], results[f"total/speedup_{p}"] = ours, ref / ours
-            row += f" {ours:17.3f} {ref / ours:8.1f}x"
+            done = sum(1 for k in results if k.endswith(f"/native_{p}") and not k.startswith("total/"))
+            row += f" {ours:17.3f} {done * n / ours:8.0f} {ref / ours:8.1f}x"
         log(row)
         for p in profiles:
             speedup = results[f"total/speedup_{p}"]
             log(f"profile {p}: {speedup:.1f}x total speed-up ({'meets' if speedup >= GOAL else 'BELOW'} "
                 f"the {GOAL:.0f}x goal)")
+    return results
+
+
+def report_inference(images: torch.Tensor, results: dict[str, float], profiles: list[str], repeat: int = 1,
+                     log=print) -> dict[str, float]:
+    """Time the suite's inference on ``images`` and log each profile's corruption / inference time."""
+    per_pass = time_inference(images, repeat)
+    results["inference/pass"] = per_pass
+    log(f"inference: {INFERENCE_MODEL} on {images.shape[0]} images {tuple(images.shape[1:])}, batch "
+        f"{INFERENCE_BATCH}: {per_pass:.3f} s per pass ({images.shape[0] / per_pass:.0f} img/s)")
+    for p in profiles:
+        timed = [v for k, v in results.items() if k.endswith(f"/native_{p}") and not k.startswith("total/")]
+        passes = len(timed) * len(SEVERITIES)
+        if not passes:
+            continue
+        corrupt = sum(timed)
+        infer = per_pass * passes
+        fraction = corrupt / infer
+        results[f"inference/{p}"], results[f"inference/fraction_{p}"] = infer, fraction
+        log(f"profile {p}: corruption {corrupt:.3f} s / inference {infer:.3f} s ({passes} passes) = "
+            f"{fraction:.2f} ({'meets' if fraction < INFERENCE_GOAL else 'ABOVE'} the < {INFERENCE_GOAL:g} goal)")
     return results
 
 
@@ -160,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="time ours this many times, keep the best; the reference runs once (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--no-inference", dest="inference", action="store_false",
+                        help=f"skip timing the suite's {INFERENCE_MODEL} inference on the same images")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -175,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()}; severities 1-5 each")
     print(f"reference: imagecorruptions (per image, profile imagenet, one run); ours: batched, profile "
           f"{' and '.join(profiles)}, best of {args.repeat}")
-    run(images, names, profiles, repeat=args.repeat)
+    results = run(images, names, profiles, repeat=args.repeat)
+    if args.inference:
+        report_inference(images, results, profiles, repeat=args.repeat)
     return 0
 
 

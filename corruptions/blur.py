@@ -8,10 +8,12 @@ snow corruption uses.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from corruptions import _kernels as K
 from corruptions.base import Corruption, register_corruption
@@ -88,16 +90,41 @@ def motion_blur_kernel_apply(
     if stop_at_border:
         tap_weights = tap_weights * ((ox.abs() < w) & (oy.abs() < h))
     tap_weights = tap_weights.to(images.dtype)
-    ys = torch.arange(h, device=images.device)
-    xs = torch.arange(w, device=images.device)
-    flat = images.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
-    for i in range(width):
-        rows = (ys[None, :] + oy[:, i, None]).clamp(0, h - 1)  # N, H
-        cols = (xs[None, :] + ox[:, i, None]).clamp(0, w - 1)  # N, W
-        index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-        out += tap_weights[:, i, None, None] * flat.gather(2, index)
-    return out.reshape(n, c, h, w)
+    if n == 0 or images.numel() == 0:
+        return torch.zeros_like(images)
+    # Every tap shifts each image by a whole number of pixels, so with the edges repeated (padding)
+    # a tap reads a plain window of the padded image: no gather. Sorted by angle, the images that
+    # share a tap's offset (and so its weight) are consecutive: one strided multiply per run of
+    # them. The sum runs over the taps in order with the original's operations (a weight times a
+    # pixel, then added), so the result is the per-pixel gather's bit for bit.
+    order = torch.argsort(angles, stable=True)
+    ox, oy, tap_weights = ox[order], oy[order], tap_weights[order]
+    key = (oy * (2 * width + 1) + ox).T  # width, N: unique per offset (|offset| < width)
+    starts = torch.ones(width, n, dtype=torch.bool, device=images.device)
+    starts[:, 1:] = key[:, 1:] != key[:, :-1]
+    # Offsets beyond the image read the edge whatever their size: clamp them to it.
+    cx, cy = ox.clamp(-(w - 1), w - 1), oy.clamp(-(h - 1), h - 1)
+    left, right = max(0, -int(cx.min())), max(0, int(cx.max()))
+    top, bottom = max(0, -int(cy.min())), max(0, int(cy.max()))
+    padded = F.pad(images.index_select(0, order), (left, right, top, bottom), mode="replicate")
+    padded = padded.contiguous()
+    stride = padded.stride()
+    # where each run starts, its window's top-left corner in the padded image, and its weight
+    run_tap, run_start = starts.nonzero().T.tolist()
+    corner = ((cy + top) * stride[2] + (cx + left)).T.tolist()  # width, N
+    weight = tap_weights.T.tolist()
+    out = torch.zeros_like(images)
+    tap = torch.empty_like(images)
+    runs = len(run_start)
+    for k in range(runs):
+        i, a = run_tap[k], run_start[k]
+        last = k + 1 == runs or run_tap[k + 1] != i  # the tap's last run
+        b = n if last else run_start[k + 1]
+        window = padded.as_strided((b - a, c, h, w), stride, a * stride[0] + corner[i][a])
+        torch.mul(window, weight[i][a], out=tap[a:b])
+        if last:
+            out += tap
+    return torch.empty_like(out).index_copy_(0, order, out)
 
 
 # --------------------------------------------------------------------------- functionals
@@ -141,6 +168,20 @@ def defocus_blur(images: torch.Tensor, radius: float, alias_blur: float) -> torc
     return K.correlate2d(images, kernel, mode="mirror")
 
 
+def _glass_offsets_into(
+    out: torch.Tensor, max_delta: int, generators: Sequence[torch.Generator]
+) -> torch.Tensor:
+    """Fill ``out`` (N, iterations, 2, H, W), any integer dtype, row i from generator i.
+
+    ``random_(-d, d)`` draws exactly what ``torch.randint(-d, d, ...)`` draws from the same
+    generator whatever the integer dtype (one 32-bit draw per element for these ranges).
+    """
+    d = int(max_delta)
+    for i, g in enumerate(generators):
+        out[i].random_(-d, d, generator=g)
+    return out
+
+
 def glass_offsets(
     n: int,
     h: int,
@@ -153,11 +194,30 @@ def glass_offsets(
     """Random offsets of :func:`glass_blur`: (N, iterations, 2 (dy, dx), H, W), each image's from its
     generator, uniform integers in ``[-max_delta, max_delta - 1]`` (``np.random.randint(-d, d)``)."""
     d = int(max_delta)
+    out = torch.zeros((n, iterations, 2, h, w), dtype=torch.long, device=device)
     if d <= 0 or n == 0:
-        return torch.zeros((n, iterations, 2, h, w), dtype=torch.long, device=device)
-    return torch.stack(
-        [torch.randint(-d, d, (iterations, 2, h, w), generator=g, device=device) for g in generators]
-    )
+        return out
+    return _glass_offsets_into(out, d, generators)
+
+
+@functools.lru_cache(maxsize=16)
+def _glass_link_table(h: int, w: int, d: int, device: torch.device) -> torch.Tensor:
+    """The link of every visited pixel for every offset, see :func:`glass_shuffle_index`.
+
+    Flat over (window pixel k, ``(dy + d) * 2d + (dx + d)``): the target ``t`` (clamped to the
+    image) if the pixel takes the value ``t`` took earlier in the round (``t`` visited before:
+    inside the window, larger flat index), else ``H*W + t`` (``t``'s original value).
+    """
+    top, wh, ww = d + 1, h - 2 * d, w - 2 * d
+    yy = torch.arange(top, top + wh)[:, None, None, None]
+    xx = torch.arange(top, top + ww)[None, :, None, None]
+    dy = torch.arange(-d, d)[None, None, :, None]
+    dx = torch.arange(-d, d)[None, None, None, :]
+    ty, tx = (yy + dy).clamp(0, h - 1), (xx + dx).clamp(0, w - 1)
+    target = ty * w + tx
+    visited_before = (ty > d) & (ty <= h - d) & (tx > d) & (tx <= w - d) & (target > yy * w + xx)
+    links = torch.where(visited_before, target, target + h * w).reshape(-1)
+    return links.to(device=device, dtype=torch.int32 if 2 * h * w < 2**31 else torch.int64)
 
 
 def glass_shuffle_index(offsets: torch.Tensor, max_delta: int) -> torch.Tensor:
@@ -173,33 +233,59 @@ def glass_shuffle_index(offsets: torch.Tensor, max_delta: int) -> torch.Tensor:
     pixel's source; the links only ever point to pixels visited earlier, so pointer jumping
     resolves them in ``log2(chain length)`` vectorised steps instead of a loop over pixels.
 
+    Each pixel holds one link: ``p < H*W`` "the value pixel p took this round" (to follow) or
+    ``H*W + q`` "pixel q's original value" (final). The links come from a table per (size,
+    max_delta, offset); only the few links still to follow (about a fifth, then a tenth of
+    those...) take part in each jump.
+
     Args:
-        offsets: (N, iterations, 2, H, W) integer (dy, dx) per pixel and round, as drawn by
-            :func:`glass_offsets`; only pixels inside the visited window are used.
+        offsets: (N, iterations, 2, H, W) integer (dy, dx) per pixel and round in
+            ``[-max_delta, max_delta - 1]``, as drawn by :func:`glass_offsets`; only pixels
+            inside the visited window are used.
         max_delta: ``d``; pixels with ``d < h <= H - d`` and ``d < w <= W - d`` are visited.
     """
     n, iterations, _, h, w = offsets.shape
     device = offsets.device
     d = int(max_delta)
-    flat = torch.arange(h * w, device=device)
-    total = flat.expand(n, h * w).clone()
-    rows, cols = flat // w, flat % w
-    in_window = (rows > d) & (rows <= h - d) & (cols > d) & (cols <= w - d)
-    if d <= 0 or not bool(in_window.any()):
-        return total
+    hw = h * w
+    flat = torch.arange(hw, device=device)
+    if d <= 0 or h - 2 * d < 1 or w - 2 * d < 1 or n == 0:
+        return flat.expand(n, hw).clone()
+    if bool((offsets.amin() < -d) | (offsets.amax() >= d)):
+        raise ValueError(f"glass offsets must lie in [-{d}, {d - 1}]")
+    table = _glass_link_table(h, w, d, device)
+    follows = d > 1  # with offsets in [-1, 0] no pixel is visited before the ones it reads
+    top, wh, ww = d + 1, h - 2 * d, w - 2 * d
+    # index of (window pixel, offset (0, 0)) in the table; + dy * 2d + dx picks the offset
+    k = torch.arange(wh * ww, device=device).view(wh, ww)
+    base = k * (4 * d * d) + (d * 2 * d + d)
+    links = (flat + hw).expand(n, hw).clone()  # unvisited pixels keep their own value
+    links_window = links.view(n, h, w)[:, top : top + wh, top : top + ww]
+    flat_links = links.view(-1)
+    total = None
     for r in range(iterations):
-        ty = (rows + offsets[:, r, 0].reshape(n, h * w)).clamp(0, h - 1)
-        tx = (cols + offsets[:, r, 1].reshape(n, h * w)).clamp(0, w - 1)
-        target = torch.where(in_window, ty * w + tx, flat)
-        # The loop visits flat indices in decreasing order: a larger in-window target was visited first.
-        pointer = target
-        done = ~(in_window & in_window[target] & (target > flat))
-        while not bool(done.all()):
-            pointer, done = (
-                torch.where(done, pointer, pointer.gather(1, pointer)),
-                done | done.gather(1, pointer),
-            )
-        total = total.gather(1, pointer)
+        off = offsets[:, r, :, top : top + wh, top : top + ww]
+        if offsets.dtype == torch.int8 and 2 * d * d + d < 128:
+            code = off[:, 0] * (2 * d) + off[:, 1]  # exact in int8
+            index = base + code
+        else:
+            index = torch.add(base, off[:, 0], alpha=2 * d)
+            index += off[:, 1]
+        links_window.copy_(table.take(index))
+        if not follows:
+            src = links - hw
+            total = src if total is None else total.gather(1, src)
+            continue
+        # pointer jumping over the links still to follow: each jump replaces a link by its target's
+        active = (links.view(-1) < hw).nonzero().squeeze(1)
+        image_start = active - active % hw
+        while active.numel():
+            jumped = flat_links.take(image_start + flat_links.take(active))
+            flat_links.scatter_(0, active, jumped)
+            more = jumped < hw
+            active, image_start = active[more], image_start[more]
+        src = links - hw
+        total = src if total is None else total.gather(1, src)
     return total
 
 
@@ -222,7 +308,12 @@ def glass_blur(
     n, c, h, w = images.shape
     x = K.gaussian_filter(images, sigma)
     x = torch.floor(x * 255) / 255  # np.uint8(... * 255) truncates
-    offsets = glass_offsets(n, h, w, max_delta, iterations, generators, images.device)
+    if int(max_delta) > 0 and n:
+        # int8 draws: the same numbers as glass_offsets' int64 ones at an eighth of the memory
+        offsets = images.new_empty((n, iterations, 2, h, w), dtype=torch.int8)
+        offsets = _glass_offsets_into(offsets, max_delta, generators)
+    else:
+        offsets = glass_offsets(n, h, w, max_delta, iterations, generators, images.device)
     src = glass_shuffle_index(offsets, max_delta)
     x = x.reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
     return K.gaussian_filter(x, sigma)
@@ -265,15 +356,25 @@ def zoom_blur(images: torch.Tensor, factors: Sequence[float], centre: bool = Tru
     """
     n, c, h, w = images.shape
     out = images.clone()
+    last_sizes, zoomed = None, images
     for z in factors:
         ch, cw = K.ceil_div_zoom(h, z), K.ceil_div_zoom(w, z)
-        top, left = (h - ch) // 2, (w - cw) // 2
         zh, zw = K.scipy_zoom_size(ch, z), K.scipy_zoom_size(cw, z)
-        trim_h, trim_w = ((zh - h) // 2, (zw - w) // 2) if centre else (0, 0)
-        rows = K.linear_zoom_matrix(ch, zh, images.device)[trim_h : trim_h + h]
-        cols = K.linear_zoom_matrix(cw, zw, images.device)[trim_w : trim_w + w]
-        out += K.resample(images[..., top : top + ch, left : left + cw], rows, cols)
-    return out / (len(factors) + 1)
+        # The zoom depends on the factor only through these sizes, and neighbouring factors often
+        # share them (at 32 px about every other one): the same zoom is added again, not redone.
+        # A zoom to the same size is the identity (z = 1 and just above): the image itself.
+        if (ch, cw, zh, zw) != last_sizes:
+            last_sizes = (ch, cw, zh, zw)
+            if (ch, zh, cw, zw) == (h, h, w, w):
+                zoomed = images
+            else:
+                top, left = (h - ch) // 2, (w - cw) // 2
+                trim_h, trim_w = ((zh - h) // 2, (zw - w) // 2) if centre else (0, 0)
+                rows = K.linear_zoom_matrix(ch, zh, images.device)[trim_h : trim_h + h]
+                cols = K.linear_zoom_matrix(cw, zw, images.device)[trim_w : trim_w + w]
+                zoomed = K.resample(images[..., top : top + ch, left : left + cw], rows, cols)
+        out += zoomed
+    return out.div_(len(factors) + 1)
 
 
 # --------------------------------------------------------------------------- corruptions

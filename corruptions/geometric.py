@@ -32,8 +32,13 @@ __all__ = [
 
 def uniform_rows(generators: list[torch.Generator], n: int, device: torch.device) -> torch.Tensor:
     """(N, n) U[0, 1) draws, row i from generator i (an empty batch gives (0, n))."""
-    rows = [torch.rand(n, generator=g, device=device) for g in generators]
-    return torch.stack(rows) if rows else torch.empty(0, n, device=device)
+    # rows of one buffer filled in place: what torch.rand(n, generator=g) draws, without a tensor
+    # and a stack per image
+    out = torch.empty(len(generators), n, device=device)
+    # (one row view at a time: a thousand live views would only feed the garbage collector)
+    for i, g in enumerate(generators):
+        out[i].uniform_(generator=g)
+    return out
 
 
 def _pixel_grid(h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +91,15 @@ def warp_affine(images: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
         inverse: (N, 2, 3) matrices mapping an output pixel (x, y) to its source position, pixel
             centres at integer coordinates (what ``cv2.warpAffine`` computes by inverting ``M``).
     """
-    _, _, h, w = images.shape
+    n, _, h, w = images.shape
     ys, xs = _pixel_grid(h, w, images)
     inv = inverse.to(images)[:, :, :, None, None]
-    src_x = inv[:, 0, 0] * xs + inv[:, 0, 1] * ys + inv[:, 0, 2]
-    src_y = inv[:, 1, 0] * xs + inv[:, 1, 1] * ys + inv[:, 1, 2]
-    grid = torch.stack([2 * src_x / max(w - 1, 1) - 1, 2 * src_y / max(h - 1, 1) - 1], dim=-1)
+    # grid[..., k] = 2 * (inv[k, 0] x + inv[k, 1] y + inv[k, 2]) / (size - 1) - 1, computed in place
+    grid = images.new_empty((n, h, w, 2))
+    for k, size in ((0, w), (1, h)):
+        g = grid[..., k]
+        torch.mul(inv[:, k, 0], xs, out=g)
+        g.add_(inv[:, k, 1] * ys).add_(inv[:, k, 2]).mul_(2).div_(max(size - 1, 1)).sub_(1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
@@ -103,9 +111,12 @@ def displace(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.
         dx: (N, H, W) column displacement in pixels.
         dy: (N, H, W) row displacement in pixels.
     """
-    _, _, h, w = images.shape
+    n, _, h, w = images.shape
     ys, xs = _pixel_grid(h, w, images)
-    grid = torch.stack([(2 * (xs + dx) + 1) / w - 1, (2 * (ys + dy) + 1) / h - 1], dim=-1)
+    # grid[..., k] = (2 * (pos + d) + 1) / size - 1, computed in place
+    grid = images.new_empty((n, h, w, 2))
+    for k, pos, d, size in ((0, xs, dx, w), (1, ys, dy, h)):
+        torch.add(pos, d, out=grid[..., k]).mul_(2).add_(1).div_(size).sub_(1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -145,8 +156,8 @@ def elastic_kernel(
     if alpha == 0:
         return out
     fields = torch.stack([noise_x, noise_y], dim=1).to(images)
-    fields = gaussian_smooth(fields, sigma, "reflect", truncate=3.0)
-    return displace(out, fields[:, 0] * alpha, fields[:, 1] * alpha)
+    fields = gaussian_smooth(fields, sigma, "reflect", truncate=3.0).mul_(alpha)
+    return displace(out, fields[:, 0], fields[:, 1])
 
 
 def elastic_transform(
@@ -180,9 +191,9 @@ def elastic_transform(
         >>> out = elastic_transform(torch.rand(4, 3, 32, 32), 3.2, 6.4, gens, affine=2.24)
     """
     n, _, h, w = images.shape
-    draws = uniform_rows(generators, 6 + 2 * h * w, images.device) * 2 - 1
+    draws = uniform_rows(generators, 6 + 2 * h * w, images.device).mul_(2).sub_(1)
     corners = draws[:, :6].reshape(n, 3, 2) * affine if affine else None
-    noise = draws[:, 6:].reshape(n, 2, h, w) * max_dx
+    noise = draws[:, 6:].reshape(n, 2, h, w).mul_(max_dx)
     return elastic_kernel(images, noise[:, 0], noise[:, 1], alpha, sigma, corners).clamp(0, 1)
 
 

@@ -14,35 +14,53 @@ import torch
 from corruptions.base import Corruption, register_corruption
 
 
-def _per_image(
-    images: torch.Tensor,
-    generators: Sequence[torch.Generator],
-    draw: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-) -> torch.Tensor:
+def _check_generators(images: torch.Tensor, generators: Sequence[torch.Generator]) -> None:
     if len(generators) != images.shape[0]:
         raise ValueError(
             f"need one generator per image: {images.shape[0]} images, {len(generators)} generators"
         )
-    if not generators:
-        return torch.zeros_like(images)
-    return torch.stack([draw(x, g) for x, g in zip(images, generators, strict=True)])
+
+
+def _draw(
+    images: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    fill: Callable[[torch.Tensor, torch.Generator], object],
+    shape: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """(N, *shape) random numbers, row i filled in place by ``fill(row, generators[i])``.
+
+    Filling rows of one buffer draws exactly what a fresh ``torch.rand`` / ``torch.randn`` of the
+    row's shape would from the same generator, without a tensor and a stack per image.
+    """
+    _check_generators(images, generators)
+    shape = tuple(images.shape[1:]) if shape is None else shape
+    out = torch.empty((images.shape[0], *shape), device=images.device, dtype=images.dtype)
+    # one row view at a time (a thousand live views would only feed Python's garbage collector)
+    for i, g in enumerate(generators):
+        fill(out[i], g)
+    return out
 
 
 def _randn(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    return _per_image(
-        images, generators, lambda x, g: torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    )
+    return _draw(images, generators, lambda row, g: row.normal_(generator=g))
 
 
 def gaussian_noise(images: torch.Tensor, sigma: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """``x + N(0, sigma²)`` independently per pixel and channel (not clipped)."""
-    return images + sigma * _randn(images, generators)
+    return _randn(images, generators).mul_(sigma).add_(images)  # images + sigma * noise
 
 
 def shot_noise(images: torch.Tensor, scale: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Poisson (shot) noise: ``poisson(x * scale) / scale``; a larger ``scale`` is milder."""
-    counts = _per_image(images, generators, lambda x, g: torch.poisson(x * scale, generator=g))
-    return counts / scale
+    _check_generators(images, generators)
+    if not generators:
+        return torch.zeros_like(images)
+    # torch.poisson (a sequential rejection sampler per element) is the cost; it has no out=
+    rates = images * scale
+    counts = torch.empty_like(rates)
+    for i, g in enumerate(generators):
+        counts[i] = torch.poisson(rates[i], generator=g)
+    return counts.div_(scale)
 
 
 def impulse_noise(
@@ -57,18 +75,14 @@ def impulse_noise(
     last row, column or channel, an off-by-one in its ``randint``); the expected fraction of
     replaced elements is the same up to those collisions.
     """
-
-    def draw(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        u = torch.rand((2, *x.shape), generator=g, device=x.device, dtype=x.dtype)
-        flipped, salted = u[0] < amount, u[1] < salt_vs_pepper
-        return torch.where(flipped, salted.to(x.dtype), x)
-
-    return _per_image(images, generators, draw)
+    u = _draw(images, generators, lambda row, g: row.uniform_(generator=g), (2, *images.shape[1:]))
+    flipped, salted = u[:, 0] < amount, u[:, 1] < salt_vs_pepper
+    return torch.where(flipped, salted.to(images.dtype), images)
 
 
 def speckle_noise(images: torch.Tensor, sigma: float, generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Multiplicative noise ``x + x * N(0, sigma²)`` (not clipped)."""
-    return images + images * (sigma * _randn(images, generators))
+    return _randn(images, generators).mul_(sigma).mul_(images).add_(images)  # x + x * (sigma * noise)
 
 
 @register_corruption

@@ -33,8 +33,10 @@ __all__ = [
 
 def _randn(generators: list[torch.Generator], n: int, device: torch.device) -> torch.Tensor:
     """(N, n) standard normal draws, row i from generator i."""
-    rows = [torch.randn(n, generator=g, device=device) for g in generators]
-    return torch.stack(rows) if rows else torch.empty(0, n, device=device)
+    out = torch.empty(len(generators), n, device=device)
+    for i, g in enumerate(generators):
+        out[i].normal_(generator=g)  # what torch.randn(n, generator=g) draws
+    return out
 
 
 def _next_power_of_2(x: int) -> int:
@@ -182,13 +184,19 @@ def frost_kernel(
         top: (N,) crop row per image.
         left: (N,) crop column per image.
     """
-    _, _, h, w = images.shape
+    n, _, h, w = images.shape
     dev = images.device
-    rows = top.to(dev)[:, None] + torch.arange(h, device=dev)
-    cols = left.to(dev)[:, None] + torch.arange(w, device=dev)
-    crops = textures.to(dev)[choice.to(dev)[:, None, None], rows[:, :, None], cols[:, None, :]]  # N,H,W,3
-    crops = crops.permute(0, 3, 1, 2).to(images.dtype) / 255
-    return (image_weight * images + frost_weight * crops).clamp(0, 1)
+    _, th, tw, _ = textures.shape
+    # flat (texture, row, column) index of every crop pixel; one row of 3 channels each
+    corner = choice.to(dev) * (th * tw) + top.to(dev) * tw + left.to(dev)
+    pixels = corner[:, None, None] + (torch.arange(h, device=dev)[:, None] * tw + torch.arange(w, device=dev))
+    crops = textures.to(dev).reshape(-1, 3).index_select(0, pixels.reshape(-1)).view(n, h, w, 3)
+    out = torch.empty((n, 3, h, w), device=dev, dtype=images.dtype)
+    out.copy_(crops.permute(0, 3, 1, 2))
+    if images.shape[1] == 3 and images.stride(1) == 0:  # a grey image broadcast to RGB
+        images = images[:, :1]
+    # image_weight * x + frost_weight * (crop / 255), in place in one buffer
+    return out.div_(255).mul_(frost_weight).add_(image_weight * images).clamp_(0, 1)
 
 
 def stack_textures(textures: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,9 +298,13 @@ def snow_kernel(images: torch.Tensor, flakes: torch.Tensor, blend: float) -> tor
         flakes: (N, 1, H, W) snow layer in [0, 1].
         blend: ``c[6]``.
     """
-    whitened = torch.maximum(images, to_gray(images) * 1.5 + 0.5)
-    x = blend * images + (1 - blend) * whitened
-    return (x + flakes + flakes.rot90(2, dims=(2, 3))).clamp(0, 1)
+    grey = images.shape[1] == 3 and images.stride(1) == 0  # one plane broadcast to RGB
+    plane = images[:, :1] if grey else images
+    whitened = torch.maximum(plane, to_gray(images) * 1.5 + 0.5)
+    x = blend * plane + (1 - blend) * whitened
+    out = (x + flakes + flakes.rot90(2, dims=(2, 3))).clamp_(0, 1)
+    # a grey image's three channels are equal: computed once, returned as RGB
+    return out.expand_as(images).contiguous() if grey else out
 
 
 def snow_flakes(

@@ -135,6 +135,8 @@ def _gate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from robustbench_lite.train import QUICK
+
     p = _Parser(prog=f"{PROG} train", description="Train a model with the standard recipe and write a checkpoint.")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="shufflenetv2", help="model name (default: shufflenetv2)")
@@ -145,10 +147,11 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
                    help="measure test accuracy on the first N test images (default: all)")
     g = p.add_argument_group("optimisation (default: the quick recipe)")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: 2)")
-    g.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 128)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate, AdamW one-cycle (default: 0.004)")
-    g.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: 0.0005)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs (default: {QUICK.epochs})")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help=f"batch size (default: {QUICK.batch_size})")
+    g.add_argument("--lr", type=float, default=None, help=f"peak learning rate, AdamW one-cycle (default: {QUICK.lr})")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help=f"AdamW weight decay (default: {QUICK.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="PATH",

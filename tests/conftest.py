@@ -55,7 +55,8 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     from robustbench_lite.train import train
 
     out = tmp_path_factory.mktemp("ckpt") / "digits.pt"
-    train(TrainConfig(model="shufflenetv2_x0_5", dataset="digits", epochs=6, lr=1e-2, seed=0, output=str(out),
+    train(TrainConfig(model="shufflenetv2_x0_5", dataset="digits", epochs=6, batch_size=128, lr=1e-2, seed=0,
+                      output=str(out),
                       device="cpu", show_progress=False), log=lambda m: None)
     return out
 
