@@ -99,9 +99,11 @@ def run_suites(
     )
     timings: dict[str, float] = {}
     for name in config.suites:
+        log(f"{name}: running on {len(dataset)} images")
         t0 = time.perf_counter()
         result.suites[name] = SUITES.get(name).run(ctx)
         timings[name] = time.perf_counter() - t0
+        log(f"{name}: done in {timings[name]:.1f} s")
     timings["total"] = sum(timings.values())
     result.timings = timings
     return result

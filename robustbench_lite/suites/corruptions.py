@@ -254,6 +254,7 @@ class CorruptionSuite(Suite):
                 else:
                     logits = ctx.predict(lambda x, i, s=severity: timed(s, x, i), desc=f"{name} s{severity}")
                 acc[name][str(severity)] = float((logits.argmax(1) == labels).float().mean())
+            ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
 
         mean_acc = statistics.fmean(acc[c][str(s)] for c in names for s in severities)
