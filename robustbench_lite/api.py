@@ -99,11 +99,11 @@ def run_suites(
     )
     timings: dict[str, float] = {}
     for name in config.suites:
-        log(f"{name}: running on {len(dataset)} images")
         t0 = time.perf_counter()
         result.suites[name] = SUITES.get(name).run(ctx)
         timings[name] = time.perf_counter() - t0
-        log(f"{name}: done in {timings[name]:.1f} s")
+        # after the suite, not before: a user error inside a suite stays the only line printed
+        log(f"{name}: done on {len(dataset)} images in {timings[name]:.1f} s")
     timings["total"] = sum(timings.values())
     result.timings = timings
     return result
