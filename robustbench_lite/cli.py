@@ -26,7 +26,7 @@ from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
 COMMANDS = ("eval", "train", "list", "report", "gate", "history")
-LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions")
+LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -457,6 +457,10 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
         rows = [(n, describe(n)) for n in attacks.available(pattern)]
         defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
         return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
+    if what == "shifts":
+        from robustbench_lite.shift import SHIFTS
+
+        return [(n, SHIFTS.entry(n).description) for n in SHIFTS.list(pattern)]
     from corruptions import CORRUPTIONS
 
     return [(n, f"{CORRUPTIONS.entry(n)().family}") for n in CORRUPTIONS.list(pattern)]

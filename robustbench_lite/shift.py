@@ -256,7 +256,7 @@ class ShiftSplit:
         raise NotImplementedError
 
 
-SHIFTS: Registry[ShiftSplit] = Registry("shift split", "robust-eval --help: --shift-splits")
+SHIFTS: Registry[ShiftSplit] = Registry("shift split", "robust-eval list shifts")
 
 
 def register_shift(split: ShiftSplit) -> ShiftSplit:
@@ -911,9 +911,3 @@ class FolderShift(ShiftSplit):
 
 
 register_shift(FolderShift())
-
-
-def describe() -> list[tuple[str, str]]:
-    """(name, description) for every split, for listings."""
-    return [(n, SHIFTS.entry(n).description) for n in SHIFTS.list()]
-

@@ -152,7 +152,8 @@ def test_failed_run_leaves_no_results_file(tmp_path, capsys):
 
 def test_list_commands(capsys):
     for what, needle in [("models", "shufflenetv2"), ("datasets", "fashion-mnist"), ("suites", "clean"),
-                         ("attacks", "pgd"), ("corruptions", "gaussian_noise")]:
+                         ("attacks", "pgd"), ("corruptions", "gaussian_noise"),
+                         ("shifts", "covariate/rotation")]:
         code, out, _ = run(capsys, "list", what)
         assert code == 0 and needle in out
     code, out, _ = run(capsys, "list", "models", "mobilenet*")
