@@ -161,7 +161,9 @@ def test_list_commands(capsys):
 
 
 def test_console_script_and_module_entry_points():
-    for cmd in (["robust-eval"], [sys.executable, "-m", "robustbench_lite"]):
-        exe = cmd if cmd[0] != "robust-eval" else [str(__import__("pathlib").Path(sys.executable).parent / "robust-eval")]
+    from pathlib import Path
+
+    script = str(Path(sys.executable).parent / "robust-eval")
+    for exe in ([script], [sys.executable, "-m", "robustbench_lite"]):
         p = subprocess.run([*exe, "--model", "nope"], capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
