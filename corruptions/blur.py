@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from corruptions import _kernels as K
 from corruptions.base import Corruption, register_corruption
+from robustbench_lite.seeding import uniform_rows
 
 # --------------------------------------------------------------------------- motion blur kernel
 
@@ -134,10 +135,7 @@ def _uniform(
     generators: Sequence[torch.Generator], low: float, high: float, device: torch.device
 ) -> torch.Tensor:
     """One U(low, high) draw per image, each from that image's generator (float64)."""
-    draws = [torch.rand(1, generator=g, device=device, dtype=torch.float64) for g in generators]
-    return low + (high - low) * (
-        torch.cat(draws) if draws else torch.zeros(0, dtype=torch.float64, device=device)
-    )
+    return low + (high - low) * uniform_rows(generators, (1,), device, torch.float64)[:, 0]
 
 
 def gaussian_blur(

@@ -23,22 +23,12 @@ import torch.nn.functional as F
 
 from corruptions import _kernels as K
 from corruptions.base import Corruption, register_corruption
+from robustbench_lite.seeding import uniform_rows
 
 __all__ = [
     "ElasticTransform", "affine_from_points", "displace", "elastic_kernel", "elastic_transform",
-    "filter_matrix", "gaussian_smooth", "uniform_rows", "warp_affine",
+    "filter_matrix", "gaussian_smooth", "warp_affine",
 ]
-
-
-def uniform_rows(generators: list[torch.Generator], n: int, device: torch.device) -> torch.Tensor:
-    """(N, n) U[0, 1) draws, row i from generator i (an empty batch gives (0, n))."""
-    # rows of one buffer filled in place: what torch.rand(n, generator=g) draws, without a tensor
-    # and a stack per image
-    out = torch.empty(len(generators), n, device=device)
-    # (one row view at a time: a thousand live views would only feed the garbage collector)
-    for i, g in enumerate(generators):
-        out[i].uniform_(generator=g)
-    return out
 
 
 def _pixel_grid(h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +181,7 @@ def elastic_transform(
         >>> out = elastic_transform(torch.rand(4, 3, 32, 32), 3.2, 6.4, gens, affine=2.24)
     """
     n, _, h, w = images.shape
-    draws = uniform_rows(generators, 6 + 2 * h * w, images.device).mul_(2).sub_(1)
+    draws = uniform_rows(generators, (6 + 2 * h * w,), images.device).mul_(2).sub_(1)
     corners = draws[:, :6].reshape(n, 3, 2) * affine if affine else None
     noise = draws[:, 6:].reshape(n, 2, h, w).mul_(max_dx)
     return elastic_kernel(images, noise[:, 0], noise[:, 1], alpha, sigma, corners).clamp(0, 1)

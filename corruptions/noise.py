@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from corruptions.base import Corruption, register_corruption
+from robustbench_lite.seeding import sample_rows
 
 
 def _check_generators(images: torch.Tensor, generators: Sequence[torch.Generator]) -> None:
@@ -27,18 +28,10 @@ def _draw(
     fill: Callable[[torch.Tensor, torch.Generator], object],
     shape: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """(N, *shape) random numbers, row i filled in place by ``fill(row, generators[i])``.
-
-    Filling rows of one buffer draws exactly what a fresh ``torch.rand`` / ``torch.randn`` of the
-    row's shape would from the same generator, without a tensor and a stack per image.
-    """
+    """(N, *shape) random numbers (default: the images' shape), see :func:`sample_rows`."""
     _check_generators(images, generators)
     shape = tuple(images.shape[1:]) if shape is None else shape
-    out = torch.empty((images.shape[0], *shape), device=images.device, dtype=images.dtype)
-    # one row view at a time (a thousand live views would only feed Python's garbage collector)
-    for i, g in enumerate(generators):
-        fill(out[i], g)
-    return out
+    return sample_rows(generators, shape, fill, images.device, images.dtype)
 
 
 def _randn(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:

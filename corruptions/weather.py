@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from corruptions import _kernels as K
 from corruptions.base import Corruption, register_corruption, to_gray
 from corruptions.blur import motion_blur_kernel_apply
-from corruptions.geometric import gaussian_smooth, uniform_rows
+from corruptions.geometric import gaussian_smooth
 from corruptions.textures import FROST_USED, frost_textures, frost_unavailable
+from robustbench_lite.seeding import normal_rows, uniform_rows
 
 __all__ = [
     "Fog", "Frost", "Snow", "Spatter",
@@ -29,14 +30,6 @@ __all__ = [
     "plasma_draws", "plasma_fractal", "snow", "snow_flakes", "snow_kernel", "spatter", "spatter_kernel",
     "stack_textures", "water_mask",
 ]
-
-
-def _randn(generators: list[torch.Generator], n: int, device: torch.device) -> torch.Tensor:
-    """(N, n) standard normal draws, row i from generator i."""
-    out = torch.empty(len(generators), n, device=device)
-    for i, g in enumerate(generators):
-        out[i].normal_(generator=g)  # what torch.randn(n, generator=g) draws
-    return out
 
 
 def _next_power_of_2(x: int) -> int:
@@ -140,7 +133,7 @@ def fog(
     mapsize = mapsize or _next_power_of_2(max(h, w))
     if mapsize < max(h, w):
         raise ValueError(f"plasma mapsize {mapsize} is smaller than the image ({h}x{w})")
-    uniforms = uniform_rows(generators, plasma_draws(mapsize), images.device)
+    uniforms = uniform_rows(generators, (plasma_draws(mapsize),), images.device)
     plasma = plasma_fractal(uniforms, mapsize, wibbledecay)
     return fog_kernel(images, plasma, strength)
 
@@ -240,7 +233,7 @@ def frost(
     """
     _, _, h, w = images.shape
     stack, sizes = _frost_stack(profile, h, w, images.device)
-    u = uniform_rows(generators, 3, images.device).double()
+    u = uniform_rows(generators, (3,), images.device).double()
     choice = (u[:, 0] * FROST_USED).long().clamp(max=FROST_USED - 1)
     room = (sizes[choice] - torch.tensor([h, w], device=images.device)).double()
     top = (u[:, 1] * room[:, 0]).long()
@@ -365,8 +358,8 @@ def snow(
     """
     loc, scale, zoom, threshold, radius, sigma, blend = params
     n, _, h, w = images.shape
-    layer = (loc + scale * _randn(generators, h * w, images.device)).reshape(n, 1, h, w).to(images)
-    angles = -135 + 90 * uniform_rows(generators, 1, images.device)[:, 0]
+    layer = (loc + scale * normal_rows(generators, (h * w,), images.device)).reshape(n, 1, h, w).to(images)
+    angles = -135 + 90 * uniform_rows(generators, (1,), images.device)[:, 0]
     flakes = snow_flakes(layer, angles, zoom, threshold, radius, sigma, profile)
     return snow_kernel(images, flakes, blend)
 
@@ -619,7 +612,7 @@ def spatter(
     """
     loc, scale, sigma, threshold, c4, mode = params
     n, _, h, w = images.shape
-    layer = (loc + scale * _randn(generators, h * w, images.device)).reshape(n, h, w)
+    layer = (loc + scale * normal_rows(generators, (h * w,), images.device)).reshape(n, h, w)
     return spatter_kernel(images, layer, sigma, threshold, c4, mud=int(mode) == 1)
 
 

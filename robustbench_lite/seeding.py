@@ -7,7 +7,7 @@ here, so a result does not depend on batch size, device count or order of work. 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -41,3 +41,35 @@ def default_indices(n: int, indices: torch.Tensor | Iterable[int] | None) -> lis
     if len(out) != n:
         raise ValueError(f"got {len(out)} indices for a batch of {n} images")
     return out
+
+
+def sample_rows(
+    generators: Sequence[torch.Generator],
+    shape: tuple[int, ...],
+    fill: Callable[[torch.Tensor, torch.Generator], object],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(N, *shape) random numbers, row i filled in place by ``fill(row, generators[i])``.
+
+    Filling rows of one buffer draws exactly what a fresh ``torch.rand`` / ``torch.randn`` of the
+    row's shape would from the same generator, without a tensor and a stack per sample. An empty
+    list gives an empty (0, *shape) tensor.
+    """
+    out = torch.empty((len(generators), *shape), device=device, dtype=dtype)
+    # one row view at a time (a thousand live views would only feed Python's garbage collector)
+    for i, g in enumerate(generators):
+        fill(out[i], g)
+    return out
+
+
+def uniform_rows(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, *shape) U[0, 1) draws, row i from generator i."""
+    return sample_rows(generators, shape, lambda row, g: row.uniform_(generator=g), device, dtype)
+
+
+def normal_rows(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, *shape) standard normal draws, row i from generator i."""
+    return sample_rows(generators, shape, lambda row, g: row.normal_(generator=g), device, dtype)

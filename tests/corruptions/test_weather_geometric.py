@@ -25,7 +25,7 @@ from corruptions import textures as T
 from corruptions import weather as W
 from corruptions.profiles import TABLES
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.seeding import generators
+from robustbench_lite.seeding import generators, uniform_rows
 
 NAMES = ("fog", "frost", "snow", "spatter", "elastic_transform")
 Digits = dict[str, torch.Tensor]
@@ -329,14 +329,14 @@ def test_severity_ordering_on_average(name: str, profile: str, digits: Digits) -
 
 @pytest.mark.parametrize("mapsize, decay", [(32, 3.0), (32, 1.75), (64, 1.4)])
 def test_plasma_matches_numpy_port(mapsize: int, decay: float) -> None:
-    u = G.uniform_rows(_gens(3), W.plasma_draws(mapsize), torch.device("cpu"))
+    u = uniform_rows(_gens(3), (W.plasma_draws(mapsize),), torch.device("cpu"))
     ours = W.plasma_fractal(u, mapsize, decay)
     for i in range(3):
         np.testing.assert_allclose(ours[i].numpy(), plasma_np(mapsize, decay, u[i].numpy()), atol=2e-5)
 
 
 def test_plasma_statistics() -> None:
-    u = G.uniform_rows(_gens(8), W.plasma_draws(64), torch.device("cpu"))
+    u = uniform_rows(_gens(8), (W.plasma_draws(64),), torch.device("cpu"))
     smooth, rough = W.plasma_fractal(u, 64, 3.0), W.plasma_fractal(u, 64, 1.4)
     assert smooth.shape == (8, 64, 64)
     for maps in (smooth, rough):
@@ -352,7 +352,7 @@ def test_plasma_statistics() -> None:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_fog_kernel_matches_numpy_port(profile: str, digits: Digits) -> None:
     x = digits["rgb"][:4]
-    u = G.uniform_rows(_gens(4), W.plasma_draws(32), torch.device("cpu"))
+    u = uniform_rows(_gens(4), (W.plasma_draws(32),), torch.device("cpu"))
     plasma = W.plasma_fractal(u, 32, 2.0)
     for severity in (1, 5):
         c = TABLES[profile]["fog"][severity - 1]
