@@ -1,4 +1,4 @@
-"""Adversarial attacks in pixel space: FGSM, FGSM-RS, PGD (Linf, L2) and torchattacks' catalogue.
+"""Adversarial attacks in pixel space: FGSM, FGSM-RS, PGD (Linf, L2), PGD-KL (TRADES) and torchattacks' catalogue.
 
 Images are float NCHW in [0, 1], models normalise inside, eps is in pixel units. Native attacks are
 registered in :data:`ATTACKS` (``robust-eval list attacks``); :func:`build` also accepts
@@ -25,7 +25,7 @@ from attacks.base import (
 from attacks.checks import gradient_masking_checks, is_stochastic, zero_gradient_fraction
 from attacks.defaults import DEFAULT_EPS, default_eps, parse_eps
 from attacks.evaluate import AttackEvaluation, evaluate_attack
-from attacks.pgd import FGSM, FGSMRS, PGD
+from attacks.pgd import FGSM, FGSMRS, PGD, PGDKL
 from attacks.torchattacks_adapter import TorchattacksAttack
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_EPS",
     "FGSM",
     "FGSMRS",
+    "PGDKL",
     "NORMS",
     "PGD",
     "Attack",

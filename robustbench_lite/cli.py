@@ -26,7 +26,7 @@ from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
 COMMANDS = ("eval", "train", "list", "report", "gate", "history")
-LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts")
+LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -137,11 +137,20 @@ def _gate_arguments(p: argparse.ArgumentParser) -> None:
 def train_parser() -> argparse.ArgumentParser:
     from robustbench_lite.train import QUICK
 
-    p = _Parser(prog=f"{PROG} train", description="Train a model with the standard recipe and write a checkpoint.")
+    p = _Parser(prog=f"{PROG} train", description="Train a model with the standard recipe, optionally with defences "
+                "(adversarial training, augmentation), and write a checkpoint that records the full recipe.",
+                epilog="defences: 'robust-eval list defences'. Examples:\n"
+                       "  robust-eval train --defence pgd-at --eps 0.1 --epochs 4 --output pgd.pt\n"
+                       "  robust-eval train --defence augmix,trades --beta 6 --output at.pt\n"
+                       "  robust-eval train --defence fgsm-rs --output fast.pt --resume   # after an interruption",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="shufflenetv2", help="model name (default: shufflenetv2)")
     g.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
-    g.add_argument("--pretrained", action="store_true", help="start from torchvision's ImageNet weights")
+    init = g.add_mutually_exclusive_group()
+    init.add_argument("--pretrained", action="store_true",
+                      help="fine-tune torchvision's ImageNet weights (the transfer path; needs the weights file)")
+    init.add_argument("--from-scratch", action="store_true", help="random initialisation (the default)")
     g.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="train on the first N training images (default: all)")
     g.add_argument("--eval-limit", type=_positive_int, default=None, metavar="N",
@@ -153,11 +162,53 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None,
                    help=f"AdamW weight decay (default: {QUICK.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
+    g = p.add_argument_group("defences (see 'robust-eval list defences')")
+    g.add_argument("--defence", "--defense", action="append", default=None, metavar="NAME[,NAME]",
+                   help="defences to train with, comma-separated or repeated: fgsm-rs, pgd-at, trades, augmix, "
+                        "autoaugment, randaugment, trivialaugment, cutmix, mixup, gaussian-noise (default: none)")
+    g.add_argument("--eps", type=_eps_value, default=None,
+                   help="adversarial training budget, Linf pixel units, e.g. 0.1 or 8/255 (default: the dataset's)")
+    g.add_argument("--steps", type=_positive_int, default=None,
+                   help="attack steps for pgd-at and trades (default: 5)")
+    g.add_argument("--alpha", type=_eps_value, default=None,
+                   help="attack step size (default: 1.25*eps for fgsm-rs, 2.5*eps/steps for pgd-at and trades)")
+    g.add_argument("--beta", type=float, default=None, help="TRADES robustness weight (default: 6)")
+    g.add_argument("--severity", type=_positive_int, default=None, help="AugMix severity 1-10 (default: 3)")
+    g.add_argument("--jsd", action="store_true", default=None,
+                   help="AugMix with its Jensen-Shannon consistency loss (3 views per image)")
+    g.add_argument("--magnitude", type=_positive_int, default=None, help="RandAugment magnitude 0-30 (default: 9)")
+    g.add_argument("--mix-alpha", type=float, default=None, help="cutmix/mixup Beta(alpha, alpha) (default: 1)")
+    g.add_argument("--noise-std", type=float, default=None, help="gaussian-noise sigma, pixel units (default: 0.1)")
+    g.add_argument("--noise-p", type=float, default=None,
+                   help="fraction of images gaussian-noise perturbs (default: 0.5)")
+    g.add_argument("--monitor-images", type=_positive_int, default=None,
+                   help="held-out training images for the per-epoch PGD check of adversarial defences "
+                        "(default: 1000, at most 10%% of the training set)")
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="PATH",
-                   help="checkpoint path (default: the cache, as the (model, dataset) baseline)")
+                   help="checkpoint path (default: the cache for the plain quick recipe, which becomes the "
+                        "(model, dataset) baseline; ./checkpoints/<model>--<dataset>--<defences>... otherwise)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run whose state file (<output>.resume) is next to the checkpoint")
     _common(p)
     return p
+
+
+DEFENCE_FLAGS = ("eps", "steps", "alpha", "beta", "severity", "jsd", "magnitude", "mix_alpha", "noise_std",
+                 "noise_p", "monitor_images")
+
+
+def _eps_value(text: str) -> float:
+    """A budget as a number or fraction: 0.1, 8/255."""
+    from attacks.defaults import parse_eps
+
+    try:
+        values = parse_eps(text)
+    except RobustEvalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one value, got '{text}'")
+    return values[0]
 
 
 def list_parser() -> argparse.ArgumentParser:
@@ -426,6 +477,8 @@ def run_train(argv: Sequence[str]) -> int:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed, output=args.output,
         device=args.device, data_dir=args.data_dir, pretrained=args.pretrained, limit=args.limit,
         eval_limit=args.eval_limit, show_progress=not args.no_progress and sys.stderr.isatty(),
+        defence=",".join(_split_list(args.defence)) or None, resume=args.resume,
+        defence_options={k: getattr(args, k) for k in DEFENCE_FLAGS if getattr(args, k) is not None},
     )
     _, meta, path = train(cfg, log=lambda m: print(m, file=sys.stderr))
     print(f"checkpoint: {path}\ntest accuracy: {meta['clean_accuracy']:.4f}")
@@ -457,6 +510,10 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
         rows = [(n, describe(n)) for n in attacks.available(pattern)]
         defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
         return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
+    if what == "defences":
+        from robustbench_lite.defences import DEFENCES, describe
+
+        return [row for row in describe() if DEFENCES.list(pattern).count(row[0])]
     if what == "shifts":
         from robustbench_lite.shift import SHIFTS
 

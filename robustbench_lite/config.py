@@ -71,8 +71,12 @@ class TrainConfig:
 
     Attributes:
         epochs, batch_size, lr, weight_decay: optimisation; ``None`` takes the recipe default.
-        output: checkpoint path; None writes into the cache as the (model, dataset) baseline.
+        output: checkpoint path; None: the cache for the plain quick recipe (the (model, dataset)
+            baseline), else ``./checkpoints/`` under a name built from model, data, defences, recipe.
         limit: train on the first N training images (None: all).
+        defence: comma-separated defence names (``robust-eval list defences``); None: standard.
+        defence_options: :class:`robustbench_lite.defences.DefenceParams` fields (eps, steps, beta...).
+        resume: continue from the state file an interrupted run left next to ``output``.
     """
 
     model: str = DEFAULT_MODEL
@@ -90,6 +94,20 @@ class TrainConfig:
     limit: int | None = None
     eval_limit: int | None = None
     show_progress: bool = True
+    defence: str | None = None
+    defence_options: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+
+    def defence_params(self) -> Any:
+        """The defence hyperparameters as :class:`robustbench_lite.defences.DefenceParams`."""
+        from robustbench_lite.defences import DefenceParams, param_names
+
+        unknown = sorted(set(self.defence_options) - set(param_names()))
+        if unknown:
+            raise RobustEvalError(
+                f"unknown defence option {unknown[0]!r}; valid: {', '.join(param_names())}"
+            )
+        return DefenceParams(**{k: v for k, v in self.defence_options.items() if v is not None})
 
     def validate(self) -> TrainConfig:
         checks = [("epochs", self.epochs), ("batch_size", self.batch_size), ("limit", self.limit),
