@@ -65,7 +65,8 @@ def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
 
     result = run_suites(model, dataset, config, device, meta, log,
                         checkpoint={"path": source, **{k: meta.get(k) for k in (
-                            "recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created")}})
+                            "recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created",
+                            "defence", "init", "train_seconds") if k in meta}})
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
     return result

@@ -2,8 +2,9 @@
 
     robust-eval [--model M] [--dataset D] [--suite S[,S...]] [...]   evaluate (the default command)
                 [--json PATH] [--html PATH] [--gate EXPR ...] [--baseline RESULTS|run:ID] [--junit PATH]
-    robust-eval train --model M --dataset D [...]                    train a checkpoint
-    robust-eval list models|datasets|suites|attacks|corruptions [PATTERN]
+    robust-eval train --model M --dataset D [--defence D[,D]] [...]  train a checkpoint (defences: list defences)
+    robust-eval compare A.pt B.pt [RESULTS.json ...] [--suite full]    one table, deltas against the first
+    robust-eval list models|datasets|suites|attacks|corruptions|shifts|defences [PATTERN]
     robust-eval report RESULTS [RESULTS ...] [-o PATH]                HTML report from results JSON / history runs
     robust-eval gate RESULTS --gate EXPR [...]                        check gates on saved results
     robust-eval history [--model P] [--dataset P] [--suite S] [--limit N] [--show ID]
@@ -25,7 +26,7 @@ from robustbench_lite import __version__
 from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
-COMMANDS = ("eval", "train", "list", "report", "gate", "history")
+COMMANDS = ("eval", "train", "compare", "list", "report", "gate", "history")
 LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences")
 
 
@@ -68,8 +69,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def eval_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Evaluate an image classifier's robustness and efficiency.",
-                epilog="other commands: 'robust-eval train --help', 'robust-eval list models',\n"
-                       "  'robust-eval report --help', 'robust-eval gate --help', 'robust-eval history --help'")
+                epilog="other commands: 'robust-eval train --help', 'robust-eval compare --help',\n"
+                       "  'robust-eval list models', 'robust-eval report --help',"
+                       " 'robust-eval gate --help', 'robust-eval history --help'")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -88,8 +90,8 @@ def eval_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int, default=256, help="evaluation batch size (default: 256)")
     g = p.add_argument_group("suites")
     g.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
-                   help="suites to run, repeatable or comma-separated (default: clean,efficiency); "
-                        "see 'robust-eval list suites'")
+                   help="suites to run, repeatable or comma-separated; 'full' runs every suite "
+                        "(default: clean,efficiency); see 'robust-eval list suites'")
     from robustbench_lite.suites import SUITES
 
     for name, suite in SUITES.items():
@@ -209,6 +211,38 @@ def _eps_value(text: str) -> float:
     if len(values) != 1:
         raise argparse.ArgumentTypeError(f"expected one value, got '{text}'")
     return values[0]
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=f"{PROG} compare",
+                description="Compare models side by side: checkpoints are evaluated here with the same suites, "
+                            "images and seed; saved results JSON files (or history runs) are read as they are. "
+                            "One table: clean, adversarial, corruption, shift and efficiency scores per model, "
+                            "with deltas against the first.",
+                epilog="example:\n  robust-eval compare standard.pt pgd.pt augmix.pt --suite full --limit 1000 "
+                       "-o reports/defences.md --html reports/defences.html",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT|RESULTS",
+                   help="checkpoints (evaluated now), results JSON files, or history runs as run:ID")
+    p.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
+                   help="suites for the checkpoints (default: full, i.e. every suite)")
+    p.add_argument("--dataset", default=None, help="evaluate on this dataset (default: each checkpoint's own)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="evaluate the first N test images (default: all)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="evaluation batch size (default: 256)")
+    p.add_argument("--labels", default=None, metavar="A,B,...", help="column names (default: file names)")
+    from robustbench_lite.suites import SUITES
+
+    for name, suite in SUITES.items():
+        suite.add_arguments(p.add_argument_group(f"{name} suite"))
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", default="reports/compare.md", metavar="PATH",
+                   help="the table, as .md, .csv, .json or .txt by extension (default: reports/compare.md)")
+    g.add_argument("--json", default=None, metavar="PATH", help="every run's full results and the table in one JSON")
+    g.add_argument("--html", default=None, metavar="PATH", help="HTML report of every run with the comparison")
+    g.add_argument("--no-history", action="store_true", help="do not record the evaluations in the run history")
+    _common(p)
+    return p
 
 
 def list_parser() -> argparse.ArgumentParser:
@@ -344,14 +378,14 @@ def _build_examples(config: Any, data: dict[str, Any], n: int, debug: bool) -> d
 def run_eval(argv: Sequence[str]) -> int:
     from robustbench_lite import gates, history
     from robustbench_lite.api import evaluate
-    from robustbench_lite.config import DEFAULT_SUITES, RunConfig
+    from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
     from robustbench_lite.results import atomic_write
     from robustbench_lite.suites import SUITES
 
     args = _parse(eval_parser(), argv)
     if args.examples < 0:
         raise RobustEvalError(f"--examples must be >= 0, got {args.examples}; 0 leaves the example grid out")
-    suites = _split_list(args.suite) or list(DEFAULT_SUITES)
+    suites = expand_suites(_split_list(args.suite)) or list(DEFAULT_SUITES)
     gate_list, baseline, baseline_label = _load_gates(args)
     gates.validate_suites(gate_list, suites)
     suite_options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
@@ -421,6 +455,68 @@ def run_report(argv: Sequence[str]) -> int:
     print(f"report: {Path(path).resolve()}")
     if missing:
         print(f"note: no example-image grid for {', '.join(missing)} (made without --html; the JSON holds no images)")
+    return 0
+
+
+def _compare_input(spec: str) -> str:
+    """'results' (a results JSON or history run) or 'checkpoint'; a missing file is an error now."""
+    from robustbench_lite import history
+
+    if history.run_id(spec) is not None:
+        return "results"
+    path = Path(spec)
+    if not path.is_file():
+        raise RobustEvalError(f"{spec} does not exist; pass checkpoints, results JSON files or run:ID")
+    return "results" if path.suffix == ".json" else "checkpoint"
+
+
+def run_compare(argv: Sequence[str]) -> int:
+    from robustbench_lite import compare, history
+    from robustbench_lite.api import evaluate
+    from robustbench_lite.compare import FORMATS
+    from robustbench_lite.config import FULL_SUITES, RunConfig, expand_suites
+    from robustbench_lite.results import atomic_write
+    from robustbench_lite.suites import SUITES
+
+    args = _parse(compare_parser(), argv)
+    kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
+    if Path(args.output).suffix not in FORMATS:
+        raise RobustEvalError(f"--output {args.output}: use a table file ending in {', '.join(FORMATS)}")
+    labels = [lbl.strip() for lbl in args.labels.split(",")] if args.labels else None
+    if labels is not None and len(labels) != len(args.inputs):
+        raise RobustEvalError(f"--labels has {len(labels)} names for {len(args.inputs)} inputs; give one per input")
+    suites = expand_suites(_split_list(args.suite)) or list(FULL_SUITES)
+    for name in suites:
+        SUITES.entry(name)
+    suite_options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+    runs, names = [], []
+    for spec, kind in zip(args.inputs, kinds, strict=True):
+        if kind == "results":
+            data, label = history.load_results(spec)
+            names.append(label if label.startswith("run:") else Path(label).stem)
+        else:
+            _log(f"== {spec}")
+            config = RunConfig(dataset=args.dataset, suites=suites, checkpoint=spec, limit=args.limit,
+                               batch_size=args.batch_size, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                               show_progress=not args.no_progress and sys.stderr.isatty(),
+                               suite_options=suite_options)
+            data = evaluate(config, log=_log).to_dict()
+            data["command"] = [PROG, "compare", *argv]
+            if not args.no_history:
+                history.record(data)
+            names.append(Path(spec).stem)
+        runs.append(data)
+    table = compare.compare(runs, labels or names)
+    print(table.to_text())
+    path = table.write(args.output)
+    print(f"table: {Path(path).resolve()}")
+    if args.json:
+        text = json.dumps({"comparison": table.to_dict(), "runs": runs}, indent=2, allow_nan=False)
+        print(f"results: {Path(atomic_write(args.json, lambda f: f.write(text + chr(10)))).resolve()}")
+    if args.html:
+        from robustbench_lite.report import write_html
+
+        print(f"report: {Path(write_html(args.html, runs, title='robust-eval compare')).resolve()}")
     return 0
 
 
@@ -535,8 +631,8 @@ def run_list(argv: Sequence[str]) -> int:
 
 
 HANDLERS: dict[str, Callable[[Sequence[str]], int]] = {
-    "eval": run_eval, "train": run_train, "list": run_list, "report": run_report, "gate": run_gate,
-    "history": run_history,
+    "eval": run_eval, "train": run_train, "compare": run_compare, "list": run_list, "report": run_report,
+    "gate": run_gate, "history": run_history,
 }
 
 
