@@ -4,13 +4,14 @@
                 [--json PATH] [--html PATH] [--gate EXPR ...] [--baseline RESULTS|run:ID] [--junit PATH]
     robust-eval train --model M --dataset D [--defence D[,D]] [...]  train a checkpoint (defences: list defences)
     robust-eval compare A.pt B.pt [RESULTS.json ...] [--suite full]    one table, deltas against the first
+    robust-eval sweep [CONFIG.yaml] [--models A,B --datasets X --suites S] [--resume]   cached grid of cells
     robust-eval list models|datasets|suites|attacks|corruptions|shifts|defences [PATTERN]
     robust-eval report RESULTS [RESULTS ...] [-o PATH]                HTML report from results JSON / history runs
     robust-eval gate RESULTS --gate EXPR [...]                        check gates on saved results
     robust-eval history [--model P] [--dataset P] [--suite S] [--limit N] [--show ID]
 
 Exit codes: 0 ok, 1 a robustness gate failed, 2 a user error (one line, no traceback unless
-``--debug``), 130 interrupted.
+``--debug``), 3 some sweep cells failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from robustbench_lite import __version__
 from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
-COMMANDS = ("eval", "train", "compare", "list", "report", "gate", "history")
+COMMANDS = ("eval", "train", "compare", "sweep", "list", "report", "gate", "history")
 LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences")
 
 
@@ -242,6 +243,46 @@ def compare_parser() -> argparse.ArgumentParser:
     g.add_argument("--html", default=None, metavar="PATH", help="HTML report of every run with the comparison")
     g.add_argument("--no-history", action="store_true", help="do not record the evaluations in the run history")
     _common(p)
+    return p
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    from robustbench_lite.sweep import EXIT_CELLS_FAILED
+
+    p = _Parser(prog=f"{PROG} sweep",
+                description="Run every (model, dataset, init) x suite cell, each cached by (checkpoint hash, dataset, "
+                            "suite options, images, seed); finish with one comparison table, one results file and "
+                            "one HTML report. A failing cell is recorded and the sweep goes on.",
+                epilog="examples:\n"
+                       "  robust-eval sweep --models shufflenetv2,resnet18,mobilenetv3_small --suites clean,corruptions"
+                       " --limit 1000\n"
+                       "  robust-eval sweep sweep.yaml             # keys: models datasets suites init checkpoints "
+                       "limit seed suite_options output_dir\n"
+                       "  robust-eval sweep --resume --output-dir reports/sweep   # after an interruption\n"
+                       f"exit codes: 0 every cell done, {EXIT_CELLS_FAILED} some cells failed (see results.json), "
+                       "2 a user error",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config_file", nargs="?", default=None, metavar="CONFIG.yaml", help="the sweep as YAML")
+    p.add_argument("--models", default=None, metavar="A,B", help="models (default: shufflenetv2)")
+    p.add_argument("--datasets", default=None, metavar="X,Y", help="datasets (default: fashion-mnist)")
+    p.add_argument("--suites", "--suite", default=None, metavar="S,T",
+                   help="suites, 'full' for every one (default: clean,efficiency)")
+    p.add_argument("--init", default=None, metavar="scratch,pretrained",
+                   help="baselines trained from scratch and/or fine-tuned from ImageNet weights (default: scratch)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="first N test images (default: all)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="evaluation batch size (default: 256)")
+    p.add_argument("--output-dir", default=None, metavar="DIR", help="cells cache and outputs (default: reports/sweep)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the sweep saved in --output-dir (its sweep.yaml); finished cells are not rerun")
+    from robustbench_lite.suites import SUITES
+
+    for name, suite in SUITES.items():
+        suite.add_arguments(p.add_argument_group(f"{name} suite"))
+    group = p.add_argument_group("run")
+    group.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--seed", type=_positive_int, default=None, help="seed for every random choice (default: 0)")
+    group.add_argument("--data-dir", default=None, help="searched first for dataset files")
+    group.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     return p
 
 
@@ -520,6 +561,44 @@ def run_compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_sweep(argv: Sequence[str]) -> int:
+    from robustbench_lite import sweep
+    from robustbench_lite.config import load_yaml
+    from robustbench_lite.suites import SUITES
+
+    args = sweep_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config_file:
+        values = load_yaml(args.config_file)
+    elif args.resume:
+        saved = Path(args.output_dir or "reports/sweep") / "sweep.yaml"
+        if not saved.is_file():
+            raise RobustEvalError(f"--resume: no sweep to resume in {saved.parent} (no sweep.yaml); "
+                                  "pass --output-dir of the interrupted sweep, or its CONFIG.yaml")
+        values = load_yaml(saved)
+    flags = {"models": args.models, "datasets": args.datasets, "suites": args.suites, "init": args.init,
+             "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
+             "seed": args.seed, "data_dir": args.data_dir}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+    if options:
+        merged = dict(values.get("suite_options") or {})
+        for name, opts in options.items():
+            merged[name] = {**merged.get(name, {}), **opts}
+        values["suite_options"] = merged
+    cfg = sweep.SweepConfig.from_dict(values, f"sweep config {args.config_file}" if args.config_file else "the sweep")
+    outcome = sweep.run_sweep(cfg, log=_log)
+    print(f"cells: {outcome.computed} computed, {outcome.cached} cached, {len(outcome.failures)} failed")
+    for path in (outcome.table_path, outcome.results_path, outcome.report_path):
+        if path is not None:
+            print(f"{Path(path).name.split('.')[0]}: {Path(path).resolve()}")
+    if outcome.failures:
+        for f in outcome.failures:
+            print(f"failed: {f['cell']}: {f['error']}", file=sys.stderr)
+        return sweep.EXIT_CELLS_FAILED
+    return 0
+
+
 def run_gate(argv: Sequence[str]) -> int:
     from robustbench_lite import gates, history
 
@@ -631,7 +710,8 @@ def run_list(argv: Sequence[str]) -> int:
 
 
 HANDLERS: dict[str, Callable[[Sequence[str]], int]] = {
-    "eval": run_eval, "train": run_train, "compare": run_compare, "list": run_list, "report": run_report,
+    "eval": run_eval, "train": run_train, "compare": run_compare, "sweep": run_sweep, "list": run_list,
+    "report": run_report,
     "gate": run_gate, "history": run_history,
 }
 

@@ -1,0 +1,270 @@
+"""Sweeps: every (model, dataset, init) x suite cell, each cached, one table and report at the end.
+
+A cell is one suite run on one checkpoint. Its result is cached in ``OUTPUT_DIR/cells/KEY.json``
+where KEY hashes (checkpoint file SHA-256, dataset, suite, that suite's options, images, seed), so
+a cell is skipped whenever exactly that evaluation was done before, by this sweep or an earlier
+one. Cells are written atomically as they finish: a sweep killed midway loses at most the cell
+it was running, and ``robust-eval sweep --resume --output-dir DIR`` picks it up from ``DIR/sweep.yaml``.
+
+A cell that fails (bad checkpoint, missing data...) is recorded with its error and the sweep goes
+on; the command then exits 3. Without ``checkpoints`` for a (model, dataset), the cell uses the
+cached quick baseline, training it on first use (from scratch, or from ImageNet weights for
+``init: pretrained``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustbench_lite.errors import RobustEvalError
+
+Log = Callable[[str], None]
+INITS = ("scratch", "pretrained")
+#: Exit code of a sweep where some cells failed (1 is a failed gate, 2 a user error).
+EXIT_CELLS_FAILED = 3
+
+
+@dataclass
+class SweepConfig:
+    """What a sweep covers; filled from YAML (``robust-eval sweep CONFIG.yaml``) or flags.
+
+    Attributes:
+        models, datasets, suites: the grid (``full`` in suites means every suite).
+        init: ``scratch`` and/or ``pretrained`` (the quick baseline from ImageNet weights).
+        checkpoints: ``"model/dataset"`` (or ``"model/dataset/init"``) -> checkpoint path; cells
+            without one use the cached quick baseline.
+        limit, seed, batch_size, device, data_dir: as for ``robust-eval``.
+        suite_options: per-suite options, as in ``RunConfig.suite_options``.
+        output_dir: cells cache, combined results, table and report.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["shufflenetv2"])
+    datasets: list[str] = field(default_factory=lambda: ["fashion-mnist"])
+    suites: list[str] = field(default_factory=lambda: ["clean", "efficiency"])
+    init: list[str] = field(default_factory=lambda: ["scratch"])
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 256
+    device: str = "auto"
+    data_dir: str | None = None
+    suite_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_dir: str = "reports/sweep"
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "the sweep config") -> SweepConfig:
+        names = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise RobustEvalError(f"{source} has unknown keys: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        data = dict(values)
+        for key in ("models", "datasets", "suites", "init"):
+            if isinstance(data.get(key), str):
+                data[key] = [p.strip() for p in data[key].split(",") if p.strip()]
+        return cls(**data).validate()
+
+    def validate(self) -> SweepConfig:
+        from robustbench_lite import data as data_mod
+        from robustbench_lite import models
+        from robustbench_lite.config import expand_suites
+        from robustbench_lite.suites import SUITES
+
+        for key in ("models", "datasets", "suites", "init"):
+            if not getattr(self, key):
+                raise RobustEvalError(f"the sweep has no {key}; give at least one (e.g. --{key} ...)")
+        for m in self.models:
+            models.MODELS.entry(m)
+        for d in self.datasets:
+            data_mod.parse_name(d)
+        self.suites = expand_suites(list(self.suites))
+        for s in self.suites:
+            SUITES.entry(s)
+        for i in self.init:
+            if i not in INITS:
+                raise RobustEvalError(f"unknown init '{i}'; valid: {', '.join(INITS)}")
+        if self.limit is not None and self.limit < 1:
+            raise RobustEvalError(f"limit must be a positive number of images, got {self.limit}")
+        for key, path in self.checkpoints.items():
+            if len(key.split("/")) not in (2, 3):
+                raise RobustEvalError(f"checkpoints key '{key}' must be 'model/dataset' or 'model/dataset/init'")
+            if not Path(path).is_file():
+                raise RobustEvalError(f"checkpoint {path} (for {key}) does not exist")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Cell:
+    model: str
+    dataset: str
+    init: str
+    suite: str
+
+    @property
+    def run_key(self) -> tuple[str, str, str]:
+        return (self.model, self.dataset, self.init)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.dataset}/{self.init}/{self.suite}"
+
+
+def cells(cfg: SweepConfig) -> list[Cell]:
+    return [Cell(m, d, i, s) for m in cfg.models for d in cfg.datasets for i in cfg.init for s in cfg.suites]
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
+    """The cache key: what the cell's numbers are a function of."""
+    what = {"checkpoint": checkpoint_sha, "dataset": cell.dataset, "suite": cell.suite,
+            "options": cfg.suite_options.get(cell.suite, {}), "limit": cfg.limit, "seed": cfg.seed}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
+    for key in (f"{cell.model}/{cell.dataset}/{cell.init}", f"{cell.model}/{cell.dataset}"):
+        if key in cfg.checkpoints:
+            return cfg.checkpoints[key]
+    from robustbench_lite.train import load_or_train_baseline
+
+    _, _, path = load_or_train_baseline(cell.model, cell.dataset, cfg.seed, cfg.device, cfg.data_dir, log,
+                                        show_progress=False, pretrained=cell.init == "pretrained")
+    return str(path)
+
+
+def run_cell(cell: Cell, checkpoint: str, cfg: SweepConfig, log: Log) -> dict[str, Any]:
+    """One suite on one checkpoint: the results dict, as ``robust-eval --json`` writes it."""
+    from robustbench_lite.api import evaluate
+    from robustbench_lite.config import RunConfig
+
+    config = RunConfig(model=cell.model, dataset=cell.dataset, suites=[cell.suite], checkpoint=checkpoint,
+                       limit=cfg.limit, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
+                       data_dir=cfg.data_dir, show_progress=False,
+                       suite_options={cell.suite: dict(cfg.suite_options.get(cell.suite, {}))})
+    return evaluate(config, log=log).to_dict()
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from single-suite results of the same checkpoint and images."""
+    merged = {k: v for k, v in results[0].items() if k not in results[0].get("suites", [])}
+    merged["suites"], merged["timings"] = [], {}
+    for r in results:
+        for name in r.get("suites", []):
+            merged["suites"].append(name)
+            merged[name] = r[name]
+            merged["timings"][name] = r.get("timings", {}).get(name)
+    merged["timings"]["total"] = sum(v for v in merged["timings"].values() if isinstance(v, (int, float)))
+    merged["config"] = {**merged.get("config", {}), "suites": merged["suites"]}
+    return merged
+
+
+@dataclass
+class SweepOutcome:
+    runs: list[dict[str, Any]]
+    labels: list[str]
+    failures: list[dict[str, str]]
+    computed: int
+    cached: int
+    table_path: Path | None = None
+    results_path: Path | None = None
+    report_path: Path | None = None
+
+
+def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
+    """Run (or reuse) every cell, then write ``table.md``, ``results.json`` and ``report.html``."""
+    from robustbench_lite import compare
+    from robustbench_lite.results import atomic_write
+
+    out = Path(cfg.output_dir)
+    cell_dir = out / "cells"
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "sweep.yaml", lambda f: f.write(_yaml(cfg.to_dict())))
+    grid = cells(cfg)
+    log(f"sweep: {len(grid)} cells ({len(cfg.models)} models x {len(cfg.datasets)} datasets x "
+        f"{len(cfg.init)} inits x {len(cfg.suites)} suites) -> {out}")
+    per_run: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    failures: list[dict[str, str]] = []
+    checkpoints: dict[tuple[str, str, str], tuple[str, str] | RobustEvalError] = {}
+    computed = cached = 0
+    for n, cell in enumerate(grid, 1):
+        prefix = f"[{n}/{len(grid)}] {cell.label}"
+        try:
+            if cell.run_key not in checkpoints:
+                try:
+                    path = _checkpoint_for(cell, cfg, log)
+                    checkpoints[cell.run_key] = (path, file_sha256(path))
+                except Exception as exc:  # noqa: BLE001 - every cell of this checkpoint fails alike
+                    checkpoints[cell.run_key] = exc if isinstance(exc, RobustEvalError) else \
+                        RobustEvalError(f"{type(exc).__name__}: {exc}")
+            ck = checkpoints[cell.run_key]
+            if isinstance(ck, RobustEvalError):
+                raise ck
+            path, sha = ck
+            key_file = cell_dir / f"{cell_key(sha, cell, cfg)}.json"
+            if key_file.is_file():
+                result = json.loads(key_file.read_text())["result"]
+                cached += 1
+                log(f"{prefix}: cached ({key_file.name})")
+            else:
+                t0 = time.perf_counter()
+                result = run_cell(cell, path, cfg, lambda m, p=prefix: log(f"{p}: {m}"))
+                text = json.dumps({"cell": asdict(cell), "checkpoint": path, "checkpoint_sha256": sha,
+                                   "result": result}, allow_nan=False)
+                atomic_write(key_file, lambda f, t=text: f.write(t))
+                computed += 1
+                log(f"{prefix}: done in {time.perf_counter() - t0:.1f} s")
+            per_run.setdefault(cell.run_key, []).append(result)
+        except Exception as exc:  # noqa: BLE001 - one failing cell is recorded, the sweep goes on
+            message = str(exc) if isinstance(exc, RobustEvalError) else f"{type(exc).__name__}: {exc}"
+            failures.append({"cell": cell.label, "error": message})
+            log(f"{prefix}: FAILED: {message}")
+
+    runs, labels = [], []
+    for key in dict.fromkeys(c.run_key for c in grid):
+        if key in per_run:
+            runs.append(merge(per_run[key]))
+            varying = [key[0]] + [part for part, many in zip(key[1:], (len(cfg.datasets) > 1, len(cfg.init) > 1),
+                                                             strict=True) if many]
+            labels.append("/".join(varying))
+    outcome = SweepOutcome(runs, labels, failures, computed, cached)
+    summary = {"sweep": cfg.to_dict(), "cells": len(grid), "computed": computed, "cached": cached,
+               "failures": failures}
+    if runs:
+        table = compare.compare(runs, labels)
+        outcome.table_path = table.write(out / "table.md")
+        log("\n" + table.to_text())
+        summary["comparison"] = table.to_dict()
+        from robustbench_lite.report import write_html
+
+        outcome.report_path = write_html(out / "report.html", runs, title="robust-eval sweep")
+    text = json.dumps({**summary, "runs": runs}, indent=2, allow_nan=False)
+    outcome.results_path = atomic_write(out / "results.json", lambda f: f.write(text + "\n"))
+    return outcome
+
+
+def _yaml(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(data), sort_keys=False)
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    from robustbench_lite.config import load_yaml
+
+    raw = load_yaml(path)
+    return SweepConfig.from_dict(raw, f"sweep config {path}")

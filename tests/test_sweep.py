@@ -1,0 +1,102 @@
+"""robust-eval sweep: a cached grid of cells that survives being killed and records failing cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from robustbench_lite import cli
+from robustbench_lite.sweep import EXIT_CELLS_FAILED, SweepConfig, cells
+
+MODELS = "shufflenetv2_x0_5,mobilenetv3_small,squeezenet"
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sweep_killed_midway_resumes_without_recomputing(tmp_path, capsys, cache_home):
+    out_dir = tmp_path / "sweep"
+    argv = ["sweep", "--models", MODELS, "--datasets", "digits", "--suites", "clean,corruptions", "--limit", "60",
+            "--corruptions", "noise,blur", "--severities", "1,3", "--output-dir", str(out_dir), "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "robustbench_lite", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cell_dir = out_dir / "cells"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cell_dir.is_dir() and len(list(cell_dir.glob("*.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in cell_dir.glob("*.json")}
+    assert 2 <= len(done_before) < 6, f"kill did not land midway ({len(done_before)} cells done)"
+    assert not (out_dir / "results.json").exists()
+
+    code, out, err = run(capsys, "sweep", "--resume", "--output-dir", str(out_dir))
+    assert code == 0, err
+    assert f"cells: {6 - len(done_before)} computed, {len(done_before)} cached, 0 failed" in out
+    assert err.count(": cached (") == len(done_before)
+    for name, mtime in done_before.items():
+        assert (cell_dir / name).stat().st_mtime_ns == mtime, "a finished cell was recomputed"
+    results = json.loads((out_dir / "results.json").read_text())
+    assert [r["model"] for r in results["runs"]] == MODELS.split(",")
+    assert all(r["suites"] == ["clean", "corruptions"] for r in results["runs"])
+    assert results["comparison"]["runs"] == MODELS.split(",")
+    table = (out_dir / "table.md").read_text()
+    assert "corruptions mean accuracy" in table and "squeezenet" in table
+    assert "<html" in (out_dir / "report.html").read_text()[:500].lower()
+
+    # A third run of the same sweep computes nothing.
+    code, out, _ = run(capsys, "sweep", "--resume", "--output-dir", str(out_dir))
+    assert code == 0 and "cells: 0 computed, 6 cached" in out
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cache_home, digits_checkpoint):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "models: [shufflenetv2_x0_5, squeezenet]\n"
+        "datasets: [digits]\n"
+        "suites: [clean]\n"
+        "limit: 50\n"
+        f"checkpoints:\n  shufflenetv2_x0_5/digits: {digits_checkpoint}\n  squeezenet/digits: {bad}\n"
+        f"output_dir: {tmp_path / 'out'}\n")
+    code, out, err = run(capsys, "sweep", str(config))
+    assert code == EXIT_CELLS_FAILED
+    assert "1 computed, 0 cached, 1 failed" in out
+    assert "squeezenet/digits/scratch/clean" in err and f"checkpoint {bad}" in err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["failures"][0]["cell"] == "squeezenet/digits/scratch/clean"
+    assert [r["model"] for r in results["runs"]] == ["shufflenetv2_x0_5"]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--models", "nope"], "unknown model 'nope'"),
+    (["--suites", "clean,nope"], "unknown suite 'nope'"),
+    (["--init", "imagenet"], "unknown init 'imagenet'"),
+    (["--resume", "--output-dir", "{tmp}/none"], "no sweep to resume"),
+])
+def test_sweep_bad_input_exits_2(argv, needle, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, _, err = run(capsys, "sweep", *argv, "--output-dir", str(tmp_path / "o"))
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_grid_and_full_suites():
+    cfg = SweepConfig.from_dict({"models": "shufflenetv2,resnet18", "datasets": ["digits"], "suites": ["full"],
+                                 "init": ["scratch", "pretrained"]})
+    grid = cells(cfg)
+    assert len(grid) == 2 * 1 * 2 * 5
+    assert cfg.suites == ["clean", "adversarial", "corruptions", "shift", "efficiency"]
