@@ -107,6 +107,36 @@ class AttackEvaluation:
             f"eps {eps} was not evaluated; evaluated budgets: {', '.join(f'{e:.6g}' for e in self.eps)}"
         )
 
+    @classmethod
+    def concat(cls, parts: Sequence[AttackEvaluation]) -> AttackEvaluation:
+        """One evaluation from evaluations of consecutive image chunks (same attack and budgets).
+
+        Per-image outcomes are concatenated, passes and seconds summed and the per-eps numbers
+        recomputed over all images, exactly as one call over the whole set computes them.
+        """
+        if not parts:
+            raise RobustEvalError("nothing to concatenate: pass at least one AttackEvaluation")
+        first = parts[0]
+        if any(p.eps != first.eps or p.norm != first.norm for p in parts):
+            raise RobustEvalError("only evaluations of the same attack, norm and budgets can be concatenated")
+        if len(parts) == 1:
+            return first
+        keys = ("clean_correct", "fooled", "min_eps", "linf", "l2")
+        cat = {k: torch.cat([getattr(p, k) for p in parts]) for k in keys}
+        robust, asr, mean_pert = _aggregates(cat["clean_correct"], cat["fooled"],
+                                             cat["linf"] if first.norm == "Linf" else cat["l2"])
+        adversarial = None
+        if all(p.adversarial is not None for p in parts):
+            adversarial = torch.cat([p.adversarial for p in parts])  # type: ignore[misc]
+        return cls(
+            attack=first.attack, norm=first.norm, eps=first.eps, **cat,
+            forward_passes=sum(p.forward_passes for p in parts),
+            backward_passes=sum(p.backward_passes for p in parts),
+            floor_passes=sum(p.floor_passes for p in parts),
+            robust_accuracy=robust, attack_success_rate=asr, mean_perturbation=mean_pert,
+            seconds=sum(p.seconds for p in parts), adversarial=adversarial,
+        )
+
     def to_dict(self, per_image: bool = False) -> dict[str, Any]:
         """Plain JSON-ready values; per-image lists only when ``per_image``."""
 
@@ -136,6 +166,21 @@ class AttackEvaluation:
                 l2=self.l2.tolist(),
             )
         return out
+
+
+def _aggregates(
+    clean_correct: torch.Tensor, fooled: torch.Tensor, size: torch.Tensor
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """Per-eps robust accuracy, attack success rate and mean successful perturbation size."""
+    n = int(clean_correct.numel())
+    n_correct = int(clean_correct.sum())
+    robust, asr, mean_pert = [], [], []
+    for j in range(fooled.shape[1]):
+        f = fooled[:, j]
+        robust.append(float((clean_correct & ~f).sum()) / n if n else float("nan"))
+        asr.append(float(f.sum()) / n_correct if n_correct else float("nan"))
+        mean_pert.append(float(size[f].mean()) if bool(f.any()) else float("nan"))
+    return tuple(robust), tuple(asr), tuple(mean_pert)
 
 
 def _factory(
@@ -288,14 +333,7 @@ def evaluate_attack(
     delta = (adversarial - images).detach().cpu()
     linf = perturbation_norms(delta, "Linf").float() if n else torch.zeros(0)
     l2 = perturbation_norms(delta, "L2").float() if n else torch.zeros(0)
-    size = linf if norm == "Linf" else l2
-    n_correct = int(clean_correct.sum())
-    robust, asr, mean_pert = [], [], []
-    for j in range(e_count):
-        f = fooled[:, j]
-        robust.append(float((clean_correct & ~f).sum()) / n if n else float("nan"))
-        asr.append(float(f.sum()) / n_correct if n_correct else float("nan"))
-        mean_pert.append(float(size[f].mean()) if bool(f.any()) else float("nan"))
+    robust, asr, mean_pert = _aggregates(clean_correct, fooled, linf if norm == "Linf" else l2)
     return AttackEvaluation(
         attack=attacks[-1].label,
         norm=norm,
@@ -308,9 +346,9 @@ def evaluate_attack(
         forward_passes=forward,
         backward_passes=backward,
         floor_passes=forward + backward - wasted,
-        robust_accuracy=tuple(robust),
-        attack_success_rate=tuple(asr),
-        mean_perturbation=tuple(mean_pert),
+        robust_accuracy=robust,
+        attack_success_rate=asr,
+        mean_perturbation=mean_pert,
         seconds=time.perf_counter() - start,
         adversarial=adversarial.cpu() if keep_adversarial else None,
     )

@@ -21,6 +21,10 @@ from robustbench_lite.train import load_or_train_baseline
 Log = Callable[[str], None]
 
 
+def _quiet(message: str) -> None:
+    """Log sink of torchrun ranks other than 0: one voice on the console."""
+
+
 def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models.NormalizedModel, dict[str, Any], str]:
     """The model to evaluate: a checkpoint, else the cached (or newly trained) quick baseline."""
     if config.checkpoint:
@@ -36,7 +40,12 @@ def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models
 
 def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
     """Run ``config.suites`` on one model and dataset and return the typed result."""
+    from robustbench_lite import distributed
+
     config.validate()
+    config.device = distributed.setup(config.device)  # joins the torchrun group when launched by it
+    if not distributed.is_main():
+        log = _quiet
     for suite in config.suites:
         SUITES.entry(suite)
     checkpoint_meta: dict[str, Any] = {}
@@ -99,9 +108,14 @@ def run_suites(
         checkpoint=checkpoint or {},
     )
     timings: dict[str, float] = {}
+    from robustbench_lite.distributed import on_main
+
     for name in config.suites:
         t0 = time.perf_counter()
-        result.suites[name] = SUITES.get(name).run(ctx)
+        suite = SUITES.get(name)
+        # Under torchrun, latency and memory are measured by rank 0 alone (the others wait); every
+        # other suite shares its work across ranks and gathers the single-process numbers.
+        result.suites[name] = on_main(lambda s=suite: s.run(ctx)) if name == "efficiency" else suite.run(ctx)
         timings[name] = time.perf_counter() - t0
         # after the suite, not before: a user error inside a suite stays the only line printed
         log(f"{name}: done on {len(dataset)} images in {timings[name]:.1f} s")

@@ -437,6 +437,8 @@ def run_eval(argv: Sequence[str]) -> int:
         show_progress=not args.no_progress and sys.stderr.isatty(), suite_options=suite_options,
     )
     result = evaluate(config, log=_log)
+    if _leave_group():
+        return 0  # a torchrun rank other than 0: rank 0 writes every output
     data = result.to_dict()
     data["command"] = [PROG, *argv]
     if args.html and args.examples:
@@ -642,6 +644,17 @@ def run_history(argv: Sequence[str]) -> int:
     return 0
 
 
+def _leave_group() -> bool:
+    """After distributed work: leave the torchrun group; True on ranks other than 0 (they stop)."""
+    from robustbench_lite import distributed
+
+    if not distributed.active():
+        return False
+    main = distributed.is_main()
+    distributed.teardown()
+    return not main
+
+
 def run_train(argv: Sequence[str]) -> int:
     from robustbench_lite.config import TrainConfig
     from robustbench_lite.train import train
@@ -656,6 +669,8 @@ def run_train(argv: Sequence[str]) -> int:
         defence_options={k: getattr(args, k) for k in DEFENCE_FLAGS if getattr(args, k) is not None},
     )
     _, meta, path = train(cfg, log=lambda m: print(m, file=sys.stderr))
+    if _leave_group():
+        return 0
     print(f"checkpoint: {path}\ntest accuracy: {meta['clean_accuracy']:.4f}")
     return 0
 
@@ -722,6 +737,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = argv[1:] if argv and argv[0] in HANDLERS else argv
     debug = "--debug" in rest
     try:
+        from robustbench_lite.distributed import launched
+
+        if launched() and command not in ("eval", "train"):
+            raise RobustEvalError(f"'{command}' does not run under torchrun; launch the evaluation or 'train' "
+                                  "with torchrun (robust-eval sweep --launcher 'torchrun ...' hands its cells to it)")
         return HANDLERS[command](rest)
     except RobustEvalError as exc:
         if debug:

@@ -155,8 +155,13 @@ class Defence:
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, logits the running accuracy is measured on, their labels)."""
+    def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits the running accuracy is measured on, their labels).
+
+        ``model`` is what the step trains (a DistributedDataParallel wrapper under torchrun: one
+        forward per step); ``attack_model`` the plain module attacks run on (default ``model``).
+        """
         raise NotImplementedError
 
     def start_epoch(self, epoch: int) -> None:
@@ -205,6 +210,12 @@ class _Adversarial(Defence):
         """The batch's adversarial images (model in eval mode while attacking, restored after)."""
         return self.attack(model, batch.x, batch.y, batch.indices)
 
+    def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        adv = self.adversarial_examples(attack_model or model, batch)
+        logits = model(adv)
+        return F.cross_entropy(logits, batch.y, label_smoothing=self.ctx.label_smoothing), logits, batch.y
+
 
 @register_defence
 class FGSMRSTraining(_Adversarial):
@@ -213,11 +224,6 @@ class FGSMRSTraining(_Adversarial):
     reference = "Wong, Rice & Kolter 2020, Fast is better than free, https://arxiv.org/abs/2001.03994"
     uses = {"eps": None, "alpha": None}
     attack_name = "fgsm-rs"
-
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        adv = self.adversarial_examples(model, batch)
-        logits = model(adv)
-        return F.cross_entropy(logits, batch.y, label_smoothing=self.ctx.label_smoothing), logits, batch.y
 
 
 @register_defence
@@ -228,11 +234,6 @@ class PGDTraining(_Adversarial):
                 "https://arxiv.org/abs/1706.06083"
     uses = {"eps": None, "steps": 5, "alpha": None}
     attack_name = "pgd"
-
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        adv = self.adversarial_examples(model, batch)
-        logits = model(adv)
-        return F.cross_entropy(logits, batch.y, label_smoothing=self.ctx.label_smoothing), logits, batch.y
 
 
 @register_defence
@@ -251,10 +252,16 @@ class TRADESTraining(_Adversarial):
         self.params["beta"] = float(beta)
         super().validate()
 
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        adv = self.adversarial_examples(model, batch)
-        logits_clean = model(batch.x)
-        logits_adv = model(adv)
+    def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        adv = self.adversarial_examples(attack_model or model, batch)
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            # DDP allows one forward per backward: both views in one batch (BN sees them together).
+            both = model(torch.cat([batch.x, adv]))
+            logits_clean, logits_adv = both[:len(adv)], both[len(adv):]
+        else:
+            logits_clean = model(batch.x)
+            logits_adv = model(adv)
         natural = F.cross_entropy(logits_clean, batch.y, label_smoothing=self.ctx.label_smoothing)
         robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
         return natural + self.params["beta"] * robust, logits_adv, batch.y
@@ -299,7 +306,8 @@ class AugMix(_ImageAugmentation):
 
         return v2.AugMix(severity=self.params["severity"])
 
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cross-entropy on the clean view + weight * JSD(clean, augmix, augmix) (the paper's loss)."""
         n = batch.x.shape[0]
         views = [batch.x] + [_per_image(self.transform, batch.raw).float().div_(255) for _ in range(2)]
@@ -511,10 +519,11 @@ class Pipeline:
             x, targets = mixer.mix(x, y)
         return Prepared(x=x, y=y, targets=targets, raw=raw, indices=[int(i) for i in indices])
 
-    def loss(self, model: nn.Module, batch: Prepared) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, logits for the running accuracy, labels for them); the model is in train mode."""
         if self.loss_owner is not None:
-            return self.loss_owner.loss(model, batch)
+            return self.loss_owner.loss(model, batch, attack_model)
         logits = model(batch.x)
         loss = F.cross_entropy(logits, batch.targets, label_smoothing=self.ctx.label_smoothing)
         labels = batch.targets.argmax(1) if batch.targets.ndim == 2 else batch.targets

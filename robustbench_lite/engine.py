@@ -51,17 +51,33 @@ def predict(
             [0,1] batch before the model (corruptions, shift transforms); ``indices`` are the
             images' dataset indices so per-image randomness does not depend on batching.
     """
+    from robustbench_lite.distributed import run_units
+
     was_training = model.training
     model.eval()
     try:
-        out = []
         n_batches = -(-len(dataset) // batch_size)
-        for images, _, indices in progress(dataset.batches(batch_size), n_batches, desc, show_progress):
-            images = images.to(device, non_blocking=True)
+        idx = dataset.indices
+        # Under torchrun each rank computes every world-th batch; the batches are the same as in one
+        # process, so the gathered logits are bit for bit the single-process ones.
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+        def one_batch(k: int) -> torch.Tensor:
+            sl = slice(k * batch_size, (k + 1) * batch_size)
+            images = dataset.float_images(sl).to(device, non_blocking=True)
             if transform is not None:
-                images = transform(images, indices)
-            out.append(model(images).float().cpu())
-        n_classes = dataset.num_classes
-        return torch.cat(out) if out else torch.empty(0, n_classes)
+                images = transform(images, idx[sl])
+            if bar is not None:
+                bar.update(1)
+            return model(images).float().cpu()
+
+        out = run_units(n_batches, one_batch)
+        if bar is not None:
+            bar.close()
+        return torch.cat(out) if out else torch.empty(0, dataset.num_classes)
     finally:
         model.train(was_training)

@@ -184,10 +184,14 @@ def train(
     Returns:
         The trained model (eval mode), its checkpoint metadata, and the checkpoint path.
     """
-    from robustbench_lite import defences
+    from robustbench_lite import defences, distributed
     from robustbench_lite.seeding import derive_seed
 
     cfg.validate()
+    cfg.device = distributed.setup(cfg.device)  # joins the torchrun group when launched by it
+    main = distributed.is_main()
+    if not main:
+        log = _quiet
     recipe = resolve_recipe(cfg)
     device = resolve_device(cfg.device)
     models.MODELS.entry(cfg.model)  # unknown model: fail before loading data
@@ -218,6 +222,13 @@ def train(
                          pretrained=cfg.pretrained, mean=mean, std=std).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+    trainee: torch.nn.Module = model  # what the optimisation step runs: DDP under torchrun
+    if distributed.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainee = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        log(f"distributed training on {distributed.world()} processes: each takes 1/{distributed.world()} "
+            f"of every batch of {recipe.batch_size}")
 
     steps_per_epoch = math.ceil(len(all_idx) / recipe.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -247,6 +258,8 @@ def train(
     def save_state(epoch: int, step: int) -> None:
         from robustbench_lite.results import atomic_write
 
+        if not main:
+            return
         payload = {"format": STATE_FORMAT, "run": run_id, "epoch": epoch, "step": step,
                    "elapsed": elapsed + time.perf_counter() - start, "model": model.state_dict(),
                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "best": best,
@@ -276,12 +289,13 @@ def train(
                 bar = progress(range(first, steps_per_epoch), steps_per_epoch - first,
                                f"epoch {epoch + 1}/{recipe.epochs}", cfg.show_progress)
                 for step in bar:
-                    torch.manual_seed(derive_seed(cfg.seed, epoch, "step", step))
+                    torch.manual_seed(derive_seed(cfg.seed, epoch, "step", step, distributed.rank()))
                     idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+                    idx = distributed.slice_for_rank(idx)  # the whole batch without torchrun
                     batch = pipeline.prepare(train_set.images[idx], train_set.labels[idx], idx.tolist(), device)
                     if device.type == "cpu":
                         batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-                    loss, logits, labels = pipeline.loss(model, batch)
+                    loss, logits, labels = pipeline.loss(trainee, batch, attack_model=model)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -359,10 +373,16 @@ def train(
         "device": str(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    models.save_checkpoint(path, model, meta)
-    resume_file.unlink(missing_ok=True)
+    if main:
+        models.save_checkpoint(path, model, meta)
+        resume_file.unlink(missing_ok=True)
+    distributed.barrier()  # other ranks may read the checkpoint (the cached baseline) next
     log(f"checkpoint written to {path}")
     return model, meta, path
+
+
+def _quiet(message: str) -> None:
+    """Log sink of torchrun ranks other than 0."""
 
 
 def _read_state(path: Path, run_id: str) -> dict[str, Any]:

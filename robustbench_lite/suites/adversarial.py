@@ -37,6 +37,7 @@ import torch
 
 import attacks
 from attacks.base import TORCHATTACKS_PREFIX, check_norm
+from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.suites.base import EvalContext, Suite, register_suite
@@ -355,6 +356,7 @@ class AdversarialSuite(Suite):
         clean_correct = ctx.clean_logits().argmax(dim=1) == labels
         clean_accuracy = float(clean_correct.float().mean()) if len(ds) else math.nan
         batch_size = ctx.config.batch_size
+        chunk = batch_size * ATTACK_CHUNK
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
         entries: list[AttackResult] = []
@@ -365,8 +367,17 @@ class AdversarialSuite(Suite):
                 ctx.log(f"adversarial: {name} {norm} eps {', '.join(map(eps_key, budgets[norm]))} "
                         f"on {len(ds)} images")
                 # evaluate_attack takes no clean logits, so it repeats the clean pass (counted in passes).
-                ev = attacks.evaluate_attack(ctx.model, name, images, labels, indices, eps_list=budgets[norm],
-                                             batch_size=batch_size, attack_kwargs=kwargs)
+                # Images go in chunks of ATTACK_CHUNK batches: the unit of work torchrun ranks share, so
+                # a distributed run computes exactly what one process computes.
+
+                def evaluate_chunk(k: int, name: str = name, kwargs: dict[str, Any] = kwargs,
+                                   norm: str = norm) -> attacks.AttackEvaluation:
+                    sl = slice(k * chunk, (k + 1) * chunk)
+                    return attacks.evaluate_attack(ctx.model, name, images[sl], labels[sl], indices[sl],
+                                                   eps_list=budgets[norm], batch_size=batch_size,
+                                                   attack_kwargs=kwargs)
+
+                ev = attacks.AttackEvaluation.concat(run_units(max(1, -(-len(ds) // chunk)), evaluate_chunk))
                 evaluations[(name, norm)] = ev
                 for j, e in enumerate(ev.eps):
                     atk = attacks.build(name, **kwargs, eps=e)
