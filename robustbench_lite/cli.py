@@ -274,6 +274,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, metavar="DIR", help="cells cache and outputs (default: reports/sweep)")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep saved in --output-dir (its sweep.yaml); finished cells are not rerun")
+    p.add_argument("--launcher", default=None, metavar="CMD",
+                   help="run each cell as its own job under CMD, e.g. 'torchrun --nproc-per-node 4' "
+                        "(default: cells run in this process)")
     from robustbench_lite.suites import SUITES
 
     for name, suite in SUITES.items():
@@ -580,7 +583,7 @@ def run_sweep(argv: Sequence[str]) -> int:
         values = load_yaml(saved)
     flags = {"models": args.models, "datasets": args.datasets, "suites": args.suites, "init": args.init,
              "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
-             "seed": args.seed, "data_dir": args.data_dir}
+             "seed": args.seed, "data_dir": args.data_dir, "launcher": args.launcher}
     values.update({k: v for k, v in flags.items() if v is not None})
     options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
     if options:

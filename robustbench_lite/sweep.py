@@ -5,6 +5,7 @@ where KEY hashes (checkpoint file SHA-256, dataset, suite, that suite's options,
 a cell is skipped whenever exactly that evaluation was done before, by this sweep or an earlier
 one. Cells are written atomically as they finish: a sweep killed midway loses at most the cell
 it was running, and ``robust-eval sweep --resume --output-dir DIR`` picks it up from ``DIR/sweep.yaml``.
+With ``launcher`` (e.g. ``torchrun --nproc-per-node 8``) each cell runs as its own distributed job.
 
 A cell that fails (bad checkpoint, missing data...) is recorded with its error and the sweep goes
 on; the command then exits 3. Without ``checkpoints`` for a (model, dataset), the cell uses the
@@ -42,6 +43,9 @@ class SweepConfig:
         limit, seed, batch_size, device, data_dir: as for ``robust-eval``.
         suite_options: per-suite options, as in ``RunConfig.suite_options``.
         output_dir: cells cache, combined results, table and report.
+        launcher: run each cell as a separate job under this command, e.g.
+            ``torchrun --nproc-per-node 4`` (the cell's ``-m robustbench_lite ...`` is appended);
+            None runs cells in this process.
     """
 
     models: list[str] = field(default_factory=lambda: ["shufflenetv2"])
@@ -56,6 +60,7 @@ class SweepConfig:
     data_dir: str | None = None
     suite_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     output_dir: str = "reports/sweep"
+    launcher: str | None = None
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the sweep config") -> SweepConfig:
@@ -147,8 +152,48 @@ def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
     return str(path)
 
 
+def cell_command(cell: Cell, checkpoint: str, cfg: SweepConfig, json_path: Path) -> list[str]:
+    """The ``robust-eval`` command line of one cell, after the launcher (``torchrun ...``)."""
+    import shlex
+
+    cmd = [*shlex.split(cfg.launcher or ""), "-m", "robustbench_lite", "--checkpoint", checkpoint,
+           "--dataset", cell.dataset, "--suite", cell.suite, "--seed", str(cfg.seed),
+           "--batch-size", str(cfg.batch_size), "--device", cfg.device, "--json", str(json_path),
+           "--no-history", "--no-progress"]
+    if cfg.limit is not None:
+        cmd += ["--limit", str(cfg.limit)]
+    if cfg.data_dir:
+        cmd += ["--data-dir", cfg.data_dir]
+    for key, value in cfg.suite_options.get(cell.suite, {}).items():
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        cmd += [f"--{key.replace('_', '-')}", text]
+    return cmd
+
+
+def _run_launched(cell: Cell, checkpoint: str, cfg: SweepConfig, log: Log) -> dict[str, Any]:
+    import subprocess
+    import tempfile
+
+    from robustbench_lite.results import read_json
+
+    with tempfile.TemporaryDirectory(prefix="robust-eval-cell-") as tmp:
+        json_path = Path(tmp) / "cell.json"
+        cmd = cell_command(cell, checkpoint, cfg, json_path)
+        log(f"launching: {' '.join(cmd)}")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:
+            raise RobustEvalError(f"launcher '{cfg.launcher}' could not start: {exc}") from None
+        if proc.returncode != 0 or not json_path.is_file():
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            raise RobustEvalError(f"launched cell exited {proc.returncode}: {lines[-1] if lines else 'no output'}")
+        return read_json(json_path)
+
+
 def run_cell(cell: Cell, checkpoint: str, cfg: SweepConfig, log: Log) -> dict[str, Any]:
     """One suite on one checkpoint: the results dict, as ``robust-eval --json`` writes it."""
+    if cfg.launcher:
+        return _run_launched(cell, checkpoint, cfg, log)
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import RunConfig
 

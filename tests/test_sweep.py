@@ -100,3 +100,21 @@ def test_grid_and_full_suites():
     grid = cells(cfg)
     assert len(grid) == 2 * 1 * 2 * 5
     assert cfg.suites == ["clean", "adversarial", "corruptions", "shift", "efficiency"]
+
+
+def test_cells_handed_to_torchrun_give_the_in_process_numbers(tmp_path, capsys, digits_checkpoint, monkeypatch):
+    common = ["--models", "shufflenetv2_x0_5", "--datasets", "digits", "--suites", "clean,corruptions",
+              "--limit", "100", "--corruptions", "gaussian_noise,fog", "--severities", "2", "--device", "cpu"]
+    config = tmp_path / "ck.yaml"
+    config.write_text(f"checkpoints:\n  shufflenetv2_x0_5/digits: {digits_checkpoint}\n")
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node 2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code, out, err = run(capsys, "sweep", str(config), *common, "--output-dir", str(tmp_path / "a"),
+                         "--launcher", launcher)
+    assert code == 0, err
+    assert "launching:" in err and "torch.distributed.run" in err
+    code, _, err = run(capsys, "sweep", str(config), *common, "--output-dir", str(tmp_path / "b"))
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["runs"][0] for d in "ab")
+    assert a["clean"] == b["clean"]
+    assert a["corruptions"]["accuracy"] == b["corruptions"]["accuracy"]
