@@ -231,6 +231,8 @@ def train(
             f"of every batch of {recipe.batch_size}")
 
     steps_per_epoch = math.ceil(len(all_idx) / recipe.batch_size)
+    if 0 < len(all_idx) % recipe.batch_size < 2 * distributed.world() and steps_per_epoch > 1:
+        steps_per_epoch -= 1  # a last batch this small would give some rank a single image (BatchNorm fails)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = _schedule(opt, recipe, recipe.epochs * steps_per_epoch)
     run_id = _fingerprint({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "recipe": asdict(recipe),

@@ -118,3 +118,13 @@ def test_cells_handed_to_torchrun_give_the_in_process_numbers(tmp_path, capsys, 
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["runs"][0] for d in "ab")
     assert a["clean"] == b["clean"]
     assert a["corruptions"]["accuracy"] == b["corruptions"]["accuracy"]
+
+
+def test_the_shipped_seed_benchmark_config_is_valid():
+    from pathlib import Path
+
+    from robustbench_lite.sweep import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "seed-benchmark.yaml")
+    assert len(cfg.models) == 5 and len(cfg.datasets) == 3 and cfg.init == ["scratch", "pretrained"]
+    assert len(cells(cfg)) == 5 * 3 * 2 * 5
