@@ -348,8 +348,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
                 f"config file {args.config} has unknown options: {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(known))}"
             )
-        if isinstance(values.get("suite"), str):
-            values["suite"] = [values["suite"]]
+        for action in parser._actions:  # repeatable flags (--suite, --defence...) take a list
+            if isinstance(action, argparse._AppendAction) and isinstance(values.get(action.dest), str):
+                values[action.dest] = [values[action.dest]]
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
     return args

@@ -352,3 +352,46 @@ def test_defence_names_parse():
     assert defences.parse_names(None) == defences.parse_names("none") == []
     with pytest.raises(RobustEvalError, match="listed twice"):
         defences.parse_names("mixup,mixup")
+
+
+def test_ctrl_c_saves_state_and_resume_finishes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.pt"
+    argv = [sys.executable, "-m", "robustbench_lite", "train", "--model", "shufflenetv2_x0_5", "--dataset", "digits",
+            "--epochs", "3", "--batch-size", "16", "--defence", "pgd-at", "--steps", "3", "--output", str(out),
+            "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # wait until the loop runs
+        lines.append(line)
+        if line.startswith("watching PGD-10"):
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "state saved to" in rest and "--resume" in rest
+    state = train_mod.state_path(out)
+    assert state.is_file() and not out.exists()
+    done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stderr
+    assert out.is_file() and not state.exists()
+    assert models.read_checkpoint(out)["meta"]["defence"]["names"] == ["pgd-at"]
+
+
+def test_defences_from_a_yaml_config(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text("defence: augmix,gaussian-noise\nnoise-std: 0.05\nepochs: 1\nlimit: 128\n")
+    out = tmp_path / "m.pt"
+    code = cli.main(["train", "--config", str(config), "--model", "shufflenetv2_x0_5", "--dataset", "digits",
+                     "--output", str(out), "--no-progress", "--eval-limit", "32"])
+    assert code == 0, capsys.readouterr().err
+    settings = models.read_checkpoint(out)["meta"]["defence"]["settings"]
+    assert list(settings) == ["augmix", "gaussian-noise"] and settings["gaussian-noise"]["noise_std"] == 0.05
