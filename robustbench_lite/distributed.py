@@ -102,6 +102,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on any (so all ranks stop at the same step)."""
+    if not active():
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def run_units(n_units: int, work: Callable[[int], T]) -> list[T]:
     """``[work(0), ..., work(n_units - 1)]``, unit k computed on rank ``k % world`` and gathered
     on every rank in unit order (a plain loop without a process group)."""

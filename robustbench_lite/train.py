@@ -313,7 +313,7 @@ def train(
                         bar.set_postfix(loss=f"{running[2] / running[0]:.3f}", acc=f"{running[1] / running[0]:.3f}")
                     if on_step is not None:
                         on_step(epoch, step)
-                    if stop.requested:
+                    if distributed.any_rank(stop.requested):
                         raise KeyboardInterrupt
                 record: dict[str, Any] = {"epoch": epoch + 1, "loss": running[2] / max(running[0], 1),
                                           "train_accuracy": running[1] / max(running[0], 1)}
