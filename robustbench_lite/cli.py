@@ -256,7 +256,7 @@ def sweep_parser() -> argparse.ArgumentParser:
                 epilog="examples:\n"
                        "  robust-eval sweep --models shufflenetv2,resnet18,mobilenetv3_small --suites clean,corruptions"
                        " --limit 1000\n"
-                       "  robust-eval sweep sweep.yaml             # keys: models datasets suites init checkpoints launcher "
+                       "  robust-eval sweep sweep.yaml   # keys: models datasets suites init checkpoints launcher "
                        "limit seed suite_options output_dir\n"
                        "  robust-eval sweep --resume --output-dir reports/sweep   # after an interruption\n"
                        f"exit codes: 0 every cell done, {EXIT_CELLS_FAILED} some cells failed (see results.json), "

@@ -201,3 +201,27 @@ def test_working_batch_is_refilled(mlp, digits):
         b = PGD(0.06, steps=4, **kw).run(mlp, x, y, idx)
         assert torch.equal(a.success, b.success), kw
         assert (a.adversarial - b.adversarial).abs().max() < 1e-5, kw
+
+
+def test_pgd_kl_moves_the_prediction_more_than_noise(cnn, digits):
+    """TRADES' inner maximisation: the KL from the clean prediction beats uniform noise of the same budget."""
+    import torch.nn.functional as F
+
+    from attacks import PGDKL
+    from robustbench_lite.errors import RobustEvalError
+
+    images, labels = digits
+    x, y = images[:64], labels[:64]
+    attack = PGDKL(eps=0.1, steps=5)
+    adv = attack(cnn, x, y)
+    assert (adv - x).abs().max() <= 0.1 + 1e-6
+    noise = (x + torch.empty_like(x).uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    with torch.no_grad():
+        p = F.softmax(cnn(x), 1)
+
+        def kl(z):
+            return F.kl_div(F.log_softmax(cnn(z), 1), p, reduction="batchmean")
+
+        assert kl(adv) > 3 * kl(noise)
+    with pytest.raises(RobustEvalError, match="does not support norm L2"):
+        PGDKL(eps=0.5, norm="L2")
