@@ -11,7 +11,9 @@ different stages into one :class:`Pipeline`:
    with its Jensen-Shannon consistency). At most one defence owns the loss.
 
 Adversarial defences reuse :mod:`attacks` (FGSM-RS, PGD without early exit, PGD-KL for TRADES);
-there is no second attack implementation. Randomness comes from the global torch RNG, which the
+there is no second attack implementation. Attacks run with the model in eval mode (BatchNorm uses
+its running statistics, as in TRADES' reference code; Wong et al. attack in train mode), then the
+model trains on the result in train mode. Randomness comes from the global torch RNG, which the
 training loop seeds per (seed, epoch, step), and from the attacks' per-image generators keyed by
 (seed, epoch, dataset index), so a resumed run repeats an uninterrupted one exactly.
 """
