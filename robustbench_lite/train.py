@@ -349,8 +349,13 @@ def train(
             raise
     train_seconds = elapsed + time.perf_counter() - start
     selected = recipe.epochs if not history else history[-1]["epoch"]
-    if best is not None and best["epoch"] != selected:
-        log(f"keeping epoch {best['epoch']} (held-out PGD-10 {best['robust_accuracy']:.4f}) over the last epoch")
+    last_robust = history[-1].get("heldout_pgd10") if history else None
+    if best is not None and best["epoch"] != selected and last_robust is not None and \
+            last_robust < best["robust_accuracy"] - _standard_error(best["robust_accuracy"], len(hold_idx)):
+        # The last epoch (end of the schedule, usually the best clean accuracy) is kept unless its
+        # held-out PGD accuracy is worse than the best epoch's by more than one standard error.
+        log(f"keeping epoch {best['epoch']} (held-out PGD-10 {best['robust_accuracy']:.4f}) over the last epoch "
+            f"({last_robust:.4f})")
         model.load_state_dict(best["state_dict"])
         selected = best["epoch"]
     model = model.to(memory_format=torch.contiguous_format).eval()
@@ -385,6 +390,11 @@ def train(
 
 def _quiet(message: str) -> None:
     """Log sink of torchrun ranks other than 0."""
+
+
+def _standard_error(accuracy: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` images."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / max(n, 1))
 
 
 def _read_state(path: Path, run_id: str) -> dict[str, Any]:

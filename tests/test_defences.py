@@ -395,3 +395,14 @@ def test_defences_from_a_yaml_config(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     settings = models.read_checkpoint(out)["meta"]["defence"]["settings"]
     assert list(settings) == ["augmix", "gaussian-noise"] and settings["gaussian-noise"]["noise_std"] == 0.05
+
+
+@pytest.mark.parametrize(("last", "kept"), [(0.65, 2), (0.5, 1)])
+def test_last_epoch_is_kept_unless_clearly_less_robust(last, kept, tmp_path, monkeypatch):
+    """25 held-out images: one standard error at 70% is 9 points; 65% is a tie, 50% a real drop."""
+    readings = iter([(0.9, 0.7), (0.9, last)])
+    monkeypatch.setattr(train_mod, "_monitor", lambda *a: next(readings))
+    cfg = tiny_config(tmp_path, "pgd-at", epochs=2, defence_options={"steps": 1})
+    _, meta, _ = train_mod.train(cfg, log=lambda m: None)
+    assert meta["defence"]["heldout_images"] == 25
+    assert meta["defence"]["selected_epoch"] == kept and not meta["defence"]["stopped_early"]
