@@ -21,10 +21,6 @@ from robustbench_lite.train import load_or_train_baseline
 Log = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
-    """Log sink of torchrun ranks other than 0: one voice on the console."""
-
-
 def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models.NormalizedModel, dict[str, Any], str]:
     """The model to evaluate: a checkpoint, else the cached (or newly trained) quick baseline."""
     if config.checkpoint:
@@ -44,8 +40,7 @@ def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
 
     config.validate()
     config.device = distributed.setup(config.device)  # joins the torchrun group when launched by it
-    if not distributed.is_main():
-        log = _quiet
+    log = distributed.main_log(log)
     for suite in config.suites:
         SUITES.entry(suite)
     checkpoint_meta: dict[str, Any] = {}

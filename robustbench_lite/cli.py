@@ -370,6 +370,13 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _suite_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-suite options from the suite flags the user set."""
+    from robustbench_lite.suites import SUITES
+
+    return {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+
+
 def _load_gates(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any] | None, str | None]:
     """Parse --gate and load --baseline before any work: their mistakes exit 2 at once."""
     from robustbench_lite import gates, history
@@ -425,7 +432,6 @@ def run_eval(argv: Sequence[str]) -> int:
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
     from robustbench_lite.results import atomic_write
-    from robustbench_lite.suites import SUITES
 
     args = _parse(eval_parser(), argv)
     if args.examples < 0:
@@ -433,7 +439,7 @@ def run_eval(argv: Sequence[str]) -> int:
     suites = expand_suites(_split_list(args.suite)) or list(DEFAULT_SUITES)
     gate_list, baseline, baseline_label = _load_gates(args)
     gates.validate_suites(gate_list, suites)
-    suite_options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+    suite_options = _suite_options(args)
     config = RunConfig(
         model=args.model, dataset=args.dataset, suites=suites,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
@@ -535,7 +541,7 @@ def run_compare(argv: Sequence[str]) -> int:
     suites = expand_suites(_split_list(args.suite)) or list(FULL_SUITES)
     for name in suites:
         SUITES.entry(name)
-    suite_options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+    suite_options = _suite_options(args)
     runs, names = [], []
     for spec, kind in zip(args.inputs, kinds, strict=True):
         if kind == "results":
@@ -570,7 +576,6 @@ def run_compare(argv: Sequence[str]) -> int:
 def run_sweep(argv: Sequence[str]) -> int:
     from robustbench_lite import sweep
     from robustbench_lite.config import load_yaml
-    from robustbench_lite.suites import SUITES
 
     args = sweep_parser().parse_args(argv)
     values: dict[str, Any] = {}
@@ -586,7 +591,7 @@ def run_sweep(argv: Sequence[str]) -> int:
              "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
              "seed": args.seed, "data_dir": args.data_dir, "launcher": args.launcher}
     values.update({k: v for k, v in flags.items() if v is not None})
-    options = {name: opts for name, suite in SUITES.items() if (opts := suite.options_from_args(args))}
+    options = _suite_options(args)
     if options:
         merged = dict(values.get("suite_options") or {})
         for name, opts in options.items():

@@ -390,13 +390,14 @@ class GaussianNoise(Defence):
 class _Mix(Defence):
     stage = "mix"
     uses = {"mix_alpha": 1.0}
+    #: The torchvision.transforms.v2 class doing the mixing.
+    v2_class: ClassVar[str] = ""
 
     def validate(self) -> None:
-        self.params["mix_alpha"] = _positive("mix_alpha", self.params["mix_alpha"])
-        self.transform = self.build()
+        from torchvision.transforms import v2
 
-    def build(self) -> Callable[..., Any]:
-        raise NotImplementedError
+        self.params["mix_alpha"] = _positive("mix_alpha", self.params["mix_alpha"])
+        self.transform = getattr(v2, self.v2_class)(alpha=self.params["mix_alpha"], num_classes=self.ctx.num_classes)
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(x, y)
@@ -407,11 +408,7 @@ class CutMix(_Mix):
     name = "cutmix"
     summary = "paste a random box from another image; labels mixed by area"
     reference = "Yun et al. 2019, CutMix, https://arxiv.org/abs/1905.04899"
-
-    def build(self) -> Callable[..., Any]:
-        from torchvision.transforms import v2
-
-        return v2.CutMix(alpha=self.params["mix_alpha"], num_classes=self.ctx.num_classes)
+    v2_class = "CutMix"
 
 
 @register_defence
@@ -419,11 +416,7 @@ class MixUp(_Mix):
     name = "mixup"
     summary = "convex combination of image pairs and of their labels"
     reference = "Zhang et al. 2018, mixup, https://arxiv.org/abs/1710.09412"
-
-    def build(self) -> Callable[..., Any]:
-        from torchvision.transforms import v2
-
-        return v2.MixUp(alpha=self.params["mix_alpha"], num_classes=self.ctx.num_classes)
+    v2_class = "MixUp"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,6 +64,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def main_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` on rank 0, a sink elsewhere: one voice on the console under torchrun."""
+    return log if is_main() else (lambda message: None)
+
+
 def setup(device: str = "auto") -> str:
     """Join the process group when launched by torchrun; returns the device this rank should use.
 

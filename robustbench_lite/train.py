@@ -190,8 +190,7 @@ def train(
     cfg.validate()
     cfg.device = distributed.setup(cfg.device)  # joins the torchrun group when launched by it
     main = distributed.is_main()
-    if not main:
-        log = _quiet
+    log = distributed.main_log(log)
     recipe = resolve_recipe(cfg)
     device = resolve_device(cfg.device)
     models.MODELS.entry(cfg.model)  # unknown model: fail before loading data
@@ -386,10 +385,6 @@ def train(
     distributed.barrier()  # other ranks may read the checkpoint (the cached baseline) next
     log(f"checkpoint written to {path}")
     return model, meta, path
-
-
-def _quiet(message: str) -> None:
-    """Log sink of torchrun ranks other than 0."""
 
 
 def _standard_error(accuracy: float, n: int) -> float:
