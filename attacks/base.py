@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.pixels import check_images
 from robustbench_lite.registry import Registry, suggest
 from robustbench_lite.seeding import default_indices
 
@@ -107,35 +108,6 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise RobustEvalError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-def check_images(images: object) -> torch.Tensor:
-    """Float NCHW images with values in [0, 1] (the project's pixel-space contract)."""
-    if not isinstance(images, torch.Tensor):
-        raise RobustEvalError(
-            f"images must be a torch.Tensor (float32, NCHW, values in [0,1]), got {type(images).__name__}; "
-            "convert with torch.as_tensor(x, dtype=torch.float32)"
-        )
-    if not images.is_floating_point():
-        raise RobustEvalError(
-            f"images must be floating point in [0,1], got dtype {images.dtype}; "
-            "convert uint8 images with images.float() / 255"
-        )
-    if images.ndim != 4:
-        raise RobustEvalError(
-            f"images must be 4-D (N, C, H, W), got shape {tuple(images.shape)}; "
-            "add the batch dimension with images.unsqueeze(0)"
-        )
-    if images.numel():
-        lo, hi = float(images.min()), float(images.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise RobustEvalError("images contain NaN or inf; attacks need finite pixel values in [0,1]")
-        if lo < 0 or hi > 1:
-            raise RobustEvalError(
-                f"images must be in [0,1] (models normalise inside), got values in [{lo:.4g}, {hi:.4g}]; "
-                "pass un-normalised images (undo Normalize, or divide uint8 by 255)"
-            )
-    return images
 
 
 def check_labels(labels: object, n: int, what: str = "labels") -> torch.Tensor:

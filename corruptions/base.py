@@ -22,6 +22,7 @@ import torch
 
 from corruptions.profiles import check_profile, severity_params
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.pixels import check_images, to_gray
 from robustbench_lite.registry import Registry
 from robustbench_lite.seeding import default_indices, generators
 
@@ -53,25 +54,6 @@ def register_corruption(cls: type[Corruption]) -> type[Corruption]:
     if cls.name not in BENCHMARK + EXTRA:
         raise ValueError(f"'{cls.name}' is not an ImageNet-C corruption name")
     return CORRUPTIONS.register(cls.name, cls)
-
-
-def to_gray(images: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601-2 luma, as PIL's ``convert('L')`` and torchvision's ``rgb_to_grayscale``."""
-    r, g, b = images.unbind(dim=1)
-    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
-
-
-def check_images(images: torch.Tensor) -> None:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise RobustEvalError(f"corruptions take NCHW images with 1 or 3 channels, got {shape}")
-    if not images.is_floating_point():
-        raise RobustEvalError(f"corruptions take float images in [0,1], got dtype {images.dtype}; divide uint8 by 255")
-    if images.numel() and (images.min() < 0 or images.max() > 1):
-        raise RobustEvalError(
-            f"corruptions take images in [0,1], got values in [{images.min():.3g}, {images.max():.3g}]; "
-            "pass unnormalised pixels (models normalise internally)"
-        )
 
 
 class Corruption:
@@ -110,7 +92,7 @@ class Corruption:
 
         Returns a new tensor with the input's shape, dtype and device, values in [0,1].
         """
-        check_images(images)
+        check_images(images, channels=(1, 3))
         reason = self.availability()
         if reason is not None:
             raise RobustEvalError(f"corruption '{self.name}' is unavailable: {reason}")

@@ -254,7 +254,7 @@ def _check_args(name: str, severity: int, profile: str, images: torch.Tensor) ->
             f"constants), got profile '{profile}'; use profile='{REFERENCE_PROFILE}' or the native backend"
         )
     severity_params(name, profile, severity)
-    check_images(images)
+    check_images(images, channels=(1, 3))
     height, width = images.shape[-2:]
     if min(height, width) < MIN_SIZE:
         raise RobustEvalError(

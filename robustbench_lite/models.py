@@ -29,6 +29,7 @@ from torch import nn
 
 from robustbench_lite import __version__
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.pixels import LUMA
 from robustbench_lite.registry import Registry
 
 SMALL_INPUT_MAX = 64
@@ -142,7 +143,7 @@ class NormalizedModel(nn.Module):
             if c == 1 and self.in_channels == 3:
                 x = x.expand(-1, 3, -1, -1)
             elif c == 3 and self.in_channels == 1:
-                w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+                w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
                 x = (x * w).sum(dim=1, keepdim=True)
             else:
                 raise RobustEvalError(f"model takes 1- or 3-channel images, got {c} channels")

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from robustbench_lite import data as data_mod
 from robustbench_lite.data import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, ImageDataset
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.pixels import LUMA
 from robustbench_lite.registry import Registry
 from robustbench_lite.seeding import default_indices, derive_seed, generators
 
@@ -335,7 +336,7 @@ def contrast(images: torch.Tensor, factor: float, u: torch.Tensor | None = None)
     return ((images - mean) * factor + mean).clamp(0, 1)
 
 
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
+_RGB_TO_YIQ = torch.tensor([LUMA, [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]])
 
 
 def hue(images: torch.Tensor, degrees: float, u: torch.Tensor) -> torch.Tensor:
@@ -856,7 +857,7 @@ def conform(ds: ImageDataset, like: ImageDataset) -> ImageDataset:
     """``ds`` with the channels and size of ``like`` (luma or repeated grey; antialiased resize)."""
     images = ds.images
     if images.shape[1] == 3 and like.channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        weights = torch.tensor(LUMA).view(1, 3, 1, 1)
         images = (images.float() * weights).sum(dim=1, keepdim=True).round().to(torch.uint8)
     elif images.shape[1] == 1 and like.channels == 3:
         images = images.repeat(1, 3, 1, 1)

@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from robustbench_lite.pixels import LUMA
+
 RC = {
     "svg.fonttype": "none",
     "svg.hashsalt": "robust-eval",
@@ -58,7 +60,7 @@ def _figure(width: float, height: float, out: list[str]) -> Iterator[Figure]:
 
 def _text_color(rgba: Sequence[float]) -> str:
     r, g, b = to_rgb(rgba)
-    return "#111827" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+    return "#111827" if LUMA[0] * r + LUMA[1] * g + LUMA[2] * b > 0.55 else "white"
 
 
 def _pct_axis(ax: Any, axis: str = "y") -> None:
