@@ -102,7 +102,7 @@ def record(out: Path, only: list[str] | None, home: str | None) -> None:
     log = out / "log.txt"
     log.write_text("")
     for name, model in (("a", "shufflenetv2_x0_5"), ("b", "mobilenetv3_small")):
-        _run(["train", "--model", model, "--dataset", "digits", "--epochs", "3", "--batch-size", "128",
+        _run(["train", "--model", model, "--dataset", "digits", "--epochs", "8", "--batch-size", "64",
               "--lr", "0.01", "--output", str(work / f"{name}.pt"), "--no-progress"], env, log)
     (out / "checkpoints.json").write_text(json.dumps(
         {n: _tensor_hashes(work / f"{n}.pt") for n in ("a", "b")}, indent=1) + "\n")

@@ -1,7 +1,8 @@
-"""The evaluator: ``evaluate(config) -> EvaluationResult``. Writing JSON/HTML is a separate step."""
+"""The evaluator: ``evaluate(config) -> EvaluationResult``. Writing JSON/HTML is a separate step (outputs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,16 +16,44 @@ from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
 from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
-from robustbench_lite.suites import SUITES, EvalContext
+from robustbench_lite.suites import SUITES, EvalContext, typed_options
 from robustbench_lite.train import load_or_train_baseline
 
 Log = Callable[[str], None]
+#: Checkpoint metadata copied into the results' ``checkpoint`` block.
+CHECKPOINT_KEYS = ("recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created", "defence",
+                   "init", "train_seconds")
 
 
-def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models.NormalizedModel, dict[str, Any], str]:
-    """The model to evaluate: a checkpoint, else the cached (or newly trained) quick baseline."""
+def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
+    """Validate ``config`` and resolve what it leaves open, before any data is read or model built.
+
+    Returns:
+        A resolved copy (model and dataset filled from the checkpoint or the defaults, suite options
+        typed) and the checkpoint file's payload (read once here, None without a checkpoint).
+    """
+    config.validate()
+    for suite in config.suites:
+        SUITES.entry(suite)
+    payload = models.read_checkpoint(config.checkpoint) if config.checkpoint else None
+    meta = payload["meta"] if payload else {}
+    config = dataclasses.replace(
+        config,
+        model=config.model or meta.get("model") or DEFAULT_MODEL,
+        dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET,
+        suite_options=typed_options(config.suites, config.suite_options),
+    )
+    models.MODELS.entry(config.model)
+    data_mod.parse_name(config.dataset)
+    return config, payload
+
+
+def resolve_model(config: RunConfig, num_classes: int, log: Log,
+                  payload: dict[str, Any] | None = None) -> tuple[models.NormalizedModel, dict[str, Any], str]:
+    """The model to evaluate: a checkpoint (its already-read ``payload`` when given), else the quick baseline."""
     if config.checkpoint:
-        net, meta = models.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes)
+        net, meta = models.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes,
+                                           payload=payload)
         return net, meta, config.checkpoint
     assert config.model is not None and config.dataset is not None
     net, meta, path = load_or_train_baseline(
@@ -35,21 +64,16 @@ def resolve_model(config: RunConfig, num_classes: int, log: Log) -> tuple[models
 
 
 def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
-    """Run ``config.suites`` on one model and dataset and return the typed result."""
+    """Run ``config.suites`` on one model and dataset and return the typed result.
+
+    The checkpoint and the test split are read once; with ``config.examples`` the report's example
+    grid is built from the same loaded model and images.
+    """
     from robustbench_lite import distributed
 
-    config.validate()
-    config.device = distributed.setup(config.device)  # joins the torchrun group when launched by it
+    config, payload = prepare(config)
+    config = dataclasses.replace(config, device=distributed.setup(config.device))  # joins a torchrun group
     log = distributed.main_log(log)
-    for suite in config.suites:
-        SUITES.entry(suite)
-    checkpoint_meta: dict[str, Any] = {}
-    if config.checkpoint:
-        checkpoint_meta = models.read_checkpoint(config.checkpoint)["meta"]
-    config.model = config.model or checkpoint_meta.get("model") or DEFAULT_MODEL
-    config.dataset = config.dataset or checkpoint_meta.get("dataset") or DEFAULT_DATASET
-    models.MODELS.entry(config.model)
-    data_mod.parse_name(config.dataset)
     device = resolve_device(config.device)
 
     timings: dict[str, float] = {}
@@ -58,7 +82,7 @@ def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
     timings["load_data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    model, meta, source = resolve_model(config, dataset.num_classes, log)
+    model, meta, source = resolve_model(config, dataset.num_classes, log, payload)
     if meta.get("classes") and list(meta["classes"]) != list(dataset.classes):
         raise RobustEvalError(
             f"the checkpoint's classes ({', '.join(map(str, meta['classes'][:5]))}...) differ from "
@@ -68,12 +92,27 @@ def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
     timings["load_model"] = time.perf_counter() - t0
 
     result = run_suites(model, dataset, config, device, meta, log,
-                        checkpoint={"path": source, **{k: meta.get(k) for k in (
-                            "recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created",
-                            "defence", "init", "train_seconds") if k in meta}})
+                        checkpoint={"path": source, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}})
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
+    if config.examples and distributed.is_main():
+        result.examples = _examples(model, dataset, result, device, config)
     return result
+
+
+def _examples(model: nn.Module, dataset: data_mod.ImageDataset, result: EvaluationResult, device: torch.device,
+              config: RunConfig) -> dict[str, Any] | None:
+    """The report's example grid; an illustration, so a failure here warns and keeps the results."""
+    from robustbench_lite.analysis.examples import build_examples
+    from robustbench_lite.distributed import main_log
+
+    try:
+        return build_examples(model, dataset, result.to_dict(), device, n=config.examples, seed=config.seed)
+    except Exception as exc:  # noqa: BLE001 - losing the grid must not lose the run's results
+        if config.debug:
+            raise
+        main_log(print)(f"robust-eval: warning: the report's example grid was left out ({type(exc).__name__}: {exc})")
+        return None
 
 
 def run_suites(
@@ -90,8 +129,11 @@ def run_suites(
     The one place suites are run: :func:`evaluate` and the pytest plugin's in-memory models both
     come through here. ``timings`` holds wall seconds per suite and their ``total``.
     """
+    from robustbench_lite.distributed import on_main
+
     for name in config.suites:
         SUITES.entry(name)
+    config = dataclasses.replace(config, suite_options=typed_options(config.suites, config.suite_options))
     ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log)
     result = EvaluationResult(
         model=str(config.model),
@@ -103,8 +145,6 @@ def run_suites(
         checkpoint=checkpoint or {},
     )
     timings: dict[str, float] = {}
-    from robustbench_lite.distributed import on_main
-
     for name in config.suites:
         t0 = time.perf_counter()
         suite = SUITES.get(name)

@@ -45,7 +45,10 @@ class RunConfig:
         batch_size: evaluation batch size.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         seed: seeds every random choice (per image, so batching does not matter).
-        suite_options: per-suite options (attack settings, corruption selection...).
+        suite_options: per-suite typed options (``{suite: Suite.Options}``; mappings from YAML or the
+            Python API are accepted and typed by :func:`robustbench_lite.api.evaluate`).
+        examples: build the report's example grid from this many test images (0: none).
+        debug: let errors in optional steps (the example grid) raise instead of warning.
     """
 
     model: str | None = None
@@ -58,15 +61,20 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
     data_dir: str | None = None
-    json: str | None = None
     show_progress: bool = True
     suite_options: dict[str, Any] = field(default_factory=dict)
+    examples: int = 0
+    debug: bool = False
 
     def validate(self) -> RunConfig:
         if self.limit is not None and self.limit < 1:
             raise RobustEvalError(f"--limit must be a positive number of images, got {self.limit}; omit it to use all")
         if self.batch_size < 1:
             raise RobustEvalError(f"--batch-size must be a positive integer, got {self.batch_size}; e.g. 256")
+        if self.seed < 0:
+            raise RobustEvalError(f"--seed must be >= 0, got {self.seed}; e.g. --seed 0")
+        if self.examples < 0:
+            raise RobustEvalError(f"--examples must be >= 0, got {self.examples}; 0 leaves the example grid out")
         if not self.suites:
             raise RobustEvalError("no suite selected; pass --suite clean (see 'robust-eval list suites')")
         if self.checkpoint and self.pretrained:
@@ -74,7 +82,11 @@ class RunConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain values; typed suite options as the options the user set (``Options.to_dict``)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("debug", "examples")}
+        out["suite_options"] = {name: opts.to_dict() if hasattr(opts, "to_dict") else dict(opts)
+                                for name, opts in self.suite_options.items()}
+        return out
 
 
 @dataclass

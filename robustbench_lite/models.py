@@ -331,7 +331,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | Path, model: str | None = None, num_classes: int | None = None
+    path: str | Path, model: str | None = None, num_classes: int | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> tuple[NormalizedModel, dict[str, Any]]:
     """Rebuild the model recorded in a checkpoint and load its weights.
 
@@ -339,11 +340,13 @@ def load_checkpoint(
         path: checkpoint file.
         model: when given, the checkpoint must be for this model.
         num_classes: when given, the checkpoint must have this many classes.
+        payload: the file's contents when the caller has already read it (:func:`read_checkpoint`),
+            so a run reads its checkpoint once.
 
     Returns:
         The model in eval mode and the checkpoint's metadata.
     """
-    payload = read_checkpoint(path)
+    payload = payload if payload is not None else read_checkpoint(path)
     meta = payload["meta"]
     if model is not None and meta.get("model") != model:
         raise RobustEvalError(

@@ -110,7 +110,7 @@ def evaluate_module(module: nn.Module, dataset: Any, suites: Sequence[str] = ("c
     ds = as_dataset(dataset)
     config = RunConfig(model=model_name or type(module).__name__, dataset=ds.name, suites=list(suites), limit=limit,
                        batch_size=batch_size, device=device, seed=seed, show_progress=False,
-                       suite_options={k: dict(v) for k, v in (options or {}).items()}).validate()
+                       suite_options=dict(options or {})).validate()
     dev = resolve_device(device)
     return run_suites(module.to(dev).eval(), ds.limit(limit), config, dev, log=log or (lambda m: None),
                       checkpoint={"path": None, "module": type(module).__qualname__})
@@ -267,7 +267,7 @@ class Robustness:
             config = RunConfig(model=model, dataset=dataset, suites=suites,
                                checkpoint=None if checkpoint is None else str(checkpoint), pretrained=pretrained,
                                limit=limit, batch_size=batch_size, device=device, seed=seed, show_progress=False,
-                               suite_options={k: dict(v) for k, v in (options or {}).items()})
+                               suite_options=dict(options or {}))
             result = evaluate(config, log=lambda m: None)
         self.evaluations += 1
         run = RobustnessRun(result, result.to_dict())

@@ -89,6 +89,8 @@ class EvaluationResult:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     suites: dict[str, SuiteResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    examples: dict[str, Any] | None = None
+    command: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -105,6 +107,10 @@ class EvaluationResult:
         }
         for name, result in self.suites.items():
             out[name] = result.to_dict()
+        if self.command is not None:
+            out["command"] = list(self.command)
+        if self.examples is not None:
+            out["examples"] = self.examples
         return out
 
     def write_json(self, path: str | Path) -> Path:

@@ -41,7 +41,7 @@ class SweepConfig:
         checkpoints: ``"model/dataset"`` (or ``"model/dataset/init"``) -> checkpoint path; cells
             without one use the cached quick baseline.
         limit, seed, batch_size, device, data_dir: as for ``robust-eval``.
-        suite_options: per-suite options, as in ``RunConfig.suite_options``.
+        suite_options: per-suite options (``{suite: {option: value}}`` in YAML), typed by :meth:`validate`.
         output_dir: cells cache, combined results, table and report.
         launcher: run each cell as a separate job under this command, e.g.
             ``torchrun --nproc-per-node 4`` (the cell's ``-m robustbench_lite ...`` is appended);
@@ -58,7 +58,7 @@ class SweepConfig:
     batch_size: int = 256
     device: str = "auto"
     data_dir: str | None = None
-    suite_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    suite_options: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "reports/sweep"
     launcher: str | None = None
 
@@ -78,7 +78,7 @@ class SweepConfig:
         from robustbench_lite import data as data_mod
         from robustbench_lite import models
         from robustbench_lite.config import expand_suites
-        from robustbench_lite.suites import SUITES
+        from robustbench_lite.suites import SUITES, typed_options
 
         for key in ("models", "datasets", "suites", "init"):
             if not getattr(self, key):
@@ -90,6 +90,7 @@ class SweepConfig:
         self.suites = expand_suites(list(self.suites))
         for s in self.suites:
             SUITES.entry(s)
+        self.suite_options = typed_options(self.suites, self.suite_options, "the sweep's suite_options")
         for i in self.init:
             if i not in INITS:
                 raise RobustEvalError(f"unknown init '{i}'; valid: {', '.join(INITS)}")
@@ -103,7 +104,14 @@ class SweepConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        out["suite_options"] = {name: self.options_dict(name) for name in self.suite_options}
+        return out
+
+    def options_dict(self, suite: str) -> dict[str, Any]:
+        """The options the sweep sets for ``suite``, as plain values."""
+        opts = self.suite_options.get(suite)
+        return opts.to_dict() if opts is not None else {}
 
 
 @dataclass
@@ -137,7 +145,7 @@ def file_sha256(path: str | Path) -> str:
 def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
     """The cache key: what the cell's numbers are a function of."""
     what = {"checkpoint": checkpoint_sha, "dataset": cell.dataset, "suite": cell.suite,
-            "options": cfg.suite_options.get(cell.suite, {}), "limit": cfg.limit, "seed": cfg.seed}
+            "options": cfg.options_dict(cell.suite), "limit": cfg.limit, "seed": cfg.seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -164,9 +172,8 @@ def cell_command(cell: Cell, checkpoint: str, cfg: SweepConfig, json_path: Path)
         cmd += ["--limit", str(cfg.limit)]
     if cfg.data_dir:
         cmd += ["--data-dir", cfg.data_dir]
-    for key, value in cfg.suite_options.get(cell.suite, {}).items():
-        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        cmd += [f"--{key.replace('_', '-')}", text]
+    if cell.suite in cfg.suite_options:
+        cmd += cfg.suite_options[cell.suite].to_args()
     return cmd
 
 
@@ -200,7 +207,7 @@ def run_cell(cell: Cell, checkpoint: str, cfg: SweepConfig, log: Log) -> dict[st
     config = RunConfig(model=cell.model, dataset=cell.dataset, suites=[cell.suite], checkpoint=checkpoint,
                        limit=cfg.limit, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
                        data_dir=cfg.data_dir, show_progress=False,
-                       suite_options={cell.suite: dict(cfg.suite_options.get(cell.suite, {}))})
+                       suite_options={k: v for k, v in cfg.suite_options.items() if k == cell.suite})
     return evaluate(config, log=log).to_dict()
 
 

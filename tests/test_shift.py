@@ -62,15 +62,15 @@ def test_registry_names_and_selection():
 ])
 def test_bad_options(options, match):
     with pytest.raises(RobustEvalError, match=match):
-        shift.ShiftOptions.from_dict(options)
+        shift.ShiftOptions.from_mapping(options)
 
 
 def test_options_accept_cli_strings_and_yaml_values():
-    a = shift.ShiftOptions.from_dict({"splits": ["covariate/*,label/*"], "alphas": "0.5,2", "draws": "3",
+    a = shift.ShiftOptions.from_mapping({"splits": ["covariate/*,label/*"], "alphas": "0.5,2", "draws": "3",
                                       "intensities": [5, 1]})
     assert a.splits == ("covariate/*", "label/*") and a.alphas == (0.5, 2.0) and a.draws == 3
     assert a.intensities == (1, 5)
-    assert shift.ShiftOptions.from_dict({"alphas": 0.3}).alphas == (0.3,)
+    assert shift.ShiftOptions.from_mapping({"alphas": 0.3}).alphas == (0.3,)
 
 
 # ---------------------------------------------------------------------------------------------

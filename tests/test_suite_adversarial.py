@@ -127,7 +127,7 @@ def test_yaml_config_values_and_the_command_line_wins(digits_checkpoint, tmp_pat
                        "--json", str(path))
     assert code == 0, err
     r = json.loads(path.read_text())
-    assert r["config"]["suite_options"]["adversarial"] == {"attack": "pgd", "eps": [0.05, 0.1], "steps": 2,
+    assert r["config"]["suite_options"]["adversarial"] == {"attack": ["pgd"], "eps": [0.05, 0.1], "steps": 2,
                                                            "restarts": 2}
     assert [(e["key"], e["steps"], e["restarts"]) for e in r["adversarial"]["results"]] == [
         ("pgd.Linf[0.05]", 2, 2), ("pgd.Linf[0.1]", 2, 2)]
@@ -206,10 +206,10 @@ def test_missing_torchattacks_is_one_line_and_exit_2(digits_checkpoint, capsys, 
 
 def test_flags_on_the_cli_and_only_set_ones_become_options():
     parser = cli.eval_parser()
-    assert AdversarialSuite.options_from_args(parser.parse_args([])) == {}
+    assert AdversarialSuite.Options.from_args(parser.parse_args([])).to_dict() == {}
     args = parser.parse_args(["--attack", "pgd", "--eps", "1/255,2/255", "--steps", "5"])
-    assert AdversarialSuite.options_from_args(args) == {"attack": "pgd", "eps": "1/255,2/255",
-                                                        "steps": 5}
+    assert AdversarialSuite.Options.from_args(args).to_dict() == {"attack": ["pgd"], "eps": [1 / 255, 2 / 255],
+                                                                  "steps": 5}
     text = parser.format_help()
     for flag in ("--attack", "--norm", "--eps", "--steps", "--alpha", "--restarts"):
         assert flag in text

@@ -103,8 +103,14 @@ def test_grid_and_full_suites():
 
 
 def test_cells_handed_to_torchrun_give_the_in_process_numbers(tmp_path, capsys, digits_checkpoint, monkeypatch):
-    common = ["--models", "shufflenetv2_x0_5", "--datasets", "digits", "--suites", "clean,corruptions",
-              "--limit", "100", "--corruptions", "gaussian_noise,fog", "--severities", "2", "--device", "cpu"]
+    # Every suite's options travel to the launched cells as flags (Options.to_args): a flag the cell's
+    # parser did not know would fail the cell.
+    common = ["--models", "shufflenetv2_x0_5", "--datasets", "digits",
+              "--suites", "clean,adversarial,corruptions,shift", "--limit", "60", "--device", "cpu",
+              "--attack", "fgsm,pgd", "--eps", "0.05,0.1", "--steps", "2",
+              "--corruptions", "gaussian_noise,fog", "--severities", "2", "--corruption-backend", "native",
+              "--shift-splits", "covariate/rotation,label/dirichlet", "--shift-alpha", "1", "--shift-draws", "2",
+              "--shift-intensities", "1,5"]
     config = tmp_path / "ck.yaml"
     config.write_text(f"checkpoints:\n  shufflenetv2_x0_5/digits: {digits_checkpoint}\n")
     launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node 2"
@@ -112,12 +118,20 @@ def test_cells_handed_to_torchrun_give_the_in_process_numbers(tmp_path, capsys, 
     code, out, err = run(capsys, "sweep", str(config), *common, "--output-dir", str(tmp_path / "a"),
                          "--launcher", launcher)
     assert code == 0, err
-    assert "launching:" in err and "torch.distributed.run" in err
+    assert err.count("launching:") == 4 and "torch.distributed.run" in err
+    assert "--shift-splits covariate/rotation,label/dirichlet" in err and "--corruption-backend native" in err
     code, _, err = run(capsys, "sweep", str(config), *common, "--output-dir", str(tmp_path / "b"))
     assert code == 0, err
     a, b = (json.loads((tmp_path / d / "results.json").read_text())["runs"][0] for d in "ab")
     assert a["clean"] == b["clean"]
+    assert a["adversarial"]["robust_accuracy"] == b["adversarial"]["robust_accuracy"]
+    assert list(a["adversarial"]["robust_accuracy"]) == ["fgsm.Linf[0.05]", "fgsm.Linf[0.1]", "pgd.Linf[0.05]",
+                                                         "pgd.Linf[0.1]"]
     assert a["corruptions"]["accuracy"] == b["corruptions"]["accuracy"]
+    assert set(a["corruptions"]["accuracy"]) == {"gaussian_noise", "fog"}
+    assert {k: v["accuracy"] for k, v in a["shift"]["splits"].items()} == \
+        {k: v["accuracy"] for k, v in b["shift"]["splits"].items()}
+    assert set(a["shift"]["splits"]) == {"covariate/rotation", "label/dirichlet"}
 
 
 def test_the_shipped_seed_benchmark_config_is_valid():

@@ -27,11 +27,10 @@ JSON (under ``adversarial``):
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -39,6 +38,7 @@ import attacks
 from attacks.base import TORCHATTACKS_PREFIX, check_norm
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.options import Options, comma_list, int_in, option
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.suites.base import EvalContext, Suite, register_suite
 
@@ -50,8 +50,6 @@ DEFAULT_RESTARTS = 1
 MASKING_CHECK_IMAGES = 256
 #: Below this many images the curve also lists every image's smallest successful budget.
 PER_IMAGE_MAX = 100
-#: Option names: the CLI flags (``--attack`` ...), the ``suite_options["adversarial"]`` keys and YAML keys.
-OPTIONS = ("attack", "norm", "eps", "steps", "alpha", "restarts")
 #: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
 _TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts"}
 
@@ -144,44 +142,16 @@ class AdversarialResult(SuiteResult):
 # Options: parsed and checked before any model is loaded, resolved against the dataset in run()
 
 
-@dataclass(frozen=True)
-class _Options:
-    attacks: tuple[str, ...]
-    norms: tuple[str, ...]
-    eps: tuple[float, ...] | None  # None: attacks.default_eps(dataset, norm) per norm
-    steps: int
-    alpha: float | None
-    restarts: int
-    explicit: frozenset[str]  # the options the user set
-
-
-def _names(value: Any, flag: str, example: str) -> tuple[str, ...]:
-    parts = value.split(",") if isinstance(value, str) else value
-    if not isinstance(parts, (list, tuple)) or not all(isinstance(p, str) for p in parts):
-        raise RobustEvalError(f"{flag} must be a comma-separated list of names, got {value!r}; e.g. {flag} {example}")
+def _norms(value: Any) -> tuple[str, ...]:
     out: list[str] = []
-    for part in (p.strip() for p in parts):
-        if not part:
-            raise RobustEvalError(f"{flag} {value!r} has an empty name; separate names with single commas, "
-                                  f"e.g. {flag} {example}")
-        if part not in out:
-            out.append(part)
-    if not out:
-        raise RobustEvalError(f"{flag} is empty; e.g. {flag} {example}")
+    for name in comma_list(value, "--norm", "Linf"):
+        try:
+            norm = check_norm(name)
+        except RobustEvalError:
+            raise RobustEvalError(f"unknown norm {name!r}; valid norms: Linf, L2 (e.g. --norm L2)") from None
+        if norm not in out:
+            out.append(norm)
     return tuple(out)
-
-
-def _int(value: Any, flag: str, example: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RobustEvalError(f"{flag} must be an integer >= 1, got {value!r}; e.g. {flag} {example}")
-    return value
-
-
-def _norm(value: str) -> str:
-    try:
-        return check_norm(value)
-    except RobustEvalError:
-        raise RobustEvalError(f"unknown norm {value!r}; valid norms: Linf, L2 (e.g. --norm L2)") from None
 
 
 def _alpha(value: Any) -> float:
@@ -196,39 +166,65 @@ def _alpha(value: Any) -> float:
     return alpha
 
 
-def _parse_options(options: dict[str, Any]) -> _Options:
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise RobustEvalError(f"unknown adversarial option(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-    names = _names(options.get("attack", ",".join(DEFAULT_ATTACKS)), "--attack", "fgsm,pgd")
-    norms = tuple(dict.fromkeys(_norm(n) for n in _names(options.get("norm", DEFAULT_NORM), "--norm", "Linf")))
-    eps = None
-    if options.get("eps") is not None:
-        if len(norms) > 1:
-            raise RobustEvalError(
-                f"--eps {options['eps']} is ambiguous with several norms ({', '.join(norms)}): budgets differ "
-                "between Linf and L2; pass one --norm with --eps, or omit --eps for each norm's default"
-            )
-        eps = tuple(attacks.parse_eps(options["eps"], norms[0]))
-        keys = [eps_key(e) for e in eps]
-        if len(set(keys)) < len(keys):
-            raise RobustEvalError(f"--eps {options['eps']} has budgets equal to 6 significant digits; "
-                                  "make them differ (result keys use 6 digits)")
-    opts = _Options(
-        attacks=names,
-        norms=norms,
-        eps=eps,
-        steps=_int(options.get("steps", DEFAULT_STEPS), "--steps", DEFAULT_STEPS),
-        alpha=None if options.get("alpha") is None else _alpha(options["alpha"]),
-        restarts=_int(options.get("restarts", DEFAULT_RESTARTS), "--restarts", 1),
-        explicit=frozenset(k for k, v in options.items() if v is not None),
-    )
-    # Build every attack once at a valid budget: unknown names, a missing torchattacks and
-    # arguments an attack rejects surface here, before any model is loaded.
-    for norm in norms:
-        probe = eps[-1] if eps else 0.1
-        _attack_params(opts, norm, probe)
-    return opts
+@dataclass(frozen=True)
+class AdversarialOptions(Options):
+    """The adversarial suite's settings; None means the default (the dataset's eps, 10 steps...)."""
+
+    owner: ClassVar[str] = "adversarial suite"
+
+    attack: tuple[str, ...] | None = option(
+        "--attack", f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "
+        f"(default: {','.join(DEFAULT_ATTACKS)}); see 'robust-eval list attacks'",
+        parse=lambda v: comma_list(v, "--attack", "fgsm,pgd"), metavar="NAME[,NAME]", example="fgsm,pgd")
+    norm: tuple[str, ...] | None = option(
+        "--norm", f"threat model, Linf or L2, or both comma-separated (default: {DEFAULT_NORM})",
+        parse=_norms, metavar="Linf|L2", example="L2")
+    eps: tuple[float, ...] | None = option(
+        "--eps", "budget(s) in [0,1] pixel units, decimals or fractions; several make a sweep, "
+        "e.g. 1/255,2/255,4/255,8/255 (default: the dataset's conventional budget, see 'robust-eval list attacks')",
+        parse=lambda v: tuple(attacks.parse_eps(v)), metavar="EPS[,EPS]", example="1/255,0.5")
+    steps: int | None = option(
+        "--steps", f"PGD steps per restart (default: {DEFAULT_STEPS}; torchattacks: the class default)",
+        parse=int_in("--steps", 1), metavar="N", example="3")
+    alpha: float | None = option(
+        "--alpha", "step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)",
+        parse=_alpha, metavar="A", example="2/255")
+    restarts: int | None = option(
+        "--restarts", f"PGD random restarts (default: {DEFAULT_RESTARTS}; torchattacks: the class default)",
+        parse=int_in("--restarts", 1), metavar="R", example="2")
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        return self.attack or DEFAULT_ATTACKS
+
+    @property
+    def norms(self) -> tuple[str, ...]:
+        return self.norm or (DEFAULT_NORM,)
+
+    @property
+    def explicit(self) -> frozenset[str]:
+        return frozenset(self.set_fields())
+
+    def validate(self) -> None:
+        if self.eps is not None:
+            if len(self.norms) > 1:
+                raise RobustEvalError(
+                    f"--eps {_fmt_eps(self.eps)} is ambiguous with several norms ({', '.join(self.norms)}): budgets "
+                    "differ between Linf and L2; pass one --norm with --eps, or omit --eps for each norm's default"
+                )
+            attacks.parse_eps(self.eps, self.norms[0])  # Linf budgets above 1
+            keys = [eps_key(e) for e in self.eps]
+            if len(set(keys)) < len(keys):
+                raise RobustEvalError(f"--eps {_fmt_eps(self.eps)} has budgets equal to 6 significant digits; "
+                                      "make them differ (result keys use 6 digits)")
+        # Build every attack once at a valid budget: unknown names, a missing torchattacks and
+        # arguments an attack rejects surface here, before any model is loaded.
+        for norm in self.norms:
+            _attack_params(self, norm, self.eps[-1] if self.eps else 0.1)
+
+
+def _fmt_eps(eps: tuple[float, ...]) -> str:
+    return ",".join(eps_key(e) for e in eps)
 
 
 def _accepts(name: str, option: str, params: dict[str, Any], value: Any, eps: float) -> bool:
@@ -243,7 +239,7 @@ def _accepts(name: str, option: str, params: dict[str, Any], value: Any, eps: fl
     return True
 
 
-def _attack_params(opts: _Options, norm: str, eps: float, seed: int = 0) -> dict[str, dict[str, Any]]:
+def _attack_params(opts: AdversarialOptions, norm: str, eps: float, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Constructor arguments (all but eps) per attack; --steps/--alpha/--restarts go where they are taken."""
     out: dict[str, dict[str, Any]] = {}
     used: set[str] = set()
@@ -251,13 +247,15 @@ def _attack_params(opts: _Options, norm: str, eps: float, seed: int = 0) -> dict
         params: dict[str, Any] = {"norm": norm, "seed": seed}
         attacks.build(name, **params, eps=eps)  # unknown names, norms the attack lacks, missing torchattacks
         foreign = name.startswith(TORCHATTACKS_PREFIX)
-        for option, value in (("steps", opts.steps), ("alpha", opts.alpha), ("restarts", opts.restarts)):
+        steps = DEFAULT_STEPS if opts.steps is None else opts.steps
+        restarts = DEFAULT_RESTARTS if opts.restarts is None else opts.restarts
+        for setting, value in (("steps", steps), ("alpha", opts.alpha), ("restarts", restarts)):
             # torchattacks classes keep their own defaults (CW takes 50 steps, not our 10) unless the user set one.
-            if value is None or (foreign and option not in opts.explicit):
+            if value is None or (foreign and setting not in opts.explicit):
                 continue
-            if _accepts(name, option, params, value, eps):
-                params[_TORCHATTACKS_ARGS[option] if foreign else option] = value
-                used.add(option)
+            if _accepts(name, setting, params, value, eps):
+                params[_TORCHATTACKS_ARGS[setting] if foreign else setting] = value
+                used.add(setting)
         out[name] = params
     unused = sorted((opts.explicit & {"steps", "alpha", "restarts"}) - used)
     if unused:
@@ -310,33 +308,12 @@ class AdversarialSuite(Suite):
     name = "adversarial"
     description = "robust accuracy under FGSM/PGD (Linf, L2) or torchattacks:NAME, eps sweeps, masking checks"
 
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--attack", default=None, metavar="NAME[,NAME]",
-                           help=f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "
-                                f"(default: {','.join(DEFAULT_ATTACKS)}); see 'robust-eval list attacks'")
-        group.add_argument("--norm", default=None, metavar="Linf|L2",
-                           help=f"threat model, Linf or L2, or both comma-separated (default: {DEFAULT_NORM})")
-        group.add_argument("--eps", default=None, metavar="EPS[,EPS]",
-                           help="budget(s) in [0,1] pixel units, decimals or fractions; several make a sweep, "
-                                "e.g. 1/255,2/255,4/255,8/255 (default: the dataset's conventional budget, see "
-                                "'robust-eval list attacks')")
-        group.add_argument("--steps", type=int, default=None, metavar="N",
-                           help=f"PGD steps per restart (default: {DEFAULT_STEPS}; torchattacks: the class default)")
-        group.add_argument("--alpha", default=None, metavar="A",
-                           help="step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)")
-        group.add_argument("--restarts", type=int, default=None, metavar="R",
-                           help=f"PGD random restarts (default: {DEFAULT_RESTARTS}; torchattacks: the class default)")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        options = {k: v for k in OPTIONS if (v := getattr(args, k, None)) is not None}
-        if options:
-            _parse_options(options)  # fail before the model is loaded (or a baseline trained)
-        return options
+    Options = AdversarialOptions
 
     def run(self, ctx: EvalContext) -> AdversarialResult:
-        opts = _parse_options(ctx.options(self.name))
+        opts: AdversarialOptions = ctx.options(self.name)
+        steps = DEFAULT_STEPS if opts.steps is None else opts.steps
+        restarts = DEFAULT_RESTARTS if opts.restarts is None else opts.restarts
         ds = ctx.dataset
         assert ctx.config.dataset is not None  # resolved by evaluate()
         pixels = ds.channels * ds.size[0] * ds.size[1]
@@ -417,7 +394,7 @@ class AdversarialSuite(Suite):
             reuse = ("fgsm", norm) in evaluations and ("pgd", norm) in evaluations
             warnings += attacks.gradient_masking_checks(
                 ctx.model, images[:check_n], labels[:check_n], eps, indices[:check_n], norm=norm,
-                steps=opts.steps, seed=seed, batch_size=batch_size,
+                steps=steps, seed=seed, batch_size=batch_size,
                 fgsm_result=evaluations[("fgsm", norm)] if reuse else None,
                 pgd_result=evaluations[("pgd", norm)] if reuse else None,
             )
@@ -441,9 +418,9 @@ class AdversarialSuite(Suite):
                 "norms": list(opts.norms),
                 "eps": {n: list(b) for n, b in budgets.items()},
                 "eps_source": "--eps" if opts.eps else "attacks.default_eps(dataset, norm)",
-                "steps": opts.steps,
+                "steps": steps,
                 "alpha": opts.alpha,
-                "restarts": opts.restarts,
+                "restarts": restarts,
                 "attack_params": {n: {a: {k: v for k, v in p.items() if k != "seed"} for a, p in per.items()}
                                   for n, per in params.items()},
                 "seed": seed,

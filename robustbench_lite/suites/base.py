@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -13,6 +13,8 @@ from torch import nn
 from robustbench_lite.config import RunConfig
 from robustbench_lite.data import ImageDataset
 from robustbench_lite.engine import Transform, predict
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.options import Options
 from robustbench_lite.registry import Registry
 from robustbench_lite.results import SuiteResult
 
@@ -51,32 +53,62 @@ class EvalContext:
             self._clean_logits = self.predict(desc="clean")
         return self._clean_logits
 
-    def options(self, suite: str) -> dict[str, Any]:
-        return dict(self.config.suite_options.get(suite, {}))
+    def options(self, suite: str) -> Any:
+        """The suite's typed options (its defaults when the run sets none)."""
+        opts = self.config.suite_options.get(suite)
+        return opts if opts is not None else SUITES.entry(suite).Options()
+
+
+@dataclass(frozen=True)
+class NoOptions(Options):
+    """A suite without settings."""
 
 
 class Suite:
-    """A named evaluation; subclasses set ``name``/``description`` and implement :meth:`run`.
+    """A named evaluation; subclasses set ``name``/``description``/``Options`` and implement :meth:`run`.
 
-    A suite with settings declares its own CLI flags (:meth:`add_arguments`) and turns the parsed
-    flags into its ``suite_options`` entry (:meth:`options_from_args`): the CLI is driven by the
-    registry, so a new suite needs no CLI edit. YAML configs use the same option names.
+    ``Options`` is a frozen :class:`robustbench_lite.options.Options` dataclass: it declares the
+    suite's CLI flags and YAML keys, and is parsed and validated before any data is read, so a new
+    suite needs no CLI edit.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Add this suite's flags (kebab-case, defaults None = "the suite's default")."""
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """This suite's options from parsed flags; only flags the user set (not None)."""
-        return {}
+    Options: ClassVar[type[Options]] = NoOptions
 
     def run(self, ctx: EvalContext) -> SuiteResult:
         raise NotImplementedError
+
+
+def typed_options(suites: list[str], values: Mapping[str, Any] | None, where: str = "suite_options") -> dict[str, Any]:
+    """``{suite: Options}`` from typed options or mappings (YAML, the Python API); errors name the suite.
+
+    Options for a suite that is not in ``suites`` are an error: they would silently do nothing.
+    """
+    out: dict[str, Any] = {}
+    for name, opts in (values or {}).items():
+        cls = SUITES.entry(name).Options
+        if name not in suites and (opts.set_fields() if isinstance(opts, Options) else opts):
+            raise RobustEvalError(
+                f"{where} sets {name} options but the {name} suite is not selected (suites: {', '.join(suites)}); "
+                f"add --suite {name} or drop them"
+            )
+        out[name] = opts if isinstance(opts, cls) else cls.from_mapping(opts, f"{where}[{name!r}]")
+    return out
+
+
+def options_from_args(args: argparse.Namespace, suites: list[str]) -> dict[str, Any]:
+    """Every suite's typed options from parsed flags; flags of unselected suites are an error."""
+    out: dict[str, Any] = {}
+    for name, suite in SUITES.items():
+        opts = suite.Options.from_args(args)
+        if name not in suites and opts.set_fields():
+            flags = ", ".join(suite.Options.flags()[f].flag for f in opts.set_fields())
+            raise RobustEvalError(f"{flags} applies to the {name} suite, which is not selected "
+                                  f"(suites: {', '.join(suites)}); add --suite {name} or drop it")
+        if name in suites and opts.set_fields():
+            out[name] = opts
+    return out
 
 
 def register_suite(cls: type[Suite]) -> type[Suite]:

@@ -18,15 +18,15 @@ Ratios are reported as fractions (1.0 = as robust as the reference), not percent
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
 from robustbench_lite.suites.base import EvalContext, Suite, register_suite
 
@@ -40,45 +40,75 @@ def corruption_groups() -> dict[str, tuple[str, ...]]:
     return {"benchmark": BENCHMARK, "extra": EXTRA, "all": BENCHMARK + EXTRA, **FAMILIES}
 
 
-def resolve_corruptions(spec: str | list[str] | None) -> list[str]:
+def resolve_corruptions(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """Names and groups (``noise``, ``blur``, ``weather``, ``digital``, ``benchmark``, ``extra``,
     ``all``) to corruption names, in catalogue order; default: the 15 benchmark corruptions."""
     from corruptions import BENCHMARK, CORRUPTIONS, EXTRA
 
     if spec is None:
         return list(BENCHMARK)
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
     groups = corruption_groups()
     chosen: set[str] = set()
-    for part in (p.strip() for p in parts):
-        if not part:
-            continue
+    for part in comma_list(spec, "--corruptions", "noise,blur"):
         if part in groups:
             chosen.update(groups[part])
         elif part in CORRUPTIONS:
             chosen.add(part)
         else:
             CORRUPTIONS.entry(part)  # raises with the valid names and a suggestion
-    if not chosen:
-        raise RobustEvalError("--corruptions selected nothing; e.g. --corruptions noise,blur or gaussian_noise")
     return [c for c in BENCHMARK + EXTRA if c in chosen]
 
 
-def resolve_severities(spec: str | list[int] | None) -> list[int]:
-    if spec is None:
-        return [1, 2, 3, 4, 5]
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    out = []
-    for part in parts:
-        try:
-            s = int(str(part).strip())
-        except ValueError:
-            raise RobustEvalError(f"--severities takes integers 1..5, got '{part}'; e.g. --severities 1,3,5") from None
-        if not 1 <= s <= 5:
-            raise RobustEvalError(f"severity must be 1..5, got {s}; e.g. --severities 1,3,5")
-        if s not in out:
-            out.append(s)
-    return sorted(out)
+def _severities(spec: Any) -> tuple[int, ...]:
+    parse = int_in("--severities", 1, 5)
+    return tuple(sorted({parse(part) for part in comma_list(spec, "--severities", "1,3,5")}))
+
+
+def resolve_severities(spec: Any) -> list[int]:
+    return [1, 2, 3, 4, 5] if spec is None else list(_severities(spec))
+
+
+def _mce_reference(path: Any) -> str:
+    path = str(path)
+    read_json(path)  # a missing or unreadable file fails now, not after the corruptions ran
+    return path
+
+
+@dataclass(frozen=True)
+class CorruptionOptions(Options):
+    """The corruption suite's settings; None means the default."""
+
+    owner: ClassVar[str] = "corruptions suite"
+
+    corruptions: tuple[str, ...] | None = option(
+        "--corruptions", "corruptions or groups (noise, blur, weather, digital, benchmark, extra, all), "
+        "comma-separated (default: the 15 benchmark corruptions)",
+        parse=lambda v: comma_list(v, "--corruptions", "noise,blur"), metavar="NAMES", example="noise,fog")
+    severities: tuple[int, ...] | None = option(
+        "--severities", "severities 1..5 (default: 1,2,3,4,5)", parse=_severities, metavar="S[,S]", example="1,3")
+    profile: str | None = option(
+        "--profile", "parameter table: cifar (CIFAR-10-C, images <= 64 px) or imagenet (default: auto, by image size)",
+        parse=one_of("--profile", PROFILE_CHOICES), metavar="{" + ",".join(PROFILE_CHOICES) + "}",
+        example="imagenet")
+    backend: str | None = option(
+        "--corruption-backend", "native batched tensors, or the imagecorruptions package per image "
+        "(optional extra, imagenet profile) (default: native)",
+        parse=one_of("--corruption-backend", BACKENDS), metavar="{" + ",".join(BACKENDS) + "}",
+        example="imagecorruptions")
+    cache: str | None = option(
+        "--cache-corruptions", "write corrupted sets in the CIFAR-10-C layout here and reuse them",
+        parse=str, metavar="DIR", example="corruption-cache")
+    mce_reference: str | None = option(
+        "--mce-reference", "normalise CE/mCE by this model's corruption errors (default: unnormalised)",
+        parse=_mce_reference, metavar="RESULTS.json", example="reference.json")
+
+    def validate(self) -> None:
+        names = resolve_corruptions(self.corruptions)
+        if self.backend == "imagecorruptions" and self.profile == "cifar":
+            raise RobustEvalError("the imagecorruptions backend implements the imagenet profile only; "
+                                  "add --profile imagenet")
+        if self.mce_reference is not None:
+            _reference(self.mce_reference, names, resolve_severities(self.severities))
 
 
 @dataclass
@@ -151,53 +181,28 @@ class CorruptionSuite(Suite):
     name = "corruptions"
     description = "accuracy under the 15 ImageNet-C/CIFAR-10-C corruptions x 5 severities; mean accuracy, mCE"
 
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--corruptions", default=None, metavar="NAMES",
-                           help="corruptions or groups (noise, blur, weather, digital, benchmark, extra, all), "
-                                "comma-separated (default: the 15 benchmark corruptions)")
-        group.add_argument("--severities", default=None, metavar="S[,S]", help="severities 1..5 (default: 1,2,3,4,5)")
-        group.add_argument("--profile", default=None, choices=PROFILE_CHOICES,
-                           help="parameter table: cifar (CIFAR-10-C, images <= 64 px) or imagenet "
-                                "(default: auto, by image size)")
-        group.add_argument("--corruption-backend", default=None, choices=BACKENDS,
-                           help="native batched tensors, or the imagecorruptions package per image "
-                                "(optional extra, imagenet profile) (default: native)")
-        group.add_argument("--cache-corruptions", default=None, metavar="DIR",
-                           help="write corrupted sets in the CIFAR-10-C layout here and reuse them")
-        group.add_argument("--mce-reference", default=None, metavar="RESULTS.json",
-                           help="normalise CE/mCE by this model's corruption errors (default: unnormalised)")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        keys = {"corruptions": "corruptions", "severities": "severities", "profile": "profile",
-                "corruption_backend": "backend", "cache_corruptions": "cache", "mce_reference": "mce_reference"}
-        return {opt: getattr(args, dest) for dest, opt in keys.items() if getattr(args, dest, None) is not None}
+    Options = CorruptionOptions
 
     def run(self, ctx: EvalContext) -> CorruptionResult:
         from corruptions import CORRUPTIONS, family_of, profile_for_size
 
-        opts = ctx.options(self.name)
-        names = resolve_corruptions(opts.get("corruptions"))
-        severities = resolve_severities(opts.get("severities"))
-        profile = opts.get("profile") or "auto"
-        if profile not in PROFILE_CHOICES:
-            raise RobustEvalError(f"unknown profile '{profile}'; valid: {', '.join(PROFILE_CHOICES)}")
+        opts: CorruptionOptions = ctx.options(self.name)
+        names = resolve_corruptions(opts.corruptions)
+        severities = resolve_severities(opts.severities)
+        profile = opts.profile or "auto"
         if profile == "auto":
             profile = profile_for_size(*ctx.dataset.size)
-        backend = opts.get("backend", "native")
-        if backend not in BACKENDS:
-            raise RobustEvalError(f"unknown corruption backend '{backend}'; valid: {', '.join(BACKENDS)}")
+        backend = opts.backend or "native"
         if backend == "imagecorruptions" and profile != "imagenet":
             raise RobustEvalError("the imagecorruptions backend implements the imagenet profile only; "
                                   "add --profile imagenet")
-        reference = _reference(opts["mce_reference"], names, severities) if opts.get("mce_reference") else None
+        reference = _reference(opts.mce_reference, names, severities) if opts.mce_reference else None
 
         precomputed = ctx.dataset.meta.get("corrupted")
         if precomputed is not None:
             profile, backend = "precomputed", "files"
             missing = [n for n in names if n not in precomputed.corruptions]
-            if opts.get("corruptions") is None:
+            if opts.corruptions is None:
                 names = [n for n in names if n in precomputed.corruptions]
             elif missing:
                 raise RobustEvalError(f"{ctx.dataset.meta['corrupted_source']} has no {', '.join(missing)}; "
@@ -219,10 +224,10 @@ class CorruptionSuite(Suite):
         timer = {"corrupt": 0.0}
         cache_info: dict[str, Any] = {}
         cache = key = None
-        if opts.get("cache") and precomputed is None:
+        if opts.cache and precomputed is None:
             from corruptions.cache import CacheKey, CorruptionCache
 
-            cache = CorruptionCache(opts["cache"])
+            cache = CorruptionCache(opts.cache)
             key = CacheKey.for_data(ctx.config.dataset, ctx.dataset.float_images(), labels, profile=profile,
                                     seed=ctx.config.seed, backend=backend)
             cache_info = {"dir": str(cache.directory(key)), "hits": 0, "misses": 0}
@@ -267,7 +272,7 @@ class CorruptionSuite(Suite):
             accuracy=acc, mean_accuracy=mean_acc, accuracy_by_severity=by_sev,
             accuracy_by_family={f: statistics.fmean(v) for f, v in families.items()},
             **scores(acc, clean_acc, names, severities, reference),
-            normalised=reference is not None, mce_reference=opts.get("mce_reference"), unavailable=unavailable,
+            normalised=reference is not None, mce_reference=opts.mce_reference, unavailable=unavailable,
             corruption_seconds=timer["corrupt"], inference_seconds=total - timer["corrupt"], cache=cache_info,
         )
 

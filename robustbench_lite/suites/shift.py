@@ -18,7 +18,6 @@ accuracy (= mean accuracy / clean accuracy when every reference is the clean spl
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 import warnings
@@ -187,32 +186,10 @@ class ShiftSuite(Suite):
     name = "shift"
     description = "accuracy and calibration under natural, subpopulation, covariate and label shift"
 
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--shift-splits", action="append", default=None, metavar="PATTERN[,PATTERN]",
-                           help="shift splits, fnmatch patterns, e.g. 'covariate/*,label/dirichlet' (default: every "
-                                f"split that applies to the dataset); splits: {', '.join(shift.SHIFTS.list())}")
-        group.add_argument("--shift-alpha", default=None, metavar="A[,A]",
-                           help="Dirichlet concentrations for label/dirichlet, > 0 "
-                                f"(default: {','.join(f'{a:g}' for a in shift.DEFAULT_ALPHAS)})")
-        group.add_argument("--shift-draws", default=None, metavar="N",
-                           help=f"resampled test sets per alpha (default: {shift.DEFAULT_DRAWS})")
-        group.add_argument("--shift-intensities", default=None, metavar="I[,I]",
-                           help="covariate intensities to run, 1-5 (default: 1,2,3,4,5)")
-        group.add_argument("--shift-natural", action="append", default=None, metavar="PATH",
-                           help="your own shifted test set: a folder of <class>/<images> with the model's class "
-                                "names; repeatable (default: none)")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
-        flags = {"splits": "shift_splits", "alphas": "shift_alpha", "draws": "shift_draws",
-                 "intensities": "shift_intensities", "natural": "shift_natural"}
-        options = {key: getattr(args, dest) for key, dest in flags.items() if getattr(args, dest, None) is not None}
-        shift.ShiftOptions.from_dict(options)  # bad values fail before the model is loaded or trained
-        return options
+    Options = shift.ShiftOptions
 
     def run(self, ctx: EvalContext) -> ShiftResult:
-        options = shift.ShiftOptions.from_dict(ctx.options(self.name))
+        options: shift.ShiftOptions = ctx.options(self.name)
         dataset = ctx.dataset
         env = shift.ShiftEnv(
             dataset=dataset, options=options, clean_logits=ctx.clean_logits,
@@ -258,7 +235,7 @@ class ShiftSuite(Suite):
             mean_accuracy=_mean([s.accuracy for s in summary]),
             worst_accuracy=worst.accuracy if worst else float("nan"), worst_split=worst.name if worst else None,
             accuracy_ratio=_mean(ratios), worst_ratio=min(ratios) if ratios else float("nan"),
-            splits=splits, skipped=skipped, options=options.to_dict(),
+            splits=splits, skipped=skipped, options=options.to_dict(full=True),
         )
 
 

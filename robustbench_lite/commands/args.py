@@ -1,0 +1,163 @@
+"""What every subcommand's parser shares: one-line errors, value types, the run and gate flags, --config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.options import comma_list
+
+PROG = "robust-eval"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse's own print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise RobustEvalError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts, limits, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def integer(text: str) -> int:
+    """Any integer; the option's own validation checks its range."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (seeds, optional counts where 0 means none/all)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def eps_value(text: str) -> float:
+    """A budget as a number or fraction: 0.1, 8/255."""
+    from attacks.defaults import parse_eps
+
+    try:
+        values = parse_eps(text)
+    except RobustEvalError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one value, got '{text}'")
+    return values[0]
+
+
+def names(values: Sequence[str] | str | None, flag: str, example: str) -> list[str]:
+    """``--suite a,b --suite c`` -> [a, b, c] (order kept, duplicates dropped); None -> []."""
+    return [] if not values else list(comma_list(values, flag, example))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, config: bool = True, progress: bool = True) -> None:
+    group = parser.add_argument_group("run")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--seed", type=non_negative_int, default=0, help="seed for every random choice (default: 0)")
+    group.add_argument("--data-dir", default=None,
+                       help="searched first for dataset files (then $ROBUST_EVAL_DATA, system locations, download)")
+    if config:
+        group.add_argument("--config", default=None, metavar="FILE",
+                           help="YAML file of option: value defaults; the command line wins")
+    if progress:
+        group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every registered suite's option flags, one argument group per suite."""
+    from robustbench_lite.suites import SUITES
+
+    for name, suite in SUITES.items():
+        suite.Options.add_arguments(parser.add_argument_group(f"{name} suite"))
+
+
+def suite_options(args: argparse.Namespace, suites: list[str]) -> dict[str, Any]:
+    from robustbench_lite.suites import options_from_args
+
+    return options_from_args(args, suites)
+
+
+GATE_HELP = """gate syntax: PATH OP THRESHOLD
+  PATH       a number in the results JSON, keys joined by dots: clean.accuracy, corruptions.mean_accuracy,
+             corruptions.accuracy.fog.3, efficiency.latency_ms, shift.worst_accuracy, timings.total,
+             adversarial.<attack>.<norm>[<eps>].robust_accuracy (eps as 0.1 or 8/255),
+             adversarial.worst_case.Linf[0.1]; a wrong path lists the valid ones
+  OP         >= <= > < == !=
+  THRESHOLD  a number (0.88, 88%, 8/255), or baseline / baseline.PATH with an optional + - * NUMBER
+examples:
+  --gate 'clean.accuracy >= 0.88' --gate 'adversarial.pgd.Linf[0.1].robust_accuracy >= 0.30'
+  --gate 'corruptions.mean_accuracy >= baseline - 0.02' --baseline run:12
+exit codes: 0 all gates passed, 1 a gate failed (results, report and history are written first),
+2 a malformed gate or a path not in the results (the valid paths are listed)"""
+
+
+def add_gate_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("gates (exit 1 when one fails; see the syntax below)")
+    g.add_argument("--gate", action="append", default=None, metavar="EXPR",
+                   help="a threshold on a result, e.g. 'clean.accuracy >= 0.9'; repeatable (default: none)")
+    g.add_argument("--baseline", default=None, metavar="RESULTS|run:ID",
+                   help="what 'baseline' in a gate refers to: a results JSON, or a run from 'robust-eval history' "
+                        "as run:ID or just ID (default: none)")
+    g.add_argument("--junit", default=None, metavar="PATH", help="write the gate outcomes as JUnit XML here")
+    p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + GATE_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse twice when --config is given: the file sets defaults, the command line wins."""
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        from robustbench_lite.config import load_yaml
+
+        values = load_yaml(args.config)
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise RobustEvalError(
+                f"config file {args.config} has unknown options: {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(known))}"
+            )
+        for action in parser._actions:  # repeatable flags (--suite, --defence...) take a list
+            if isinstance(action, argparse._AppendAction) and isinstance(values.get(action.dest), str):
+                values[action.dest] = [values[action.dest]]
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def leave_group() -> bool:
+    """After distributed work: leave the torchrun group; True on ranks other than 0 (they stop)."""
+    from robustbench_lite import distributed
+
+    if not distributed.active():
+        return False
+    main = distributed.is_main()
+    distributed.teardown()
+    return not main

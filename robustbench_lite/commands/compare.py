@@ -1,0 +1,100 @@
+"""``robust-eval compare A.pt B.pt|R.json|run:ID ...``: one table, deltas against the first."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from robustbench_lite.commands import args as a
+from robustbench_lite.errors import RobustEvalError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = a.Parser(prog=f"{a.PROG} compare",
+                description="Compare models side by side: checkpoints are evaluated here with the same suites, "
+                            "images and seed; saved results JSON files (or history runs) are read as they are. "
+                            "One table: clean, adversarial, corruption, shift and efficiency scores per model, "
+                            "with deltas against the first.",
+                epilog="example:\n  robust-eval compare standard.pt pgd.pt augmix.pt --suite full --limit 1000 "
+                       "-o reports/defences.md --html reports/defences.html",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT|RESULTS",
+                   help="checkpoints (evaluated now), results JSON files, or history runs as run:ID")
+    p.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
+                   help="suites for the checkpoints (default: full, i.e. every suite)")
+    p.add_argument("--dataset", default=None, help="evaluate on this dataset (default: each checkpoint's own)")
+    p.add_argument("--limit", type=a.positive_int, default=None, metavar="N",
+                   help="evaluate the first N test images (default: all)")
+    p.add_argument("--batch-size", type=a.positive_int, default=256, help="evaluation batch size (default: 256)")
+    p.add_argument("--labels", default=None, metavar="A,B,...", help="column names (default: file names)")
+    a.add_suite_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", default="reports/compare.md", metavar="PATH",
+                   help="the table, as .md, .csv, .json or .txt by extension (default: reports/compare.md)")
+    g.add_argument("--json", default=None, metavar="PATH", help="every run's full results and the table in one JSON")
+    g.add_argument("--html", default=None, metavar="PATH", help="HTML report of every run with the comparison")
+    g.add_argument("--no-history", action="store_true", help="do not record the evaluations in the run history")
+    a.add_run_arguments(p)
+    return p
+
+
+def _compare_input(spec: str) -> str:
+    """'results' (a results JSON or history run) or 'checkpoint'; a missing file is an error now."""
+    from robustbench_lite import history
+
+    if history.run_id(spec) is not None:
+        return "results"
+    path = Path(spec)
+    if not path.is_file():
+        raise RobustEvalError(f"{spec} does not exist; pass checkpoints, results JSON files or run:ID")
+    return "results" if path.suffix == ".json" else "checkpoint"
+
+
+def run(argv: Sequence[str]) -> int:
+    from robustbench_lite import compare, history
+    from robustbench_lite.api import evaluate
+    from robustbench_lite.compare import FORMATS
+    from robustbench_lite.config import FULL_SUITES, RunConfig, expand_suites
+    from robustbench_lite.outputs import write_json
+    from robustbench_lite.suites import SUITES
+
+    args = a.parse(parser(), argv)
+    kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
+    if Path(args.output).suffix not in FORMATS:
+        raise RobustEvalError(f"--output {args.output}: use a table file ending in {', '.join(FORMATS)}")
+    labels = [lbl.strip() for lbl in args.labels.split(",")] if args.labels else None
+    if labels is not None and len(labels) != len(args.inputs):
+        raise RobustEvalError(f"--labels has {len(labels)} names for {len(args.inputs)} inputs; give one per input")
+    suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(FULL_SUITES)
+    for name in suites:
+        SUITES.entry(name)
+    suite_options = a.suite_options(args, suites)
+    runs, names = [], []
+    for spec, kind in zip(args.inputs, kinds, strict=True):
+        if kind == "results":
+            data, label = history.load_results(spec)
+            names.append(label if label.startswith("run:") else Path(label).stem)
+        else:
+            a.log(f"== {spec}")
+            config = RunConfig(dataset=args.dataset, suites=suites, checkpoint=spec, limit=args.limit,
+                               batch_size=args.batch_size, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                               show_progress=a.show_progress(args), suite_options=suite_options)
+            result = evaluate(config, log=a.log)
+            result.command = [a.PROG, "compare", *argv]
+            data = result.to_dict()
+            if not args.no_history:
+                history.record(data)
+            names.append(Path(spec).stem)
+        runs.append(data)
+    table = compare.compare(runs, labels or names)
+    print(table.to_text())
+    path = table.write(args.output)
+    print(f"table: {Path(path).resolve()}")
+    if args.json:
+        print(f"results: {write_json(args.json, {'comparison': table.to_dict(), 'runs': runs}).resolve()}")
+    if args.html:
+        from robustbench_lite.report import write_html
+
+        print(f"report: {Path(write_html(args.html, runs, title='robust-eval compare')).resolve()}")
+    return 0

@@ -1,0 +1,73 @@
+"""``robust-eval [--model M] [--suite S ...]``: evaluate one model (the default command)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from robustbench_lite import __version__
+from robustbench_lite.commands import args as a
+
+
+def parser() -> argparse.ArgumentParser:
+    p = a.Parser(prog=a.PROG, description="Evaluate an image classifier's robustness and efficiency.",
+                 epilog="other commands: 'robust-eval train --help', 'robust-eval compare --help',\n"
+                        "  'robust-eval list models', 'robust-eval report --help',"
+                        " 'robust-eval gate --help', 'robust-eval history --help'")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="model name (default: the checkpoint's model, else shufflenetv2); "
+                        "see 'robust-eval list models'")
+    g.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="weights to evaluate (default: the cached quick baseline, trained on first use)")
+    g.add_argument("--pretrained", action="store_true",
+                   help="without --checkpoint: use the quick baseline fine-tuned from ImageNet weights")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="dataset name (default: the checkpoint's dataset, else fashion-mnist); "
+                        "see 'robust-eval list datasets'")
+    g.add_argument("--limit", type=a.positive_int, default=None, metavar="N",
+                   help="evaluate the first N test images (default: all)")
+    g.add_argument("--batch-size", type=a.positive_int, default=256, help="evaluation batch size (default: 256)")
+    g = p.add_argument_group("suites")
+    g.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
+                   help="suites to run, repeatable or comma-separated; 'full' runs every suite "
+                        "(default: clean,efficiency); see 'robust-eval list suites'")
+    a.add_suite_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here (default: none)")
+    g.add_argument("--html", default=None, metavar="PATH",
+                   help="write the HTML stress-test report here: one self-contained file (default: none)")
+    g.add_argument("--examples", type=a.non_negative_int, default=8, metavar="N",
+                   help="with --html: test images in the report's clean/corrupted/adversarial example grid, "
+                        "also stored in the JSON under 'examples' (default: 8; 0: no grid)")
+    g.add_argument("--no-history", action="store_true",
+                   help="do not record this run in the run history ($ROBUST_EVAL_HOME/history.sqlite)")
+    a.add_gate_arguments(p)
+    a.add_run_arguments(p)
+    return p
+
+
+def run(argv: Sequence[str]) -> int:
+    from robustbench_lite import outputs
+    from robustbench_lite.api import evaluate
+    from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
+
+    args = a.parse(parser(), argv)
+    suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)
+    gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline, suites)
+    config = RunConfig(
+        model=args.model, dataset=args.dataset, suites=suites,
+        checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
+        device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
+        suite_options=a.suite_options(args, suites), examples=args.examples if args.html else 0, debug=args.debug,
+    )
+    result = evaluate(config, log=a.log)  # checks everything before any data is read or model built
+    if a.leave_group():
+        return 0  # a torchrun rank other than 0: rank 0 writes every output
+    result.command = [a.PROG, *argv]
+    outputs.write(result, outputs.OutputSpec(json=args.json, html=args.html, junit=args.junit,
+                                             history=not args.no_history, gates=gate_list, baseline=baseline,
+                                             baseline_label=baseline_label))
+    return 0
