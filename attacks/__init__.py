@@ -1,12 +1,14 @@
 """Adversarial attacks in pixel space: FGSM, FGSM-RS, PGD (Linf, L2), PGD-KL (TRADES) and torchattacks' catalogue.
 
-Images are float NCHW in [0, 1], models normalise inside, eps is in pixel units. Native attacks are
-registered in :data:`ATTACKS` (``robust-eval list attacks``); :func:`build` also accepts
-``torchattacks:NAME``. :func:`evaluate_attack` is the efficient way to measure robust accuracy.
+Images are float NCHW in [0, 1], models normalise inside, eps is in pixel units (the conventional
+budget of each dataset is :func:`robustbench_lite.data.default_eps`). Native attacks are registered
+in :data:`ATTACKS`, families such as ``torchattacks:NAME`` in :data:`PROVIDERS`; the catalogue's
+:func:`build` and :func:`available` know both (``robust-eval list attacks``).
+:func:`evaluate_attack` is the efficient way to measure robust accuracy.
 
 Example:
     >>> import attacks
-    >>> pgd = attacks.build("pgd", eps=attacks.default_eps("cifar10", "Linf"), steps=10)
+    >>> pgd = attacks.build("pgd", eps=8 / 255, steps=10)
     >>> adv = pgd(model, images, labels)
     >>> res = attacks.evaluate_attack(model, pgd, images, labels, eps_list="2/255,4/255,8/255")
 """
@@ -14,35 +16,38 @@ Example:
 from attacks.base import (
     ATTACKS,
     NORMS,
+    PROVIDERS,
     Attack,
     AttackOutput,
-    available,
-    build,
+    AttackProvider,
     perturbation_norms,
     random_targets,
     register_attack,
 )
+from attacks.catalogue import available, build, describe
 from attacks.checks import gradient_masking_checks, is_stochastic, zero_gradient_fraction
-from attacks.defaults import DEFAULT_EPS, default_eps, parse_eps
+from attacks.defaults import parse_eps
 from attacks.evaluate import AttackEvaluation, evaluate_attack
 from attacks.pgd import FGSM, FGSMRS, PGD, PGDKL
-from attacks.torchattacks_adapter import TorchattacksAttack
+from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX, TorchattacksAttack
 
 __all__ = [
     "ATTACKS",
-    "DEFAULT_EPS",
     "FGSM",
     "FGSMRS",
     "PGDKL",
     "NORMS",
     "PGD",
+    "PROVIDERS",
+    "TORCHATTACKS_PREFIX",
     "Attack",
     "AttackEvaluation",
     "AttackOutput",
+    "AttackProvider",
     "TorchattacksAttack",
     "available",
     "build",
-    "default_eps",
+    "describe",
     "evaluate_attack",
     "gradient_masking_checks",
     "is_stochastic",

@@ -1,4 +1,8 @@
-"""The attack contract: one registry, one base class doing the bookkeeping, subclasses write ``perturb``.
+"""The attack contract: the registries, one base class doing the bookkeeping, subclasses write ``perturb``.
+
+Attacks are registered here and looked up by name in :mod:`attacks.catalogue`: native attack
+classes in :data:`ATTACKS` (``@register_attack``), and families of attacks from elsewhere, named
+``PREFIX:NAME``, as one :class:`AttackProvider` each in :data:`PROVIDERS`.
 
 :class:`Attack.__call__` (and :meth:`Attack.run`, which also reports success and pass counts):
 
@@ -21,10 +25,9 @@ Randomness is drawn per image from :func:`robustbench_lite.seeding.generators` k
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,7 +36,7 @@ from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.pixels import check_images
-from robustbench_lite.registry import Registry, suggest
+from robustbench_lite.registry import Registry
 from robustbench_lite.seeding import default_indices
 
 ATTACKS: Registry[type[Attack]] = Registry("attack", "robust-eval list attacks")
@@ -47,12 +50,33 @@ _NORM_ALIASES = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l-inf": "Linf"
 BUDGET_ATOL = 1e-6
 BUDGET_RTOL = 1e-5
 
-TORCHATTACKS_PREFIX = "torchattacks:"
-
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
     """Class decorator: register ``cls`` in :data:`ATTACKS` under ``cls.name``."""
     return ATTACKS.register(cls.name, cls)
+
+
+@dataclass(frozen=True)
+class AttackProvider:
+    """A family of attacks named ``PREFIX:NAME`` that are not classes in :data:`ATTACKS`.
+
+    Attributes:
+        prefix: the part of the name before ``NAME``, ending in ':' (e.g. ``"torchattacks:"``).
+        build: ``build(NAME, **params) -> Attack``; raises RobustEvalError for an unknown NAME or
+            a bad parameter.
+        names: the NAMEs on offer, sorted; raises RobustEvalError when the provider cannot offer
+            any here (e.g. its optional library is not installed).
+        description: one line for ``robust-eval list attacks``.
+    """
+
+    prefix: str
+    build: Callable[..., Attack]
+    names: Callable[[], list[str]]
+    description: str
+
+
+#: Attack providers by prefix: ``PROVIDERS.register(provider.prefix, provider)``.
+PROVIDERS: Registry[AttackProvider] = Registry("attack provider", "robust-eval list attacks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,11 +306,6 @@ class Attack:
         return {"eps": self.eps, "norm": self.norm, "targeted": self.targeted, "seed": self.seed}
 
     @property
-    def randomized(self) -> bool:
-        """Whether the result depends on ``seed`` (random start, random search...)."""
-        return False
-
-    @property
     def label(self) -> str:
         """Short description for tables and warnings, e.g. ``pgd(Linf, eps=0.1, steps=10)``."""
         return f"{self.name}({self.norm}, eps={self.eps:.4g})"
@@ -476,56 +495,3 @@ class Attack:
                 fixed = x + delta * scale.view(-1, 1, 1, 1)
             adv = torch.where(over.view(-1, 1, 1, 1), fixed, adv)
         return adv.clamp(0, 1), moved
-
-
-# ---------------------------------------------------------------------------------------------
-# Building attacks by name
-
-
-def build(name: str, **params: Any) -> Attack:
-    """An attack by registry name, or ``torchattacks:NAME`` for any class in torchattacks.
-
-    Args:
-        name: ``robust-eval list attacks`` names (``fgsm``, ``fgsm-rs``, ``pgd``) or
-            ``torchattacks:AutoAttack``, ``torchattacks:APGD``, ...
-        params: constructor arguments (``eps`` is required; ``norm``, ``steps``, ``alpha``...).
-
-    Example:
-        >>> attack = build("pgd", eps=8 / 255, steps=10)
-        >>> aa = build("torchattacks:AutoAttack", eps=8 / 255)  # needs torchattacks installed
-    """
-    if not isinstance(name, str):
-        raise RobustEvalError(f"attack name must be a string, got {name!r}")
-    if name.startswith(TORCHATTACKS_PREFIX):
-        from attacks.torchattacks_adapter import TorchattacksAttack
-
-        return TorchattacksAttack(name[len(TORCHATTACKS_PREFIX) :], **params)
-    cls = ATTACKS.entry(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = [p for p in params if p not in valid]
-    if unknown:
-        raise RobustEvalError(
-            f"attack '{name}' has no parameter {unknown[0]!r}.{suggest(unknown[0], valid)} "
-            f"Valid parameters: {', '.join(valid)}"
-        )
-    if "eps" not in params:
-        raise RobustEvalError(
-            f"attack '{name}' needs eps; pass eps=..., e.g. attacks.default_eps(dataset, norm)"
-        )
-    return cls(**params)
-
-
-def available(pattern: str | Sequence[str] = "*") -> list[str]:
-    """Native attack names plus ``torchattacks:NAME`` for each torchattacks class when it is installed."""
-    import fnmatch
-
-    names = ATTACKS.list(pattern)
-    try:
-        from attacks.torchattacks_adapter import torchattacks_names
-
-        extra = [TORCHATTACKS_PREFIX + n for n in torchattacks_names()]
-    except RobustEvalError:
-        extra = []
-    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    names += [n for n in extra if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    return sorted(names)

@@ -1,8 +1,7 @@
-"""Budgets: the conventional eps per dataset and threat model, and the ``--eps`` parser.
+"""Budgets as users write them: the ``--eps`` parser (``"1/255,2/255,0.1"``).
 
-All budgets are in pixel units of [0, 1] images. Where the literature has a convention it is used
-(MNIST 0.3 / 2.0 from Madry et al.; CIFAR 8/255 / 0.5 from RobustBench). For the others the L2
-budget keeps the per-pixel RMS of a comparable benchmark: ``L2 = rms * sqrt(pixels)``.
+All budgets are in pixel units of [0, 1] images. The conventional budget of each dataset is a
+fact about the dataset and lives on its registry entry: :func:`robustbench_lite.data.default_eps`.
 """
 
 from __future__ import annotations
@@ -11,45 +10,8 @@ import math
 import numbers
 from collections.abc import Iterable
 
-from attacks.base import NORMS, check_norm
+from attacks.base import check_norm
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.registry import suggest
-
-DEFAULT_EPS: dict[str, dict[str, float]] = {
-    # Fashion-MNIST: Linf 0.1 is the common choice (0.3 breaks every model); L2 1.5 as in
-    # robustness papers on 28x28 grey images.
-    "fashion-mnist": {"Linf": 0.1, "L2": 1.5},
-    "mnist": {"Linf": 0.3, "L2": 2.0},
-    # scikit-learn digits: 8x8 images with 17 grey levels (steps of 1/16). Linf 0.1 is ~1.6 levels;
-    # L2 0.5 over 64 pixels is an RMS of 0.0625, close to MNIST-L2's 2.0 over 784 pixels (0.071).
-    "digits": {"Linf": 0.1, "L2": 0.5},
-    "cifar10": {"Linf": 8 / 255, "L2": 0.5},
-    "cifar100": {"Linf": 8 / 255, "L2": 0.5},
-    # Tiny-ImageNet: 64x64 RGB, 4x the pixels of CIFAR, so L2 doubles to keep CIFAR's RMS.
-    "tiny-imagenet": {"Linf": 8 / 255, "L2": 1.0},
-}
-
-
-def default_eps(dataset: str, norm: str = "Linf") -> float:
-    """The conventional budget for a dataset and threat model.
-
-    Args:
-        dataset: dataset registry name; an argument after ':' is ignored (``imagefolder:/x`` has none).
-        norm: ``"Linf"`` or ``"L2"``.
-
-    Example:
-        >>> default_eps("cifar10", "Linf")
-        0.03137254901960784
-    """
-    norm = check_norm(norm)
-    base = dataset.split(":", 1)[0] if isinstance(dataset, str) else dataset
-    if base not in DEFAULT_EPS:
-        raise RobustEvalError(
-            f"no default eps for dataset {dataset!r}.{suggest(str(base), DEFAULT_EPS)} "
-            "Datasets with defaults: "
-            f"{', '.join(sorted(DEFAULT_EPS))}; pass the budget explicitly, e.g. --eps 8/255"
-        )
-    return DEFAULT_EPS[base][norm]
 
 
 def _parse_token(token: object, text: str) -> float:
@@ -129,4 +91,4 @@ def parse_eps(spec: str | float | Iterable[float | str], norm: str | None = None
     return sorted(set(values))
 
 
-__all__ = ["DEFAULT_EPS", "NORMS", "default_eps", "parse_eps"]
+__all__ = ["parse_eps"]

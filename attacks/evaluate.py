@@ -25,7 +25,6 @@ from torch import nn
 from attacks.base import (
     Attack,
     attack_mode,
-    build,
     check_images,
     check_indices,
     check_int,
@@ -34,6 +33,7 @@ from attacks.base import (
     perturbation_norms,
     random_targets,
 )
+from attacks.catalogue import build
 from robustbench_lite.errors import RobustEvalError
 
 AttackSpec = Attack | str | Callable[[float], Attack]

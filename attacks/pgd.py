@@ -89,10 +89,6 @@ class PGD(Attack):
         }
 
     @property
-    def randomized(self) -> bool:
-        return self.random_start
-
-    @property
     def label(self) -> str:
         return f"{self.name}({self.norm}, eps={self.eps:.4g}, steps={self.steps}, restarts={self.restarts})"
 

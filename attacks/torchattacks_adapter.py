@@ -1,5 +1,8 @@
 """``torchattacks:NAME``: any attack class of torchattacks behind our :class:`~attacks.base.Attack`.
 
+This module registers the ``torchattacks:`` :class:`~attacks.base.AttackProvider`, so
+:func:`attacks.build` and :func:`attacks.available` know these names.
+
 torchattacks is an optional dependency (``pip install 'robustbench-lite[torchattacks]'``), imported
 only when such an attack is built. Our eps / norm / steps / alpha / seed are mapped onto the
 class's own constructor arguments where it has them (read from its signature), the model is
@@ -21,11 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_int, check_norm, check_positive
+from attacks.base import PROVIDERS, Attack, AttackProvider, check_int, check_norm, check_positive
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.registry import suggest
 
 INSTALL_HINT = "pip install 'robustbench-lite[torchattacks]'"
+TORCHATTACKS_PREFIX = "torchattacks:"
 
 # Classes whose ``eps`` is an L2 radius but that take no ``norm`` argument.
 _L2_EPS = frozenset({"PGDL2", "PGDRSL2"})
@@ -146,11 +150,7 @@ class TorchattacksAttack(Attack):
 
     @property
     def label(self) -> str:
-        return f"torchattacks:{self.attack_name}({self.norm}, eps={self.eps:.4g})"
-
-    @property
-    def randomized(self) -> bool:
-        return True
+        return f"{TORCHATTACKS_PREFIX}{self.attack_name}({self.norm}, eps={self.eps:.4g})"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -244,3 +244,8 @@ class TorchattacksAttack(Attack):
                 attack.set_mode_targeted_by_label(quiet=True)
             adv = attack(images, labels)
         return adv, None
+
+
+PROVIDERS.register(TORCHATTACKS_PREFIX, AttackProvider(
+    TORCHATTACKS_PREFIX, TorchattacksAttack, torchattacks_names, "torchattacks (optional reference library)"
+))

@@ -16,7 +16,7 @@ import gzip
 import os
 import pickle
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from attacks.base import check_norm
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.registry import Registry
+from robustbench_lite.registry import Registry, suggest
 
 SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -124,6 +125,9 @@ class DatasetSpec:
         files: file names looked for (for error messages).
         get_command: how a user gets the files.
         takes_arg: the name is used as ``name:ARG`` (e.g. ``imagefolder:PATH``).
+        default_eps: the conventional attack budget per threat model, ``{"Linf": ..., "L2": ...}``
+            in pixel units of [0, 1] images; empty when there is no convention (see
+            :func:`default_eps`).
     """
 
     name: str
@@ -135,6 +139,7 @@ class DatasetSpec:
     get_command: str
     description: str
     takes_arg: bool = False
+    default_eps: Mapping[str, float] = field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "robust-eval list datasets")
@@ -211,6 +216,34 @@ def missing(spec_name: str, looked: Sequence[Path], extra: str = "") -> RobustEv
         f"{spec_name}: files not found; looked for {', '.join(spec.files)} in {where}.{extra} "
         f"Get them with: {spec.get_command}"
     )
+
+
+def default_eps_table() -> dict[str, dict[str, float]]:
+    """``{dataset: {"Linf": eps, "L2": eps}}`` for the registered datasets that have a default budget."""
+    return {name: dict(spec.default_eps) for name, spec in DATASETS.items() if spec.default_eps}
+
+
+def default_eps(dataset: str, norm: str = "Linf") -> float:
+    """The conventional attack budget for a dataset and threat model, in pixel units.
+
+    Args:
+        dataset: dataset registry name; the part after ':' is ignored, so a view has its base
+            dataset's budget (``fashion-mnist:subpop-source``) and ``imagefolder:/x`` has none.
+        norm: ``"Linf"`` or ``"L2"`` (aliases such as ``"linf"`` are accepted).
+
+    Example:
+        >>> default_eps("cifar10", "Linf")
+        0.03137254901960784
+    """
+    norm = check_norm(norm)
+    table = default_eps_table()
+    base = dataset.split(":", 1)[0] if isinstance(dataset, str) else dataset
+    if base not in table:
+        raise RobustEvalError(
+            f"no default eps for dataset {dataset!r}.{suggest(str(base), table)} "
+            f"Datasets with defaults: {', '.join(table)}; pass the budget explicitly, e.g. --eps 8/255"
+        )
+    return table[base][norm]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,6 +493,10 @@ def _digits_loader(split: str, roots: list[Path], download_dir: Path | None, arg
 
 # ---------------------------------------------------------------------------------------------
 # Registration
+#
+# Default budgets: where the literature has a convention it is used (MNIST 0.3 / 2.0 from Madry
+# et al.; CIFAR 8/255 / 0.5 from RobustBench). For the others the L2 budget keeps the per-pixel
+# RMS of a comparable benchmark: ``L2 = rms * sqrt(pixels)``.
 
 
 def _register(spec: DatasetSpec) -> None:
@@ -475,6 +512,9 @@ _register(DatasetSpec(
     "sudo apt-get install dataset-fashion-mnist (Debian/Ubuntu), or download the four IDX files from "
     "github.com/zalandoresearch/fashion-mnist into DIR/fashion-mnist and pass --data-dir DIR",
     "Zalando Fashion-MNIST: 70,000 28x28 grey images of 10 clothing classes (default)",
+    # Linf 0.1 is the common choice (0.3 breaks every model); L2 1.5 as in robustness papers on
+    # 28x28 grey images.
+    default_eps={"Linf": 0.1, "L2": 1.5},
 ))
 _register(DatasetSpec(
     "mnist",
@@ -482,11 +522,15 @@ _register(DatasetSpec(
     tuple(str(i) for i in range(10)), 1, (28, 28), _IDX_FILES,
     "python -c \"import torchvision; torchvision.datasets.MNIST('DIR', download=True)\" and pass --data-dir DIR",
     "MNIST handwritten digits: 70,000 28x28 grey images",
+    default_eps={"Linf": 0.3, "L2": 2.0},
 ))
 _register(DatasetSpec(
     "digits", _digits_loader, tuple(str(i) for i in range(10)), 1, (8, 8), ("(ships with scikit-learn)",),
     "pip install scikit-learn",
     "scikit-learn digits: 1,797 8x8 grey images (stratified 75/25 split, seed 0); for fast tests",
+    # 17 grey levels (steps of 1/16): Linf 0.1 is ~1.6 levels; L2 0.5 over 64 pixels is an RMS of
+    # 0.0625, close to MNIST-L2's 2.0 over 784 pixels (0.071).
+    default_eps={"Linf": 0.1, "L2": 0.5},
 ))
 _register(DatasetSpec(
     "cifar10",
@@ -496,6 +540,7 @@ _register(DatasetSpec(
     CIFAR10_CLASSES, 3, (32, 32), ("cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}",),
     "python -c \"import torchvision; torchvision.datasets.CIFAR10('DIR', download=True)\" and pass --data-dir DIR",
     "CIFAR-10: 60,000 32x32 colour images of 10 classes",
+    default_eps={"Linf": 8 / 255, "L2": 0.5},
 ))
 _register(DatasetSpec(
     "cifar100",
@@ -504,12 +549,15 @@ _register(DatasetSpec(
     None, 3, (32, 32), ("cifar-100-python/{train,test,meta}",),
     "python -c \"import torchvision; torchvision.datasets.CIFAR100('DIR', download=True)\" and pass --data-dir DIR",
     "CIFAR-100: 60,000 32x32 colour images of 100 fine classes in 20 superclasses",
+    default_eps={"Linf": 8 / 255, "L2": 0.5},
 ))
 _register(DatasetSpec(
     "tiny-imagenet", _tiny_imagenet_loader, None, 3, (64, 64),
     ("tiny-imagenet-200/{wnids.txt,words.txt,train/,val/val_annotations.txt,val/images/}",),
     "download tiny-imagenet-200.zip (cs231n.stanford.edu) and unzip it into DIR, then pass --data-dir DIR",
     "Tiny-ImageNet: 200 classes of 64x64 colour images (val split used as test)",
+    # 4x the pixels of CIFAR, so L2 doubles to keep CIFAR's RMS.
+    default_eps={"Linf": 8 / 255, "L2": 1.0},
 ))
 _register(DatasetSpec(
     "imagefolder", _imagefolder_loader, None, None, None, ("PATH/<class>/<images>",),

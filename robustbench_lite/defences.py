@@ -184,7 +184,7 @@ class _Adversarial(Defence):
     attack_name: ClassVar[str] = ""
 
     def validate(self) -> None:
-        from attacks import default_eps
+        from robustbench_lite.data import default_eps
 
         p = self.params
         given = p.get("eps")

@@ -181,6 +181,24 @@ def test_unknown_dataset_and_split():
         data.load("digits", "val")
 
 
+def test_default_eps_table():
+    assert data.default_eps("cifar10", "Linf") == pytest.approx(8 / 255)
+    assert data.default_eps("mnist", "L2") == 2.0
+    assert data.default_eps("fashion-mnist", "linf") == 0.1
+    assert data.default_eps("fashion-mnist:subpop-source", "L2") == 1.5  # a view has its base's budget
+    for dataset, budgets in data.default_eps_table().items():
+        assert set(budgets) == {"Linf", "L2"}, dataset
+        assert 0 < budgets["Linf"] <= 1
+    with pytest.raises(
+        RobustEvalError, match=r"no default eps for dataset 'cifar-10'.*Did you mean 'cifar10'.*--eps"
+    ):
+        data.default_eps("cifar-10")
+    with pytest.raises(RobustEvalError, match="pass the budget explicitly"):
+        data.default_eps("imagefolder:/data/x")
+    with pytest.raises(RobustEvalError, match="norm must be one of Linf, L2, got 'L1'"):
+        data.default_eps("mnist", "L1")
+
+
 def test_digits_split_is_disjoint_and_stable():
     from sklearn.datasets import load_digits
 

@@ -42,7 +42,7 @@ def test_defaults_through_the_cli(digits_checkpoint, tmp_path, capsys):
     code, out, err = run(capsys, *base_args(digits_checkpoint, 64), "--json", str(path))
     assert code == 0, err
     adv = json.loads(path.read_text())["adversarial"]
-    eps = attacks.default_eps("digits", "Linf")
+    eps = data.default_eps("digits", "Linf")
     assert [(r["attack"], r["norm"], r["eps"], r["steps"]) for r in adv["results"]] == [
         ("fgsm", "Linf", eps, 1), ("pgd", "Linf", eps, 10)]
     for r in adv["results"]:
@@ -136,7 +136,7 @@ def test_yaml_config_values_and_the_command_line_wins(digits_checkpoint, tmp_pat
 def test_l2_and_a_torchattacks_attack(digits_checkpoint):
     pytest.importorskip("torchattacks")
     out = _run(digits_checkpoint, 64, attack="fgsm,torchattacks:PGDL2", norm="l2", steps=2)
-    eps = attacks.default_eps("digits", "L2")
+    eps = data.default_eps("digits", "L2")
     assert set(out["robust_accuracy"]) == {result_key("fgsm", "L2", eps), result_key("torchattacks:PGDL2", "L2", eps)}
     ta = next(r for r in out["results"] if r["attack"] == "torchattacks:PGDL2")
     assert ta["norm"] == "L2" and ta["eps"] == eps and ta["steps"] == 2

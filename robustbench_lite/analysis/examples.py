@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustbench_lite.data import ImageDataset
+from robustbench_lite.data import ImageDataset, default_eps
 
 #: Corruptions shown when the corruption suite did not run (one per family).
 ILLUSTRATIVE_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
@@ -82,8 +82,6 @@ def _corruption_rows(results: Mapping[str, Any], dataset: ImageDataset) -> list[
 
 
 def _attack_rows(results: Mapping[str, Any], dataset_name: str) -> list[dict[str, Any]]:
-    import attacks
-
     block = results.get("adversarial") if isinstance(results.get("adversarial"), Mapping) else None
     settings = block.get("settings", {}) if block else {}
     eps_by_norm = settings.get("eps") if isinstance(settings.get("eps"), Mapping) else {}
@@ -92,7 +90,7 @@ def _attack_rows(results: Mapping[str, Any], dataset_name: str) -> list[dict[str
         return [{"name": "pgd", "kind": "adversarial", "norm": norm, "eps": float(max(eps)), "steps": steps,
                  "illustrative": "pgd" not in settings.get("attacks", [])} for norm, eps in eps_by_norm.items() if eps]
     try:
-        eps = attacks.default_eps(dataset_name, "Linf")
+        eps = default_eps(dataset_name, "Linf")
     except Exception:  # a folder dataset has no conventional budget: show none rather than guess
         return []
     return [{"name": "pgd", "kind": "adversarial", "norm": "Linf", "eps": eps, "steps": 10, "illustrative": True}]

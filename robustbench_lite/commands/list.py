@@ -34,14 +34,10 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
         return [(n, SUITES.entry(n).description) for n in SUITES.list(pattern)]
     if what == "attacks":
         import attacks
+        from robustbench_lite.data import default_eps_table
 
-        def describe(n: str) -> str:
-            if n in attacks.ATTACKS:
-                return (attacks.ATTACKS.entry(n).__doc__ or "").strip().splitlines()[0]
-            return "torchattacks (optional reference library)"
-
-        rows = [(n, describe(n)) for n in attacks.available(pattern)]
-        defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
+        rows = [(n, attacks.describe(n)) for n in attacks.available(pattern)]
+        defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in default_eps_table().items())
         return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
     if what == "defences":
         from robustbench_lite.defences import DEFENCES, describe

@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 import torch
 
 import attacks
-from attacks.base import TORCHATTACKS_PREFIX, check_norm
+from attacks.base import check_norm
+from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX
+from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.options import Options, comma_list, int_in, option
@@ -319,7 +321,7 @@ class AdversarialSuite(Suite):
         pixels = ds.channels * ds.size[0] * ds.size[1]
         budgets: dict[str, tuple[float, ...]] = {}
         for norm in opts.norms:
-            budgets[norm] = opts.eps or (attacks.default_eps(ctx.config.dataset, norm),)
+            budgets[norm] = opts.eps or (default_eps(ctx.config.dataset, norm),)
             if norm == "L2" and budgets[norm][-1] > math.sqrt(pixels):
                 raise RobustEvalError(
                     f"--eps {eps_key(budgets[norm][-1])} is larger than any L2 perturbation of a "

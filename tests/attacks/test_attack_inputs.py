@@ -1,4 +1,4 @@
-"""Budgets, eps parsing, and every user mistake raising RobustEvalError with a useful message."""
+"""Eps parsing, and every user mistake raising RobustEvalError with a useful message."""
 
 from __future__ import annotations
 
@@ -8,25 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import attacks
-from attacks import DEFAULT_EPS, FGSM, FGSMRS, PGD, default_eps, evaluate_attack, parse_eps
+from attacks import FGSM, FGSMRS, PGD, evaluate_attack, parse_eps
 from robustbench_lite.errors import RobustEvalError
-
-
-def test_default_eps_table():
-    assert default_eps("cifar10", "Linf") == pytest.approx(8 / 255)
-    assert default_eps("mnist", "L2") == 2.0
-    assert default_eps("fashion-mnist", "linf") == 0.1
-    for dataset, budgets in DEFAULT_EPS.items():
-        assert set(budgets) == {"Linf", "L2"}, dataset
-        assert 0 < budgets["Linf"] <= 1
-    with pytest.raises(
-        RobustEvalError, match=r"no default eps for dataset 'cifar-10'.*Did you mean 'cifar10'.*--eps"
-    ):
-        default_eps("cifar-10")
-    with pytest.raises(RobustEvalError, match="pass the budget explicitly"):
-        default_eps("imagefolder:/data/x")
-    with pytest.raises(RobustEvalError, match="norm must be one of Linf, L2, got 'L1'"):
-        default_eps("mnist", "L1")
 
 
 def test_parse_eps():
