@@ -431,7 +431,7 @@ def run_eval(argv: Sequence[str]) -> int:
     from robustbench_lite import gates, history
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
-    from robustbench_lite.results import atomic_write
+    from robustbench_lite.files import atomic_write
 
     args = _parse(eval_parser(), argv)
     if args.examples < 0:
@@ -528,7 +528,7 @@ def run_compare(argv: Sequence[str]) -> int:
     from robustbench_lite.api import evaluate
     from robustbench_lite.compare import FORMATS
     from robustbench_lite.config import FULL_SUITES, RunConfig, expand_suites
-    from robustbench_lite.results import atomic_write
+    from robustbench_lite.files import atomic_write
     from robustbench_lite.suites import SUITES
 
     args = _parse(compare_parser(), argv)
