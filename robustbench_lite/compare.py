@@ -106,7 +106,7 @@ class Comparison:
 
     def write(self, path: str | Path) -> Path:
         """Write the table as Markdown, CSV, JSON or text, by the file's extension (atomically)."""
-        from robustbench_lite.results import atomic_write
+        from robustbench_lite.files import atomic_write
 
         path = Path(path)
         render = {".md": self.to_markdown, ".csv": self.to_csv, ".txt": self.to_text,

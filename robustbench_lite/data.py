@@ -578,7 +578,7 @@ def _c_loader(base: str) -> Callable[..., ImageDataset]:
     """
 
     def loader(split: str, roots: list[Path], download_dir: Path | None, arg: str | None) -> ImageDataset:
-        from corruptions.cache import load_c_dataset
+        from corruptions.published import load_c_dataset
 
         if split != "test":
             raise RobustEvalError(f"{base}-c is a test set only; train on {base}")

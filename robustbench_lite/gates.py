@@ -344,7 +344,7 @@ def failure(outcomes: Sequence[GateOutcome], subject: str = "") -> GateFailure |
 def write_junit(path: str | Path, outcomes: Sequence[GateOutcome], suite_name: str = "robust-eval gates",
                 properties: Mapping[str, Any] | None = None) -> Path:
     """JUnit XML (one testcase per gate), written atomically."""
-    from robustbench_lite.results import atomic_write
+    from robustbench_lite.files import atomic_write
 
     failures = sum(not o.passed for o in outcomes)
     root = ET.Element("testsuites", name="robust-eval", tests=str(len(outcomes)), failures=str(failures),

@@ -283,7 +283,8 @@ def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, An
     """
     import json
 
-    from robustbench_lite.results import atomic_write, plain
+    from robustbench_lite.files import atomic_write
+    from robustbench_lite.results import plain
 
     path = Path(path)
     meta = {**meta, "robustbench_lite_version": __version__, "torch_version": str(torch.__version__)}

@@ -205,7 +205,7 @@ class RobustnessRun:
         return gates.check(gates.parse_all(exprs), self.data, base, label or "baseline")
 
     def write_json(self, path: str | Path) -> Path:
-        from robustbench_lite.results import atomic_write
+        from robustbench_lite.files import atomic_write
 
         text = json.dumps(self.data, indent=2, allow_nan=False)
         return atomic_write(path, lambda f: f.write(text + "\n"))

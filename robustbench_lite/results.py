@@ -1,4 +1,4 @@
-"""Typed results and their JSON form (versioned schema); atomic file writes.
+"""Typed results and their JSON form (versioned schema).
 
 Suites return :class:`SuiteResult` dataclasses; writers (JSON, console table, HTML, gates) only
 read them. Accuracies are fractions in [0, 1]. The JSON carries ``schema_version``, the config,
@@ -12,37 +12,13 @@ import json
 import math
 import os
 import platform
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from robustbench_lite.files import atomic_write
 
 SCHEMA_VERSION = 1
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``.
-
-    An interrupted write leaves the previous file (or none), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    # mkstemp creates the file 0600; results and reports are meant to be shared like any file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def plain(value: Any) -> Any:

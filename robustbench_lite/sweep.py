@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.files import atomic_write, sha256_file
 
 Log = Callable[[str], None]
 INITS = ("scratch", "pretrained")
@@ -134,14 +135,6 @@ def cells(cfg: SweepConfig) -> list[Cell]:
     return [Cell(m, d, i, s) for m in cfg.models for d in cfg.datasets for i in cfg.init for s in cfg.suites]
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
     """The cache key: what the cell's numbers are a function of."""
     what = {"checkpoint": checkpoint_sha, "dataset": cell.dataset, "suite": cell.suite,
@@ -240,7 +233,6 @@ class SweepOutcome:
 def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     """Run (or reuse) every cell, then write ``table.md``, ``results.json`` and ``report.html``."""
     from robustbench_lite import compare
-    from robustbench_lite.results import atomic_write
 
     out = Path(cfg.output_dir)
     cell_dir = out / "cells"
@@ -259,7 +251,7 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
             if cell.run_key not in checkpoints:
                 try:
                     path = _checkpoint_for(cell, cfg, log)
-                    checkpoints[cell.run_key] = (path, file_sha256(path))
+                    checkpoints[cell.run_key] = (path, sha256_file(path))
                 except Exception as exc:  # noqa: BLE001 - every cell of this checkpoint fails alike
                     checkpoints[cell.run_key] = exc if isinstance(exc, RobustEvalError) else \
                         RobustEvalError(f"{type(exc).__name__}: {exc}")

@@ -257,7 +257,7 @@ def train(
         log(f"note: {resume_file} holds an interrupted run; pass --resume to continue it (it will be overwritten)")
 
     def save_state(epoch: int, step: int) -> None:
-        from robustbench_lite.results import atomic_write
+        from robustbench_lite.files import atomic_write
 
         if not main:
             return

@@ -453,7 +453,7 @@ def render(runs: Sequence[Mapping[str, Any]], title: str | None = None) -> str:
 
 def write_html(path: str | Path, runs: Sequence[Mapping[str, Any]], title: str | None = None) -> Path:
     """Render and write atomically; returns the path."""
-    from robustbench_lite.results import atomic_write
+    from robustbench_lite.files import atomic_write
 
     text = render(runs, title)
     return atomic_write(path, lambda f: f.write(text))

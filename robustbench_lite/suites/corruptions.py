@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -29,6 +30,9 @@ from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
 from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+
+if TYPE_CHECKING:
+    from corruptions.sources import ImageSource
 
 PROFILE_CHOICES = ("auto", "cifar", "imagenet")
 BACKENDS = ("native", "imagecorruptions")
@@ -176,6 +180,40 @@ def scores(acc: dict[str, dict[str, float]], clean_acc: float, names: list[str],
             "relative_mce": statistics.fmean(rel.values())}
 
 
+def image_source(ctx: EvalContext, severities: list[int], profile: str, backend: str,
+                 cache_dir: str | None) -> ImageSource:
+    """Where this run's corrupted images come from, picked once (see :mod:`corruptions.sources`).
+
+    A test set that comes with published -C files is scored on those files (profile and backend
+    do not apply, nor does the cache). Otherwise ``backend`` computes the images, behind the
+    on-disk cache when ``cache_dir`` is given.
+
+    Args:
+        ctx: the run (test split, seed, device, batch size).
+        severities: the severities the run scores (the cache fills them per corruption at once).
+        profile: the resolved parameter table, ``cifar`` or ``imagenet``.
+        backend: ``native`` or ``imagecorruptions``.
+        cache_dir: the ``--cache-corruptions`` folder, or None.
+    """
+    from corruptions.sources import COMPUTED_SOURCES, CachedSource, PublishedSource
+
+    published = ctx.dataset.meta.get("corrupted")
+    if published is not None:
+        return PublishedSource(published, ctx.dataset.indices.tolist(), str(ctx.dataset.meta["corrupted_source"]))
+    computed = COMPUTED_SOURCES[backend](profile, ctx.config.seed)
+    if not cache_dir:
+        return computed
+    from corruptions.cache import CacheKey, CorruptionCache
+
+    key = CacheKey.for_data(ctx.config.dataset, ctx.dataset.float_images(), ctx.dataset.labels, profile=profile,
+                            seed=ctx.config.seed, backend=backend)
+
+    def clean_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return ((x.to(ctx.device), idx) for x, _, idx in ctx.dataset.batches(ctx.config.batch_size))
+
+    return CachedSource(computed, CorruptionCache(cache_dir), key, severities, clean_batches)
+
+
 @register_suite
 class CorruptionSuite(Suite):
     name = "corruptions"
@@ -184,7 +222,7 @@ class CorruptionSuite(Suite):
     Options = CorruptionOptions
 
     def run(self, ctx: EvalContext) -> CorruptionResult:
-        from corruptions import CORRUPTIONS, family_of, profile_for_size
+        from corruptions import family_of, profile_for_size
 
         opts: CorruptionOptions = ctx.options(self.name)
         names = resolve_corruptions(opts.corruptions)
@@ -198,20 +236,12 @@ class CorruptionSuite(Suite):
                                   "add --profile imagenet")
         reference = _reference(opts.mce_reference, names, severities) if opts.mce_reference else None
 
-        precomputed = ctx.dataset.meta.get("corrupted")
-        if precomputed is not None:
-            profile, backend = "precomputed", "files"
-            missing = [n for n in names if n not in precomputed.corruptions]
-            if opts.corruptions is None:
-                names = [n for n in names if n in precomputed.corruptions]
-            elif missing:
-                raise RobustEvalError(f"{ctx.dataset.meta['corrupted_source']} has no {', '.join(missing)}; "
-                                      f"it holds {', '.join(precomputed.corruptions)}")
-
+        source = image_source(ctx, severities, profile, backend, opts.cache)
+        names = source.select(names, explicit=opts.corruptions is not None)
         unavailable = {}
         for name in names:
-            reason = CORRUPTIONS.entry(name).availability()
-            if reason is not None and backend == "native":
+            reason = source.availability(name)
+            if reason is not None:
                 unavailable[name] = reason
                 ctx.log(f"corruptions: skipping {name}: {reason}")
         names = [n for n in names if n not in unavailable]
@@ -221,46 +251,18 @@ class CorruptionSuite(Suite):
         clean_acc = float((ctx.clean_logits().argmax(1) == ctx.dataset.labels).float().mean())
         labels = ctx.dataset.labels
         acc: dict[str, dict[str, float]] = {}
-        timer = {"corrupt": 0.0}
-        cache_info: dict[str, Any] = {}
-        cache = key = None
-        if opts.cache and precomputed is None:
-            from corruptions.cache import CacheKey, CorruptionCache
-
-            cache = CorruptionCache(opts.cache)
-            key = CacheKey.for_data(ctx.config.dataset, ctx.dataset.float_images(), labels, profile=profile,
-                                    seed=ctx.config.seed, backend=backend)
-            cache_info = {"dir": str(cache.directory(key)), "hits": 0, "misses": 0}
         start = time.perf_counter()
         for name in names:
             acc[name] = {}
-            corrupt_fn = {} if precomputed is not None else {
-                s: self._corrupter(name, s, profile, ctx.config.seed, backend) for s in severities}
-
-            def timed(severity: int, images: torch.Tensor, indices: torch.Tensor,
-                      corrupt_fn=corrupt_fn) -> torch.Tensor:
-                t0 = time.perf_counter()
-                out = corrupt_fn[severity](images, indices)
-                timer["corrupt"] += time.perf_counter() - t0
-                return out
-
-            stored: dict[int, torch.Tensor] = {}
-            if precomputed is not None:
-                stored = {s: precomputed.get_images(name, s, ctx.dataset.indices.tolist()) for s in severities}
-            elif cache is not None:
-                hits = [s for s in severities if cache.load(name, s, key) is not None]
-                cache_info["hits"] += len(hits)
-                cache_info["misses"] += len(severities) - len(hits)
-                stored = cache.get_or_compute(name, severities, key,
-                                              lambda s: self._corrupt_all(ctx, lambda x, i: timed(s, x, i)))
             for severity in severities:
-                if severity in stored:
-                    logits = self._predict_stored(ctx, stored[severity], f"{name} s{severity}")
-                else:
-                    logits = ctx.predict(lambda x, i, s=severity: timed(s, x, i), desc=f"{name} s{severity}")
+                desc = f"{name} s{severity}"
+                got = source.images(name, severity)
+                logits = (ctx.predict(got.transform, desc=desc) if got.images is None
+                          else self._predict_stored(ctx, got.images, desc))
                 acc[name][str(severity)] = float((logits.argmax(1) == labels).float().mean())
             ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
+        corrupt_seconds = source.corruption_seconds
 
         mean_acc = statistics.fmean(acc[c][str(s)] for c in names for s in severities)
         by_sev = {str(s): statistics.fmean(acc[c][str(s)] for c in names) for s in severities}
@@ -268,20 +270,14 @@ class CorruptionSuite(Suite):
         for c in names:
             families.setdefault(family_of(c), []).extend(acc[c][str(s)] for s in severities)
         return CorruptionResult(
-            profile=profile, backend=backend, corruptions=names, severities=severities, clean_accuracy=clean_acc,
+            profile=source.profile, backend=source.backend, corruptions=names, severities=severities,
+            clean_accuracy=clean_acc,
             accuracy=acc, mean_accuracy=mean_acc, accuracy_by_severity=by_sev,
             accuracy_by_family={f: statistics.fmean(v) for f, v in families.items()},
             **scores(acc, clean_acc, names, severities, reference),
             normalised=reference is not None, mce_reference=opts.mce_reference, unavailable=unavailable,
-            corruption_seconds=timer["corrupt"], inference_seconds=total - timer["corrupt"], cache=cache_info,
+            corruption_seconds=corrupt_seconds, inference_seconds=total - corrupt_seconds, cache=source.cache_info(),
         )
-
-    @staticmethod
-    def _corrupt_all(ctx: EvalContext, corrupt) -> torch.Tensor:
-        """Corrupt the whole (limited) test split in batches; what the cache stores."""
-        device = ctx.device
-        parts = [corrupt(x.to(device), idx).cpu() for x, _, idx in ctx.dataset.batches(ctx.config.batch_size)]
-        return torch.cat(parts)
 
     @staticmethod
     def _predict_stored(ctx: EvalContext, images: torch.Tensor, desc: str) -> torch.Tensor:
@@ -294,13 +290,3 @@ class CorruptionSuite(Suite):
         dataset = replace(ctx.dataset, images=as_uint8)
         return predict(ctx.model, dataset, ctx.config.batch_size, ctx.device, desc=desc,
                        show_progress=ctx.config.show_progress)
-
-    @staticmethod
-    def _corrupter(name: str, severity: int, profile: str, seed: int, backend: str):
-        if backend == "imagecorruptions":
-            from corruptions.reference import reference_corrupt
-
-            return lambda images, indices: reference_corrupt(images, name, severity, seed, indices, profile=profile)
-        from corruptions import CORRUPTIONS
-
-        return CORRUPTIONS.get(name, severity=severity, profile=profile, seed=seed)
