@@ -45,10 +45,10 @@ def _commands(work: Path) -> dict[str, list[str]]:
     cache = str(work / "ccache")
     sweep_yaml = work / "sweep.yaml"
     sweep_yaml.write_text(
-        "models: [shufflenetv2_x0_5, mobilenetv3_small]\n"
+        "models: [shufflenetv2_x0_5, resnet18]\n"
         "datasets: [digits]\n"
         "suites: [clean, adversarial, corruptions, shift]\n"
-        f"checkpoints:\n  shufflenetv2_x0_5/digits: {a}\n  mobilenetv3_small/digits: {b}\n"
+        f"checkpoints:\n  shufflenetv2_x0_5/digits: {a}\n  resnet18/digits: {b}\n"
         "suite_options:\n"
         "  adversarial: {attack: 'fgsm,pgd', steps: 5}\n"
         "  corruptions: {corruptions: 'noise,blur', severities: '1,3'}\n"
@@ -95,13 +95,15 @@ def _tensor_hashes(path: Path) -> dict[str, str]:
 def record(out: Path, only: list[str] | None, home: str | None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="equiv-"))
+    # One thread: results must not depend on how a shared machine schedules OpenMP threads, and
+    # both recordings of a diff must run with the same thread count.
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "ROBUST_EVAL_OFFLINE": "1"}
+           "ROBUST_EVAL_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if home:
         env["ROBUST_EVAL_HOME"] = home
     log = out / "log.txt"
     log.write_text("")
-    for name, model in (("a", "shufflenetv2_x0_5"), ("b", "mobilenetv3_small")):
+    for name, model in (("a", "shufflenetv2_x0_5"), ("b", "resnet18")):
         _run(["train", "--model", model, "--dataset", "digits", "--epochs", "8", "--batch-size", "64",
               "--lr", "0.01", "--output", str(work / f"{name}.pt"), "--no-progress"], env, log)
     (out / "checkpoints.json").write_text(json.dumps(

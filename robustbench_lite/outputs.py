@@ -66,7 +66,7 @@ def print_table(result: EvaluationResult, out: Print = print) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    from robustbench_lite.results import atomic_write
+    from robustbench_lite.files import atomic_write
 
     text = json.dumps(data, indent=2, allow_nan=False)
     return atomic_write(path, lambda f: f.write(text + "\n"))
