@@ -7,9 +7,10 @@ uniforms come from its own generator, seeded by (seed, dataset index, split name
 through :mod:`robustbench_lite.seeding`, so batching never changes a result.
 
 The kernels are not the corruptions' ones, on purpose: ``covariate/brightness`` adds a signed
-delta to every channel (the ``brightness`` corruption adds to the HSV value), and
+per-image delta to every channel (the ``brightness`` corruption adds to the HSV value),
 ``covariate/contrast`` scales about the whole image's mean (the ``contrast`` corruption, about
-each channel's mean, unclipped); reusing them would change every published shift number.
+each channel's mean), and ``covariate/resolution`` averages areas and interpolates bilinearly
+(``pixelate`` reproduces PIL's box resize); sharing them would change the shift numbers.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class CovariateShift(ShiftSplit):
         """The ``(images, indices) -> images`` transform at ``intensity`` (1-5)."""
         param = self.params[intensity - 1]
 
-        def apply(images: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        def apply(images: torch.Tensor, indices: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
             check_images(images, channels=(3,) if self.needs_rgb else None)
             if images.shape[0] == 0:
                 return images.clone()
