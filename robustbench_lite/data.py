@@ -145,17 +145,10 @@ class DatasetSpec:
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "robust-eval list datasets")
 
 #: Derived datasets named ``base:view`` for datasets that take no argument, e.g.
-#: ``fashion-mnist:subpop-source``: ``view(loaded split) -> dataset``. The modules in
-#: :data:`VIEW_MODULES` register them and are imported the first time a view name is parsed.
+#: ``fashion-mnist:subpop-source``: ``view(loaded split) -> dataset``. The modules that define
+#: views register them here when imported (``robustbench_lite.shift``: the ``subpop-*`` views);
+#: this module never imports them, so an entry point that takes such names imports them first.
 VIEWS: Registry[Callable[[ImageDataset], ImageDataset]] = Registry("dataset view", "robust-eval list datasets")
-VIEW_MODULES = ("robustbench_lite.shift",)
-
-
-def _import_view_modules() -> None:
-    import importlib
-
-    for module in VIEW_MODULES:
-        importlib.import_module(module)
 
 
 def parse_name(name: str) -> tuple[str, str | None]:
@@ -168,7 +161,6 @@ def parse_name(name: str) -> tuple[str, str | None]:
     if spec.takes_arg and not arg:
         raise RobustEvalError(f"dataset '{base}' needs a path: use --dataset {base}:PATH")
     if not spec.takes_arg and sep:
-        _import_view_modules()
         if name not in VIEWS:
             views = VIEWS.list(f"{base}:*")
             also = f" or one of its views: {', '.join(views)}" if views else ""

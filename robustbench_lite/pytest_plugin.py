@@ -73,6 +73,8 @@ def as_dataset(dataset: Any, name: str = "custom") -> ImageDataset:
     if isinstance(dataset, data_mod.ImageDataset):
         return dataset
     if isinstance(dataset, str):
+        from robustbench_lite import shift  # noqa: F401  (registers the <dataset>:subpop-* views)
+
         return data_mod.load(dataset, "test")
     if isinstance(dataset, (tuple, list)) and len(dataset) in (2, 3):
         images, labels = torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]).long()

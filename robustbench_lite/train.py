@@ -18,6 +18,7 @@ import torch
 
 from robustbench_lite import data as data_mod
 from robustbench_lite import models
+from robustbench_lite import shift as _shift  # noqa: F401  (registers the <dataset>:subpop-* views --dataset takes)
 from robustbench_lite.config import TrainConfig
 from robustbench_lite.engine import predict, progress, resolve_device
 from robustbench_lite.errors import RobustEvalError

@@ -6,10 +6,13 @@ import gzip
 import json
 import pickle
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from image_contract import BATCHES, check_transform, real_batch
 from PIL import Image
 
 from robustbench_lite import cli, data, models, shift
@@ -102,6 +105,40 @@ def test_covariate_seed_changes_random_ones(name):
     x = torch.rand(16, 3, 10, 10, generator=torch.Generator().manual_seed(2))
     idx = torch.arange(16)
     assert not torch.equal(split.transform(2, 0)(x, idx), split.transform(2, 1)(x, idx))
+
+
+def _applicable(name: str) -> list[str]:
+    """The contract batches a covariate split runs on (colour-only splits: the RGB batch)."""
+    return [b for b in BATCHES if not shift.SHIFTS.entry(name).needs_rgb or real_batch(b).shape[1] == 3]
+
+
+@pytest.mark.parametrize("intensity", shift.INTENSITIES)
+@pytest.mark.parametrize("name,batch", [(n, b) for n in COVARIATE for b in _applicable(n)])
+def test_covariate_image_contract(name, batch, intensity):
+    """The corruptions' contract (tests/image_contract.py) on real images, at every intensity."""
+    images = real_batch(batch)
+    indices = list(range(100, 100 + len(images)))
+    transform = shift.SHIFTS.entry(name).transform(intensity, seed=0)
+    out = check_transform(transform, images, indices)
+    torch.testing.assert_close(shift.SHIFTS.entry(name).transform(intensity, seed=0)(images, indices), out,
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", COVARIATE)
+def test_covariate_default_indices_and_empty_batch(name):
+    transform = shift.SHIFTS.entry(name).transform(3, seed=0)
+    images = real_batch("rgb32")
+    torch.testing.assert_close(transform(images), transform(images, list(range(len(images)))), atol=0, rtol=0)
+    empty = images[:0]
+    out = transform(empty)
+    assert out.shape == empty.shape and out.dtype == empty.dtype
+
+
+def test_covariate_checks_the_pixel_contract():
+    with pytest.raises(RobustEvalError, match=r"must be in \[0,1\]"):
+        shift.SHIFTS.entry("covariate/rotation").transform(1, 0)(real_batch("gray32") * 255)
+    with pytest.raises(RobustEvalError, match="must have 3 channels"):
+        shift.SHIFTS.entry("covariate/colour").transform(1, 0)(real_batch("gray32"))
 
 
 def test_covariate_kernels_against_direct_formulas():
@@ -260,6 +297,25 @@ def test_subpop_views_are_datasets(fashion_dir):
     assert torch.equal(src.images, base.images[src.indices])
     with pytest.raises(RobustEvalError, match="subpop-source"):
         data.parse_name("fashion-mnist:subpop-nowhere")
+
+
+def test_data_never_imports_shift_and_entry_points_register_its_views():
+    """data is the lower floor: the subpop-* views exist once shift is imported, as the train and
+    eval entry points do (a fresh interpreter, since this one has imported shift already)."""
+    code = "\n".join([
+        "import sys",
+        "from robustbench_lite import data",
+        "from robustbench_lite.errors import RobustEvalError",
+        "try:",
+        "    data.parse_name('fashion-mnist:subpop-source')",
+        "except RobustEvalError:",
+        "    pass",
+        "assert 'robustbench_lite.shift' not in sys.modules, 'data imported shift'",
+        "import robustbench_lite.train",
+        "assert data.parse_name('fashion-mnist:subpop-source') == ('fashion-mnist', 'subpop-source')",
+    ])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_train_on_source_split_and_score_target(fashion_dir, tmp_path):

@@ -5,22 +5,21 @@ Like torchvision's ``check_kernel``: input not modified, shape / dtype / device 
 ordered on average. A corruption is covered by being registered; one that is unavailable (e.g.
 missing textures) is skipped with its reason.
 
-Images are real: scikit-learn's 8x8 digits (shipped offline), upsampled.
+Images are real: scikit-learn's 8x8 digits (shipped offline), upsampled. The per-call contract
+is :func:`image_contract.check_transform`, shared with the covariate shifts (``tests/test_shift.py``).
 """
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-import torch.nn.functional as F
+from image_contract import BATCHES, check_transform
+from image_contract import real_batch as _batch
 
 from corruptions import CORRUPTIONS, PROFILES
 
 NAMES = CORRUPTIONS.list()
 SEVERITIES = (1, 2, 3, 4, 5)
-BATCHES = ("gray32", "rgb32", "gray28_f64")
 
 #: Severity orderings that hold by construction where the original constants are not monotonic in
 #: mean |corrupt - clean|. Each chain's severities must be non-decreasing; the default is one chain
@@ -50,29 +49,6 @@ SEVERITY_CHAINS: dict[tuple[str, str], tuple[tuple[int, ...], ...]] = {
 RTOL, ATOL = 0.03, 1e-3
 
 
-@functools.cache
-def _digits(n: int) -> torch.Tensor:
-    from sklearn.datasets import load_digits
-
-    images = load_digits().images[:n] / 16.0
-    return torch.tensor(images, dtype=torch.float32).unsqueeze(1)
-
-
-@functools.cache
-def _batch(kind: str, n: int = 6) -> torch.Tensor:
-    """Real images: digits upsampled to 32 px (grey and a 3-channel mix) and to 28 px in float64."""
-    digits = _digits(n)
-    if kind == "gray32":
-        return F.interpolate(digits, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
-    if kind == "rgb32":
-        g = _batch("gray32", n)
-        # three different but related channels, with mid-tones so colour operations have work
-        return torch.cat([g, 0.2 + 0.6 * g.flip(-1), 1 - g.transpose(-1, -2)], dim=1).clamp(0, 1)
-    if kind == "gray28_f64":
-        return F.interpolate(digits, size=28, mode="bicubic", align_corners=False).clamp(0, 1).double()
-    raise ValueError(kind)
-
-
 def _corruption(name: str, severity: int, profile: str, seed: int = 0):
     cls = CORRUPTIONS.entry(name)
     reason = cls.availability()
@@ -100,22 +76,10 @@ def _one_thread_rng_restored():
 def test_contract(name: str, profile: str, severity: int, batch: str) -> None:
     corruption = _corruption(name, severity, profile)
     images = _batch(batch)
-    clean = images.clone()
     indices = list(range(100, 100 + images.shape[0]))
 
-    out = corruption(images, indices)
-
-    assert torch.equal(images, clean), "input modified in place"
-    assert out.shape == images.shape and out.dtype == images.dtype and out.device == images.device
-    assert out.data_ptr() != images.data_ptr()
-    assert torch.isfinite(out).all()
-    assert out.min() >= 0 and out.max() <= 1
-    assert (out - images).abs().max() > 0, "corruption left every image unchanged"
-
-    # batched == per image: image k with dataset index indices[k] gives the same result alone
-    for k in (0, images.shape[0] - 1):
-        single = corruption(images[k : k + 1], [indices[k]])
-        torch.testing.assert_close(single, out[k : k + 1], atol=1e-5, rtol=0, msg=f"image {k} alone differs")
+    # input kept, shape / dtype / device kept, [0, 1], changed, batched == per image
+    out = check_transform(corruption, images, indices)
 
     # determinism: a fresh instance with the same seed reproduces; another seed changes random ones
     again = _corruption(name, severity, profile, seed=0)(images, indices)

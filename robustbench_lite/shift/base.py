@@ -1,0 +1,263 @@
+"""What a shift split is: its options, the run it is built against, what it returns, the registry.
+
+A split is built against a :class:`ShiftEnv` (the test data, the options and callables that run
+the model); it returns :class:`SplitData` (logits and labels per intensity) that the shift suite
+scores. :class:`ShiftOptions` lives here with the registry rather than in a module of its own:
+parsing checks the split names against :data:`SHIFTS`, whose entries are built against a
+:class:`ShiftEnv` that carries the options, so the two are one unit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from robustbench_lite.data import ImageDataset
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.registry import Registry
+
+Transform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+INTENSITIES = (1, 2, 3, 4, 5)
+DEFAULT_ALPHAS = (0.1, 1.0, 10.0)
+DEFAULT_DRAWS = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def _as_list(value: Any) -> list[Any]:
+    """``"a,b"``, ``["a", "b,c"]``, ``0.5`` -> a flat list (CLI strings and YAML values alike)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            out.extend(p.strip() for p in item.split(",") if p.strip())
+        else:
+            out.append(item)
+    return out
+
+
+@dataclass(frozen=True)
+class ShiftOptions:
+    """The shift suite's settings (``suite_options["shift"]``; CLI flags ``--shift-*``).
+
+    Attributes:
+        splits: fnmatch patterns over :data:`SHIFTS` names; a name without wildcards is "named
+            explicitly": it must apply and its files must exist (otherwise it is an error, where a
+            pattern's inapplicable matches are reported as skipped).
+        alphas: Dirichlet concentrations for ``label/dirichlet`` (> 0; small = skewed priors).
+        draws: resampled test sets per alpha.
+        intensities: which of the five covariate intensities to run.
+        natural: image folders (``PATH`` or ``imagefolder:PATH``) scored as ``natural/folder:NAME``.
+    """
+
+    splits: tuple[str, ...] = ("*",)
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    draws: int = DEFAULT_DRAWS
+    intensities: tuple[int, ...] = INTENSITIES
+    natural: tuple[str, ...] = ()
+
+    KEYS: ClassVar[tuple[str, ...]] = ("splits", "alphas", "draws", "intensities", "natural")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> ShiftOptions:
+        """Validate ``suite_options["shift"]``; bad values raise :class:`RobustEvalError`."""
+        unknown = sorted(set(options) - set(cls.KEYS))
+        if unknown:
+            raise RobustEvalError(f"unknown shift option(s) {', '.join(unknown)}; valid: {', '.join(cls.KEYS)}")
+        kwargs: dict[str, Any] = {}
+        if options.get("splits") is not None:
+            splits = tuple(str(s) for s in _as_list(options["splits"]))
+            if not splits:
+                raise RobustEvalError("--shift-splits is empty; give split names or patterns, e.g. 'covariate/*'")
+            kwargs["splits"] = splits
+        if options.get("alphas") is not None:
+            kwargs["alphas"] = tuple(_parse_alpha(a) for a in _as_list(options["alphas"]))
+            if not kwargs["alphas"]:
+                raise RobustEvalError("--shift-alpha is empty; give Dirichlet concentrations > 0, e.g. 0.1,1,10")
+        if options.get("draws") is not None:
+            kwargs["draws"] = _parse_int(options["draws"], "--shift-draws", 1, None)
+        if options.get("intensities") is not None:
+            levels = tuple(_parse_int(v, "--shift-intensities", 1, len(INTENSITIES))
+                           for v in _as_list(options["intensities"]))
+            if not levels:
+                raise RobustEvalError("--shift-intensities is empty; give intensities 1-5, e.g. 1,3,5")
+            kwargs["intensities"] = tuple(sorted(set(levels)))
+        if options.get("natural") is not None:
+            kwargs["natural"] = tuple(str(p) for p in _as_list(options["natural"]))
+            for spec in kwargs["natural"]:
+                path = Path(spec.removeprefix("imagefolder:")).expanduser()
+                if not path.is_dir():
+                    raise RobustEvalError(f"--shift-natural: {path} is not a directory; expected "
+                                          f"{path}/<class>/<image files> with the model's class names")
+        out = cls(**kwargs)
+        select(out)  # unknown split names fail here, before any model pass
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(getattr(self, k)) if isinstance(getattr(self, k), tuple) else getattr(self, k)
+                for k in self.KEYS}
+
+
+def _parse_alpha(value: Any) -> float:
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise RobustEvalError(f"--shift-alpha: '{value}' is not a number; give concentrations > 0, e.g. 0.1,1,10") \
+            from None
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise RobustEvalError(f"--shift-alpha must be > 0 (a Dirichlet concentration), got {value}; e.g. 0.1,1,10")
+    return alpha
+
+
+def _parse_int(value: Any, flag: str, lo: int, hi: int | None) -> int:
+    try:
+        number = int(value)
+        if isinstance(value, float) and number != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise RobustEvalError(f"{flag}: '{value}' is not an integer") from None
+    if number < lo or (hi is not None and number > hi):
+        valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise RobustEvalError(f"{flag} must be {valid}, got {value}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------
+# What a split is built against, and what it returns
+
+
+@dataclass
+class ShiftEnv:
+    """The run as a split sees it.
+
+    Attributes:
+        dataset: the in-distribution test split (already limited); its classes are the model's.
+        options: the validated suite options.
+        clean_logits: the model's logits on ``dataset`` (computed once per run).
+        predict: ``predict(transform, desc)`` -> logits on ``dataset`` through a per-batch
+            ``transform(images, indices)``.
+        predict_dataset: ``predict_dataset(dataset, desc)`` -> logits on another dataset.
+        seed, limit, data_dir: the run's settings (limit applies to every test set loaded here).
+        cache: what a split's ``skip_reason`` loaded, for its ``build``.
+    """
+
+    dataset: ImageDataset
+    options: ShiftOptions
+    clean_logits: Callable[[], torch.Tensor]
+    predict: Callable[[Transform, str], torch.Tensor]
+    predict_dataset: Callable[[ImageDataset, str], torch.Tensor]
+    seed: int = 0
+    limit: int | None = None
+    data_dir: str | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        """The registry name of the test data without a view (``fashion-mnist:subpop-source`` -> ``fashion-mnist``)."""
+        return self.dataset.name.partition(":")[0]
+
+
+@dataclass
+class Level:
+    """One scored setting of a split: an intensity, an alpha, or the whole split.
+
+    Attributes:
+        name: ``"3"`` (intensity), ``"alpha=0.1"``, or ``""`` for a split with one setting.
+        params: the setting's parameters (shown in results).
+        logits, labels: N x C logits and N labels.
+        draws: resampled index sets into ``logits``/``labels``, each scored on its own (label shift).
+        priors: the class prior of each draw.
+    """
+
+    name: str
+    params: dict[str, Any]
+    logits: torch.Tensor
+    labels: torch.Tensor
+    draws: list[torch.Tensor] | None = None
+    priors: list[list[float]] | None = None
+
+
+@dataclass
+class SplitData:
+    """A built split, ready to score.
+
+    Attributes:
+        name: key in the results (``covariate/rotation``, ``natural/folder:mydata``).
+        kind: ``natural``, ``subpop``, ``covariate`` or ``label``.
+        classes: class names of ``levels``' labels (coarse groups for subpopulation splits).
+        levels: one or more scored settings; the split's numbers are their means.
+        reference: the in-distribution level to compare with; None: the clean test split.
+        reference_name: what ``reference`` is called in results.
+        shifted: False for an in-distribution reference split (``subpop/source``).
+        in_summary: whether the split enters mean/worst accuracy (False when its task differs
+            from the model's, e.g. fine predictions mapped to coarse groups).
+        notes: how the numbers were obtained, for the report.
+        extra: split-specific details (per-fine-class accuracy, file paths...).
+    """
+
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    levels: list[Level]
+    reference: Level | None = None
+    reference_name: str = "clean"
+    shifted: bool = True
+    in_summary: bool = True
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ShiftSplit:
+    """A registered split: ``skip_reason`` says why it cannot run here, ``build`` makes its data.
+
+    ``skip_reason`` runs for every selected split before any is built, so a bad input (missing
+    files, mismatched class names) fails before the first model pass; it may raise
+    :class:`RobustEvalError` for input the user gave explicitly.
+    """
+
+    name: str
+    kind: str
+    description: str
+
+    def skip_reason(self, env: ShiftEnv) -> str | None:
+        """Why this split does not apply to ``env`` (wrong dataset, files missing); None if it does."""
+        return None
+
+    def build(self, env: ShiftEnv) -> list[SplitData]:
+        raise NotImplementedError
+
+
+SHIFTS: Registry[ShiftSplit] = Registry("shift split", "robust-eval list shifts")
+
+
+def register_shift(split: ShiftSplit) -> ShiftSplit:
+    return SHIFTS.register(split.name, split)
+
+
+def select(options: ShiftOptions) -> list[tuple[ShiftSplit, bool]]:
+    """The splits ``options`` choose, in registry order, each with "named explicitly"."""
+    chosen: dict[str, bool] = {}
+    for pattern in options.splits:
+        if any(ch in pattern for ch in "*?["):
+            names = SHIFTS.list(pattern)
+            if not names:
+                raise RobustEvalError(f"no shift split matches '{pattern}'; valid: {', '.join(SHIFTS.list())}")
+            for name in names:
+                chosen.setdefault(name, False)
+        else:
+            SHIFTS.entry(pattern)  # unknown names raise with the valid ones
+            chosen[pattern] = True
+    if options.natural:
+        chosen["natural/folder"] = True
+    return [(SHIFTS.entry(name), chosen[name]) for name in SHIFTS.list() if name in chosen]
+
