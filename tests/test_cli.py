@@ -144,10 +144,61 @@ def test_config_file_sets_defaults_and_command_line_wins(digits_checkpoint, tmp_
     assert code == 2 and "unknown options: limitt" in err
 
 
-def test_failed_run_leaves_no_results_file(tmp_path, capsys):
+def test_run_failing_at_once_creates_no_results_file(tmp_path, capsys):
     out = tmp_path / "o.json"
     code, _, _ = run(capsys, "--dataset", "digits", "--checkpoint", str(tmp_path / "none.pt"), "--json", str(out))
     assert code == 2 and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+class _FailOnForward:
+    """Forward pre-hook that lets ``ok`` batches through, then raises ``error`` (Ctrl-C, a crash)."""
+
+    def __init__(self, ok: int, error: BaseException) -> None:
+        self.ok, self.error, self.calls = ok, error, 0
+
+    def __call__(self, module, inputs) -> None:
+        self.calls += 1
+        if self.calls > self.ok:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("out of memory (simulated)")],
+                         ids=["ctrl-c", "crash"])
+def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, monkeypatch, error):
+    # A previous run's outputs sit where this run writes; this run dies in its second suite, after the
+    # clean suite has finished: the old files must survive byte for byte, with no temp file beside them.
+    from robustbench_lite import models
+
+    out_json, out_html = tmp_path / "results.json", tmp_path / "report.html"
+    old_json = b'{"schema_version": 1, "model": "previous run", "clean": {"accuracy": 0.97}}\n'
+    old_html = b"<!doctype html><title>previous run</title>\n"
+    out_json.write_bytes(old_json)
+    out_html.write_bytes(old_html)
+    hook = _FailOnForward(ok=2, error=error)  # --limit 64 --batch-size 32: the clean suite is two batches
+    real_load = models.load_checkpoint
+
+    def load_then_arm(*args, **kwargs):
+        net, meta = real_load(*args, **kwargs)
+        net.register_forward_pre_hook(hook)
+        return net, meta
+
+    monkeypatch.setattr(models, "load_checkpoint", load_then_arm)
+    argv = ["--checkpoint", str(digits_checkpoint), "--suite", "clean,adversarial", "--attack", "fgsm",
+            "--limit", "64", "--batch-size", "32", "--json", str(out_json), "--html", str(out_html), "--no-progress"]
+    if isinstance(error, KeyboardInterrupt):
+        code, out, err = run(capsys, *argv)
+        # what a user sees after Ctrl-C: one line, exit 130, no traceback
+        assert code == 130 and err.strip().splitlines()[-1] == "robust-eval: interrupted", err
+    else:
+        # an unexpected crash is not a user error: it propagates (a traceback, exit 1) rather than a tidy line
+        with pytest.raises(RuntimeError, match="out of memory"):
+            cli.main(argv)
+        out, err = capsys.readouterr()
+    assert hook.calls == 3  # the clean suite's two batches ran, then the adversarial suite's first forward failed
+    assert "clean: done on 64 images" in err and "adversarial: done" not in err
+    assert "results:" not in out and "report:" not in out
+    assert out_json.read_bytes() == old_json and out_html.read_bytes() == old_html
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results.json"]
 
 
 def test_list_commands(capsys):
