@@ -51,12 +51,39 @@ def test_same_seed_same_numbers(digits_checkpoint, tmp_path, capsys):
     assert results[2]["nll"] == pytest.approx(results[0]["nll"], rel=1e-9)
 
 
-def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsys):
+def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from robustbench_lite import api, models
+    from robustbench_lite.config import DEFAULT_MODEL
+
+    evaluated = []
+    real_run_suites = api.run_suites
+
+    def spy(model, *args, **kwargs):
+        evaluated.append(model)
+        return real_run_suites(model, *args, **kwargs)
+
+    monkeypatch.setattr(api, "run_suites", spy)
     path = tmp_path / "o.json"
+    # neither --model nor --dataset: the defaults (shufflenetv2 on fashion-mnist) must not win over the checkpoint
     code, _, err = run(capsys, "--checkpoint", str(digits_checkpoint), "--suite", "clean", "--json", str(path),
                        "--no-progress")
     assert code == 0, err
-    assert json.loads(path.read_text())["dataset"] == "digits"
+    r = json.loads(path.read_text())
+    assert r["dataset"] == "digits"
+    saved = models.read_checkpoint(digits_checkpoint)
+    assert r["model"] == saved["meta"]["model"] == "shufflenetv2_x0_5" != DEFAULT_MODEL
+    # the network evaluated is the checkpoint's architecture carrying its weights, tensor for tensor ...
+    (net,) = evaluated
+    state = net.state_dict()
+    assert list(state) == list(saved["state_dict"])
+    assert all(torch.equal(state[k], v) for k, v in saved["state_dict"].items())
+    default = models.build(DEFAULT_MODEL, 10, 1, 8, pretrained=False, mean=(0.5,), std=(0.5,))
+    assert [v.shape for v in default.state_dict().values()] != [v.shape for v in state.values()]
+    # ... so it scores what training measured on the same full test split
+    assert r["n_examples"] == saved["meta"]["clean_accuracy_images"]
+    assert r["clean"]["accuracy"] == saved["meta"]["clean_accuracy"]
 
 
 def test_baseline_is_trained_once_and_cached(capsys, cache_home):
