@@ -28,6 +28,27 @@ def test_clean_and_efficiency_json(digits_checkpoint, tmp_path, capsys):
     assert r["n_examples"] == 200 and r["seed"] == 0
     assert 0.5 < r["clean"]["accuracy"] <= 1 and 0 <= r["clean"]["f1_macro"] <= 1 and 0 <= r["clean"]["ece"] <= 1
     assert len(r["clean"]["confusion_matrix"]) == 10 and sum(map(sum, r["clean"]["confusion_matrix"])) == 200
+    # the numbers are the checkpoint's on the first 200 test images, as scikit-learn scores its predictions
+    import numpy as np
+    import torch
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from robustbench_lite import data, models
+
+    net, _ = models.load_checkpoint(digits_checkpoint)
+    test = data.load("digits", "test").limit(200)
+    with torch.inference_mode():
+        probs = net(test.float_images()).double().softmax(1)
+    conf, pred = (t.numpy() for t in probs.max(1))
+    y = test.labels.numpy()
+    assert r["clean"]["accuracy"] == pytest.approx((pred == y).mean(), abs=1e-7)
+    assert r["clean"]["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert r["clean"]["confusion_matrix"] == confusion_matrix(y, pred, labels=range(10)).tolist()
+    prob_true, prob_pred = calibration_curve(pred == y, conf, n_bins=15)
+    sizes = np.bincount(np.digitize(conf, np.linspace(0, 1, 16)[1:-1], right=True), minlength=15)
+    ece = np.sum(sizes[sizes > 0] / 200 * np.abs(prob_true - prob_pred))
+    assert r["clean"]["ece"] == pytest.approx(ece, abs=1e-6)
     e = r["efficiency"]
     for key in ["params", "flops", "size_mb", "latency_ms", "throughput", "peak_memory_mb"]:
         assert e[key] > 0, key
@@ -110,6 +131,17 @@ def test_train_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
     assert meta["recipe"]["epochs"] == 1 and meta["classes"] == [str(i) for i in range(10)]
     assert 0 <= meta["clean_accuracy"] <= 1 and meta["input_size"] == 8
     assert "test accuracy" in stdout
+    # the recorded accuracy is what the saved weights score on the whole test split, as printed
+    import torch
+
+    from robustbench_lite import data
+
+    net, _ = load_checkpoint(out)
+    test = data.load("digits", "test")
+    with torch.inference_mode():
+        acc = float((net(test.float_images()).argmax(1) == test.labels).float().mean())
+    assert meta["clean_accuracy"] == pytest.approx(acc, abs=1e-7) and meta["clean_accuracy_images"] == len(test)
+    assert f"test accuracy: {acc:.4f}" in stdout
 
 
 @pytest.mark.parametrize("argv,needle", [
