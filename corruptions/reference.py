@@ -61,14 +61,6 @@ MIN_SIZE = 32
 INSTALL_HINT = (
     "the imagecorruptions backend needs the optional extra: pip install 'robustbench-lite[imagecorruptions]'"
 )
-#: One line per repair the compatibility layer makes (symptom -> fix), for reports and ``--version`` output.
-COMPAT_FIXES = (
-    "pkg_resources missing (recent setuptools) -> import-time stand-in providing resource_filename",
-    "scipy.ndimage.interpolation deprecated/removed -> warning silenced / import-time alias of scipy.ndimage",
-    "np.float_ removed in NumPy 2 (fog) -> module-local NumPy view with float_ = float64",
-    "skimage.filters.gaussian(multichannel=) removed (gaussian_blur, glass_blur) -> mapped to channel_axis",
-    "skimage random_noise uses a fresh default_rng (impulse_noise unseedable) -> legacy s&p on np.random",
-)
 
 _lock = threading.RLock()
 _module: types.ModuleType | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from robustbench_lite.errors import RobustEvalError
@@ -91,7 +91,3 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-
-def registered(registry: Registry[Callable[..., Any]], name: str) -> Callable[[T], T]:
-    """Decorator form used by modules: ``@registered(MODELS, 'resnet18')``."""
-    return registry.register(name)

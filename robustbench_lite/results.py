@@ -89,10 +89,6 @@ class EvaluationResult:
             out["examples"] = self.examples
         return out
 
-    def write_json(self, path: str | Path) -> Path:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
-        return atomic_write(path, lambda f: f.write(text + "\n"))
-
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a results JSON written by any compatible version."""

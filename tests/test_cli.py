@@ -28,6 +28,27 @@ def test_clean_and_efficiency_json(digits_checkpoint, tmp_path, capsys):
     assert r["n_examples"] == 200 and r["seed"] == 0
     assert 0.5 < r["clean"]["accuracy"] <= 1 and 0 <= r["clean"]["f1_macro"] <= 1 and 0 <= r["clean"]["ece"] <= 1
     assert len(r["clean"]["confusion_matrix"]) == 10 and sum(map(sum, r["clean"]["confusion_matrix"])) == 200
+    # the numbers are the checkpoint's on the first 200 test images, as scikit-learn scores its predictions
+    import numpy as np
+    import torch
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from robustbench_lite import data, models
+
+    net, _ = models.load_checkpoint(digits_checkpoint)
+    test = data.load("digits", "test").limit(200)
+    with torch.inference_mode():
+        probs = net(test.float_images()).double().softmax(1)
+    conf, pred = (t.numpy() for t in probs.max(1))
+    y = test.labels.numpy()
+    assert r["clean"]["accuracy"] == pytest.approx((pred == y).mean(), abs=1e-7)
+    assert r["clean"]["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro"), abs=1e-12)
+    assert r["clean"]["confusion_matrix"] == confusion_matrix(y, pred, labels=range(10)).tolist()
+    prob_true, prob_pred = calibration_curve(pred == y, conf, n_bins=15)
+    sizes = np.bincount(np.digitize(conf, np.linspace(0, 1, 16)[1:-1], right=True), minlength=15)
+    ece = np.sum(sizes[sizes > 0] / 200 * np.abs(prob_true - prob_pred))
+    assert r["clean"]["ece"] == pytest.approx(ece, abs=1e-6)
     e = r["efficiency"]
     for key in ["params", "flops", "size_mb", "latency_ms", "throughput", "peak_memory_mb"]:
         assert e[key] > 0, key
@@ -51,12 +72,39 @@ def test_same_seed_same_numbers(digits_checkpoint, tmp_path, capsys):
     assert results[2]["nll"] == pytest.approx(results[0]["nll"], rel=1e-9)
 
 
-def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsys):
+def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from robustbench_lite import api, models
+    from robustbench_lite.config import DEFAULT_MODEL
+
+    evaluated = []
+    real_run_suites = api.run_suites
+
+    def spy(model, *args, **kwargs):
+        evaluated.append(model)
+        return real_run_suites(model, *args, **kwargs)
+
+    monkeypatch.setattr(api, "run_suites", spy)
     path = tmp_path / "o.json"
+    # neither --model nor --dataset: the defaults (shufflenetv2 on fashion-mnist) must not win over the checkpoint
     code, _, err = run(capsys, "--checkpoint", str(digits_checkpoint), "--suite", "clean", "--json", str(path),
                        "--no-progress")
     assert code == 0, err
-    assert json.loads(path.read_text())["dataset"] == "digits"
+    r = json.loads(path.read_text())
+    assert r["dataset"] == "digits"
+    saved = models.read_checkpoint(digits_checkpoint)
+    assert r["model"] == saved["meta"]["model"] == "shufflenetv2_x0_5" != DEFAULT_MODEL
+    # the network evaluated is the checkpoint's architecture carrying its weights, tensor for tensor ...
+    (net,) = evaluated
+    state = net.state_dict()
+    assert list(state) == list(saved["state_dict"])
+    assert all(torch.equal(state[k], v) for k, v in saved["state_dict"].items())
+    default = models.build(DEFAULT_MODEL, 10, 1, 8, pretrained=False, mean=(0.5,), std=(0.5,))
+    assert [v.shape for v in default.state_dict().values()] != [v.shape for v in state.values()]
+    # ... so it scores what training measured on the same full test split
+    assert r["n_examples"] == saved["meta"]["clean_accuracy_images"]
+    assert r["clean"]["accuracy"] == saved["meta"]["clean_accuracy"]
 
 
 def test_baseline_is_trained_once_and_cached(capsys, cache_home):
@@ -83,6 +131,17 @@ def test_train_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
     assert meta["recipe"]["epochs"] == 1 and meta["classes"] == [str(i) for i in range(10)]
     assert 0 <= meta["clean_accuracy"] <= 1 and meta["input_size"] == 8
     assert "test accuracy" in stdout
+    # the recorded accuracy is what the saved weights score on the whole test split, as printed
+    import torch
+
+    from robustbench_lite import data
+
+    net, _ = load_checkpoint(out)
+    test = data.load("digits", "test")
+    with torch.inference_mode():
+        acc = float((net(test.float_images()).argmax(1) == test.labels).float().mean())
+    assert meta["clean_accuracy"] == pytest.approx(acc, abs=1e-7) and meta["clean_accuracy_images"] == len(test)
+    assert f"test accuracy: {acc:.4f}" in stdout
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -144,10 +203,61 @@ def test_config_file_sets_defaults_and_command_line_wins(digits_checkpoint, tmp_
     assert code == 2 and "unknown options: limitt" in err
 
 
-def test_failed_run_leaves_no_results_file(tmp_path, capsys):
+def test_run_failing_at_once_creates_no_results_file(tmp_path, capsys):
     out = tmp_path / "o.json"
     code, _, _ = run(capsys, "--dataset", "digits", "--checkpoint", str(tmp_path / "none.pt"), "--json", str(out))
     assert code == 2 and not out.exists() and list(tmp_path.iterdir()) == []
+
+
+class _FailOnForward:
+    """Forward pre-hook that lets ``ok`` batches through, then raises ``error`` (Ctrl-C, a crash)."""
+
+    def __init__(self, ok: int, error: BaseException) -> None:
+        self.ok, self.error, self.calls = ok, error, 0
+
+    def __call__(self, module, inputs) -> None:
+        self.calls += 1
+        if self.calls > self.ok:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("out of memory (simulated)")],
+                         ids=["ctrl-c", "crash"])
+def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, monkeypatch, error):
+    # A previous run's outputs sit where this run writes; this run dies in its second suite, after the
+    # clean suite has finished: the old files must survive byte for byte, with no temp file beside them.
+    from robustbench_lite import models
+
+    out_json, out_html = tmp_path / "results.json", tmp_path / "report.html"
+    old_json = b'{"schema_version": 1, "model": "previous run", "clean": {"accuracy": 0.97}}\n'
+    old_html = b"<!doctype html><title>previous run</title>\n"
+    out_json.write_bytes(old_json)
+    out_html.write_bytes(old_html)
+    hook = _FailOnForward(ok=2, error=error)  # --limit 64 --batch-size 32: the clean suite is two batches
+    real_load = models.load_checkpoint
+
+    def load_then_arm(*args, **kwargs):
+        net, meta = real_load(*args, **kwargs)
+        net.register_forward_pre_hook(hook)
+        return net, meta
+
+    monkeypatch.setattr(models, "load_checkpoint", load_then_arm)
+    argv = ["--checkpoint", str(digits_checkpoint), "--suite", "clean,adversarial", "--attack", "fgsm",
+            "--limit", "64", "--batch-size", "32", "--json", str(out_json), "--html", str(out_html), "--no-progress"]
+    if isinstance(error, KeyboardInterrupt):
+        code, out, err = run(capsys, *argv)
+        # what a user sees after Ctrl-C: one line, exit 130, no traceback
+        assert code == 130 and err.strip().splitlines()[-1] == "robust-eval: interrupted", err
+    else:
+        # an unexpected crash is not a user error: it propagates (a traceback, exit 1) rather than a tidy line
+        with pytest.raises(RuntimeError, match="out of memory"):
+            cli.main(argv)
+        out, err = capsys.readouterr()
+    assert hook.calls == 3  # the clean suite's two batches ran, then the adversarial suite's first forward failed
+    assert "clean: done on 64 images" in err and "adversarial: done" not in err
+    assert "results:" not in out and "report:" not in out
+    assert out_json.read_bytes() == old_json and out_html.read_bytes() == old_html
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results.json"]
 
 
 def test_list_commands(capsys):

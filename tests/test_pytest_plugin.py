@@ -56,10 +56,17 @@ def project(pytester, digits_checkpoint):
 
         @pytest.mark.robustness
         def test_tensors_as_dataset(robustness):
-            images = torch.rand(6, 1, 8, 8)
+            # flat grey images of brightness v; the net says 0 (dark), 1 (mid) or 2 (bright) from the pixel sum
+            brightness = torch.tensor([0, 128 / 255, 1, 1, 128 / 255, 0])
+            images = brightness.view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()
             net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+            with torch.no_grad():
+                net[1].weight.copy_(torch.tensor([-1.0, 0.0, 1.0]).view(3, 1).expand(3, 64))
+                net[1].bias.copy_(torch.tensor([24.0, 0.0, -40.0]))
+            assert net(images).argmax(1).tolist() == [0, 1, 2, 2, 1, 0]
             run = robustness.evaluate(module=net, dataset=(images, torch.tensor([0, 1, 2, 0, 1, 2])), suites="clean")
             assert run.result.n_examples == 6 and 0 <= run["clean.accuracy"] <= 1
+            assert run["clean.accuracy"] == pytest.approx(4 / 6)  # images 3 and 5 carry the opposite label
 
         def test_quick():
             assert True

@@ -140,8 +140,10 @@ def live(digits_checkpoint, tmp_path_factory):
     return out
 
 
-def test_live_run_example_grid(live):
+def test_live_run_example_grid(live, digits_checkpoint, digits_test):
     from PIL import Image
+
+    from robustbench_lite import models
 
     data = json.loads((live / "r.json").read_text())
     ex = data["examples"]
@@ -159,6 +161,15 @@ def test_live_run_example_grid(live):
             img = Image.open(io.BytesIO(base64.b64decode(cell["png"])))
             assert img.size == (8, 8) and 0 <= cell["confidence"] <= 1
     assert ex["rows"][0]["cells"][0]["correct"] == (ex["rows"][0]["cells"][0]["pred"] == ex["images"][0]["label"])
+    # the clean row shows the checkpoint's own prediction and softmax confidence for each image
+    net, _ = models.load_checkpoint(digits_checkpoint)
+    with torch.inference_mode():
+        conf, pred = net(digits_test.float_images(slice(0, 5))).softmax(1).max(1)
+    clean = ex["rows"][0]["cells"]
+    assert [c["pred"] for c in clean] == pred.tolist() and [i["label"] for i in ex["images"]] == \
+        digits_test.labels[:5].tolist()
+    assert [c["confidence"] for c in clean] == pytest.approx(conf.tolist(), abs=5e-5)  # stored to 4 places
+    assert [c["correct"] for c in clean] == (pred == digits_test.labels[:5]).tolist()
     html = (live / "r.html").read_text()
     assert 'data-section="examples"' in html and html.count("data:image/png;base64,") == 25
     check_self_contained(html)

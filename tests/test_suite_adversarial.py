@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
 import torch
+from scipy.integrate import trapezoid
 from torch import nn
 
 import attacks
 from robustbench_lite import cli, data, models
 from robustbench_lite.api import evaluate
 from robustbench_lite.config import RunConfig
-from robustbench_lite.suites.adversarial import AdversarialResult, AdversarialSuite, eps_key, result_key
+from robustbench_lite.suites.adversarial import AdversarialResult, AdversarialSuite, _curve, eps_key, result_key
 from robustbench_lite.suites.base import EvalContext
 
 
@@ -45,9 +47,16 @@ def test_defaults_through_the_cli(digits_checkpoint, tmp_path, capsys):
     eps = data.default_eps("digits", "Linf")
     assert [(r["attack"], r["norm"], r["eps"], r["steps"]) for r in adv["results"]] == [
         ("fgsm", "Linf", eps, 1), ("pgd", "Linf", eps, 10)]
+    net, _ = models.load_checkpoint(str(digits_checkpoint))
+    test = data.load("digits", "test").limit(64)
+    with torch.inference_mode():
+        assert adv["clean_accuracy"] == float((net(test.float_images()).argmax(1) == test.labels).float().mean())
     for r in adv["results"]:
         assert 0 <= r["robust_accuracy"] <= adv["clean_accuracy"] <= 1
         assert r["attack_success_rate"] is None or 0 <= r["attack_success_rate"] <= 1
+        # success rate is over the correctly classified images: robust = clean x (1 - success)
+        assert r["attack_success_rate"] is not None  # the model gets most digits right
+        assert r["robust_accuracy"] == pytest.approx(adv["clean_accuracy"] * (1 - r["attack_success_rate"]))
         assert r["mean_perturbation"] is None or 0 < r["mean_perturbation"] <= eps + 1e-6
         assert adv["robust_accuracy"][r["key"]] == r["robust_accuracy"]
     assert set(adv["robust_accuracy"]) == {"fgsm.Linf[0.1]", "pgd.Linf[0.1]"}
@@ -77,9 +86,9 @@ def test_eps_sweep_gives_a_non_increasing_curve(digits_checkpoint, tmp_path, cap
     assert list(adv["robust_accuracy"]) == ["pgd.Linf[0.00392157]", "pgd.Linf[0.05]", "pgd.Linf[0.1]", "pgd.Linf[0.2]"]
     curve = adv["curve"]["pgd.Linf"]
     assert curve["eps"] == budgets and curve["robust_accuracy"] == accs
-    xs, ys = [0.0, *budgets], [adv["clean_accuracy"], *accs]
-    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    area = trapezoid([adv["clean_accuracy"], *accs], [0.0, *budgets])
     assert curve["auc"] == pytest.approx(area / budgets[-1]) and 0 <= curve["auc"] <= 1
+    assert accs[-1] < curve["auc"] < adv["clean_accuracy"]  # the mean of a falling curve lies between its ends
     m = curve["min_eps"]
     assert m["attacked"] == round(adv["clean_accuracy"] * 64)
     assert sum(m["histogram"]["count"]) + m["histogram"]["not_fooled"] == m["attacked"]
@@ -91,6 +100,27 @@ def test_eps_sweep_gives_a_non_increasing_curve(digits_checkpoint, tmp_path, cap
     for j, e in enumerate(budgets):
         fooled_by_e = sum(v is not None and 0 < v <= e for v in per["min_eps"])
         assert accs[j] == pytest.approx((m["attacked"] - fooled_by_e) / 64)
+
+
+def test_curve_of_a_hand_made_evaluation():
+    # 4 images over budgets 0.1 and 0.3: #0 misclassified, #1 fooled at 0.1, #2 at 0.3, #3 never fooled
+    nan = math.nan
+    ev = attacks.AttackEvaluation(
+        attack="pgd", norm="Linf", eps=(0.1, 0.3), clean_correct=torch.tensor([False, True, True, True]),
+        fooled=torch.tensor([[False, False], [True, True], [False, True], [False, False]]),
+        min_eps=torch.tensor([0.0, 0.1, 0.3, nan], dtype=torch.float64), linf=torch.zeros(4), l2=torch.zeros(4),
+        forward_passes=0, backward_passes=0, floor_passes=0, robust_accuracy=(0.5, 0.25),
+        attack_success_rate=(1 / 3, 2 / 3), mean_perturbation=(nan, nan), seconds=0.0)
+    curve = _curve(ev, torch.tensor([10, 11, 12, 13]))
+    # by hand: accuracy 0.75, 0.5, 0.25 at eps 0, 0.1, 0.3: (0.1 * 0.625 + 0.2 * 0.375) / 0.3
+    assert curve.auc == pytest.approx(0.1375 / 0.3, abs=1e-15)
+    assert curve.auc == pytest.approx(trapezoid([0.75, 0.5, 0.25], [0.0, 0.1, 0.3]) / 0.3, abs=1e-15)
+    assert curve.eps == [0.1, 0.3] and curve.robust_accuracy == [0.5, 0.25]
+    m = curve.min_eps
+    assert (m["attacked"], m["fooled"]) == (3, 2)
+    assert m["median"] == 0.3  # of 0.1, 0.3 and never (infinite)
+    assert m["histogram"] == {"eps": [0.1, 0.3], "count": [1, 1], "not_fooled": 1}
+    assert m["per_image"] == {"indices": [10, 11, 12, 13], "min_eps": [0.0, 0.1, 0.3, None]}
 
 
 def _run(checkpoint, batch_size: int, **options):

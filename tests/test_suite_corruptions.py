@@ -19,12 +19,28 @@ def corr_run(ckpt, limit=60, batch_size=256, **opts):
     return evaluate(cfg, log=lambda m: None).suites["corruptions"]
 
 
-def test_every_corruption_runs_on_8px_digits(digits_checkpoint):
+def test_every_corruption_runs_on_8px_digits(digits_checkpoint, digits_test):
+    import torch
+
+    from corruptions import CORRUPTIONS
+    from robustbench_lite import models
+
     r = corr_run(digits_checkpoint, corruptions="all", severities="5")
     assert r.profile == "cifar"
     assert set(r.corruptions) | set(r.unavailable) == set(resolve_corruptions("all"))
-    for name in r.corruptions:
-        assert 0 <= r.accuracy[name]["5"] <= 1
+    # Each score is the accuracy of the model on the whole set corrupted in one call, image i seeded by (0, i):
+    # the suite's batching and per-image seeding must not change a single prediction.
+    net, _ = models.load_checkpoint(digits_checkpoint)
+    dataset = digits_test.limit(60)
+    images, labels = dataset.float_images(), dataset.labels
+    with torch.inference_mode():
+        assert r.clean_accuracy == float((net(images).argmax(1) == labels).float().mean())
+        for name in r.corruptions:
+            assert 0 <= r.accuracy[name]["5"] <= 1
+            corrupted = CORRUPTIONS.get(name, severity=5, profile="cifar", seed=0)(images, dataset.indices)
+            assert r.accuracy[name]["5"] == float((net(corrupted).argmax(1) == labels).float().mean()), name
+    # the strongest severity costs accuracy on average
+    assert r.mean_accuracy < r.clean_accuracy
 
 
 def test_json_keys_and_accuracy_falls_with_severity(digits_checkpoint, tmp_path, capsys):
