@@ -10,7 +10,7 @@ parsing checks the split names against :data:`SHIFTS`, whose entries are built a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ import torch
 
 from robustbench_lite.data import ImageDataset
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.options import Options, comma_list, int_in, option
 from robustbench_lite.registry import Registry
 
 Transform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -32,23 +33,28 @@ DEFAULT_DRAWS = 20
 # Options
 
 
-def _as_list(value: Any) -> list[Any]:
-    """``"a,b"``, ``["a", "b,c"]``, ``0.5`` -> a flat list (CLI strings and YAML values alike)."""
-    if value is None:
-        return []
-    items = value if isinstance(value, (list, tuple)) else [value]
-    out: list[Any] = []
-    for item in items:
-        if isinstance(item, str):
-            out.extend(p.strip() for p in item.split(",") if p.strip())
-        else:
-            out.append(item)
-    return out
+def _alphas(value: Any) -> tuple[float, ...]:
+    return tuple(_parse_alpha(a) for a in comma_list(value, "--shift-alpha", "0.1,1,10"))
+
+
+def _intensities(value: Any) -> tuple[int, ...]:
+    parse = int_in("--shift-intensities", 1, len(INTENSITIES))
+    return tuple(sorted({parse(v) for v in comma_list(value, "--shift-intensities", "1,3,5")}))
+
+
+def _natural(value: Any) -> tuple[str, ...]:
+    folders = comma_list(value, "--shift-natural", "~/data/my-shifted-set")
+    for spec in folders:
+        path = Path(spec.removeprefix("imagefolder:")).expanduser()
+        if not path.is_dir():
+            raise RobustEvalError(f"--shift-natural: {path} is not a directory; expected "
+                                  f"{path}/<class>/<image files> with the model's class names")
+    return folders
 
 
 @dataclass(frozen=True)
-class ShiftOptions:
-    """The shift suite's settings (``suite_options["shift"]``; CLI flags ``--shift-*``).
+class ShiftOptions(Options):
+    """The shift suite's settings (CLI flags ``--shift-*``; YAML/API keys are the field names).
 
     Attributes:
         splits: fnmatch patterns over :data:`SHIFTS` names; a name without wildcards is "named
@@ -60,52 +66,29 @@ class ShiftOptions:
         natural: image folders (``PATH`` or ``imagefolder:PATH``) scored as ``natural/folder:NAME``.
     """
 
-    splits: tuple[str, ...] = ("*",)
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    draws: int = DEFAULT_DRAWS
-    intensities: tuple[int, ...] = INTENSITIES
-    natural: tuple[str, ...] = ()
+    owner: ClassVar[str] = "shift suite"
 
-    KEYS: ClassVar[tuple[str, ...]] = ("splits", "alphas", "draws", "intensities", "natural")
+    splits: tuple[str, ...] = option(
+        "--shift-splits", "shift splits, fnmatch patterns, e.g. 'covariate/*,label/dirichlet' (default: every "
+        "split that applies to the dataset); see 'robust-eval list shifts'", default=("*",),
+        parse=lambda v: comma_list(v, "--shift-splits", "'covariate/*'"), metavar="PATTERN[,PATTERN]",
+        repeatable=True, example="covariate/*,label/dirichlet")
+    alphas: tuple[float, ...] = option(
+        "--shift-alpha", "Dirichlet concentrations for label/dirichlet, > 0 "
+        f"(default: {','.join(f'{a:g}' for a in DEFAULT_ALPHAS)})", default=DEFAULT_ALPHAS, parse=_alphas,
+        metavar="A[,A]", example="0.5,2")
+    draws: int = option("--shift-draws", f"resampled test sets per alpha (default: {DEFAULT_DRAWS})",
+                        default=DEFAULT_DRAWS, parse=int_in("--shift-draws", 1), metavar="N", example="3")
+    intensities: tuple[int, ...] = option(
+        "--shift-intensities", "covariate intensities to run, 1-5 (default: 1,2,3,4,5)", default=INTENSITIES,
+        parse=_intensities, metavar="I[,I]", example="1,5")
+    natural: tuple[str, ...] = option(
+        "--shift-natural", "your own shifted test set: a folder of <class>/<images> with the model's class "
+        "names; repeatable (default: none)", default=(), parse=_natural, metavar="PATH", repeatable=True,
+        example="natural-set")
 
-    @classmethod
-    def from_dict(cls, options: Mapping[str, Any]) -> ShiftOptions:
-        """Validate ``suite_options["shift"]``; bad values raise :class:`RobustEvalError`."""
-        unknown = sorted(set(options) - set(cls.KEYS))
-        if unknown:
-            raise RobustEvalError(f"unknown shift option(s) {', '.join(unknown)}; valid: {', '.join(cls.KEYS)}")
-        kwargs: dict[str, Any] = {}
-        if options.get("splits") is not None:
-            splits = tuple(str(s) for s in _as_list(options["splits"]))
-            if not splits:
-                raise RobustEvalError("--shift-splits is empty; give split names or patterns, e.g. 'covariate/*'")
-            kwargs["splits"] = splits
-        if options.get("alphas") is not None:
-            kwargs["alphas"] = tuple(_parse_alpha(a) for a in _as_list(options["alphas"]))
-            if not kwargs["alphas"]:
-                raise RobustEvalError("--shift-alpha is empty; give Dirichlet concentrations > 0, e.g. 0.1,1,10")
-        if options.get("draws") is not None:
-            kwargs["draws"] = _parse_int(options["draws"], "--shift-draws", 1, None)
-        if options.get("intensities") is not None:
-            levels = tuple(_parse_int(v, "--shift-intensities", 1, len(INTENSITIES))
-                           for v in _as_list(options["intensities"]))
-            if not levels:
-                raise RobustEvalError("--shift-intensities is empty; give intensities 1-5, e.g. 1,3,5")
-            kwargs["intensities"] = tuple(sorted(set(levels)))
-        if options.get("natural") is not None:
-            kwargs["natural"] = tuple(str(p) for p in _as_list(options["natural"]))
-            for spec in kwargs["natural"]:
-                path = Path(spec.removeprefix("imagefolder:")).expanduser()
-                if not path.is_dir():
-                    raise RobustEvalError(f"--shift-natural: {path} is not a directory; expected "
-                                          f"{path}/<class>/<image files> with the model's class names")
-        out = cls(**kwargs)
-        select(out)  # unknown split names fail here, before any model pass
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(getattr(self, k)) if isinstance(getattr(self, k), tuple) else getattr(self, k)
-                for k in self.KEYS}
+    def validate(self) -> None:
+        select(self)  # unknown split names fail here, before any model pass
 
 
 def _parse_alpha(value: Any) -> float:
@@ -117,19 +100,6 @@ def _parse_alpha(value: Any) -> float:
     if not (alpha > 0 and math.isfinite(alpha)):
         raise RobustEvalError(f"--shift-alpha must be > 0 (a Dirichlet concentration), got {value}; e.g. 0.1,1,10")
     return alpha
-
-
-def _parse_int(value: Any, flag: str, lo: int, hi: int | None) -> int:
-    try:
-        number = int(value)
-        if isinstance(value, float) and number != value:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise RobustEvalError(f"{flag}: '{value}' is not an integer") from None
-    if number < lo or (hi is not None and number > hi):
-        valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise RobustEvalError(f"{flag} must be {valid}, got {value}")
-    return number
 
 
 # ---------------------------------------------------------------------------------------------
