@@ -138,7 +138,7 @@ def _gate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from robustbench_lite.train import QUICK
+    from robustbench_lite.training import QUICK, defences
 
     p = _Parser(prog=f"{PROG} train", description="Train a model with the standard recipe, optionally with defences "
                 "(adversarial training, augmentation), and write a checkpoint that records the full recipe.",
@@ -165,28 +165,7 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None,
                    help=f"AdamW weight decay (default: {QUICK.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
-    g = p.add_argument_group("defences (see 'robust-eval list defences')")
-    g.add_argument("--defence", "--defense", action="append", default=None, metavar="NAME[,NAME]",
-                   help="defences to train with, comma-separated or repeated: fgsm-rs, pgd-at, trades, augmix, "
-                        "autoaugment, randaugment, trivialaugment, cutmix, mixup, gaussian-noise (default: none)")
-    g.add_argument("--eps", type=_eps_value, default=None,
-                   help="adversarial training budget, Linf pixel units, e.g. 0.1 or 8/255 (default: the dataset's)")
-    g.add_argument("--steps", type=_positive_int, default=None,
-                   help="attack steps for pgd-at and trades (default: 5)")
-    g.add_argument("--alpha", type=_eps_value, default=None,
-                   help="attack step size (default: 1.25*eps for fgsm-rs, 2.5*eps/steps for pgd-at and trades)")
-    g.add_argument("--beta", type=float, default=None, help="TRADES robustness weight (default: 6)")
-    g.add_argument("--severity", type=_positive_int, default=None, help="AugMix severity 1-10 (default: 3)")
-    g.add_argument("--jsd", action="store_true", default=None,
-                   help="AugMix with its Jensen-Shannon consistency loss (3 views per image)")
-    g.add_argument("--magnitude", type=_positive_int, default=None, help="RandAugment magnitude 0-30 (default: 9)")
-    g.add_argument("--mix-alpha", type=float, default=None, help="cutmix/mixup Beta(alpha, alpha) (default: 1)")
-    g.add_argument("--noise-std", type=float, default=None, help="gaussian-noise sigma, pixel units (default: 0.1)")
-    g.add_argument("--noise-p", type=float, default=None,
-                   help="fraction of images gaussian-noise perturbs (default: 0.5)")
-    g.add_argument("--monitor-images", type=_positive_int, default=None,
-                   help="held-out training images for the per-epoch PGD check of adversarial defences "
-                        "(default: 1000, at most 10%% of the training set)")
+    defences.add_arguments(p.add_argument_group("defences (see 'robust-eval list defences')"))
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="PATH",
                    help="checkpoint path (default: the cache for the plain quick recipe, which becomes the "
@@ -195,23 +174,6 @@ def train_parser() -> argparse.ArgumentParser:
                    help="continue the interrupted run whose state file (<output>.resume) is next to the checkpoint")
     _common(p)
     return p
-
-
-DEFENCE_FLAGS = ("eps", "steps", "alpha", "beta", "severity", "jsd", "magnitude", "mix_alpha", "noise_std",
-                 "noise_p", "monitor_images")
-
-
-def _eps_value(text: str) -> float:
-    """A budget as a number or fraction: 0.1, 8/255."""
-    from attacks.defaults import parse_eps
-
-    try:
-        values = parse_eps(text)
-    except RobustEvalError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one value, got '{text}'")
-    return values[0]
 
 
 def compare_parser() -> argparse.ArgumentParser:
@@ -666,7 +628,8 @@ def _leave_group() -> bool:
 
 def run_train(argv: Sequence[str]) -> int:
     from robustbench_lite.config import TrainConfig
-    from robustbench_lite.train import train
+    from robustbench_lite.training import train
+    from robustbench_lite.training.defences import DefenceOptions
 
     args = _parse(train_parser(), argv)
     cfg = TrainConfig(
@@ -674,8 +637,7 @@ def run_train(argv: Sequence[str]) -> int:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed, output=args.output,
         device=args.device, data_dir=args.data_dir, pretrained=args.pretrained, limit=args.limit,
         eval_limit=args.eval_limit, show_progress=not args.no_progress and sys.stderr.isatty(),
-        defence=",".join(_split_list(args.defence)) or None, resume=args.resume,
-        defence_options={k: getattr(args, k) for k in DEFENCE_FLAGS if getattr(args, k) is not None},
+        defences=DefenceOptions.from_args(args), resume=args.resume,
     )
     _, meta, path = train(cfg, log=lambda m: print(m, file=sys.stderr))
     if _leave_group():
@@ -710,9 +672,9 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
         defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
         return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
     if what == "defences":
-        from robustbench_lite.defences import DEFENCES, describe
+        from robustbench_lite.training.defences import DEFENCES
 
-        return [row for row in describe() if DEFENCES.list(pattern).count(row[0])]
+        return [(n, DEFENCES.entry(n).describe()) for n in DEFENCES.list(pattern)]
     if what == "shifts":
         from robustbench_lite.shift import SHIFTS
 

@@ -277,7 +277,7 @@ def test_train_on_source_split_and_score_target(fashion_dir, tmp_path):
 
 
 def train(cfg):
-    from robustbench_lite.train import train as do_train
+    from robustbench_lite.training import train as do_train
 
     return do_train(cfg, log=lambda m: None)
 
