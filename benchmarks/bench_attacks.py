@@ -11,7 +11,7 @@ Models:
         (offline; --n beyond the 1,797 digits repeats them under distinct dataset indices).
     --model NAME --dataset NAME [--checkpoint FILE]: a model of the suite through
         ``robustbench_lite.models`` / ``robustbench_lite.data``: the checkpoint when given, else
-        the suite's cached quick baseline (``robustbench_lite.train.load_or_train_baseline``).
+        the suite's cached quick baseline (``robustbench_lite.training.load_or_train_baseline``).
 
 Usage:
     python benchmarks/bench_attacks.py --n 2000 --steps 10 --eps 0.1
@@ -117,11 +117,11 @@ def suite_model(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torc
         model, _ = models.load_checkpoint(args.checkpoint, model=args.model, num_classes=ds.num_classes)
     else:
         try:
-            from robustbench_lite.train import load_or_train_baseline
+            from robustbench_lite.training import load_or_train_baseline
         except ImportError:
             raise RobustEvalError(
                 f"no checkpoint for {args.model} on {args.dataset}: pass --checkpoint FILE "
-                "(robustbench_lite.train.load_or_train_baseline is not available)"
+                "(robustbench_lite.training.load_or_train_baseline is not available)"
             ) from None
         model, _, _ = load_or_train_baseline(args.model, args.dataset, args.seed, args.device, None)
     return model.eval(), ds.float_images(), ds.labels, ds.indices

@@ -1,6 +1,6 @@
 """Defences side by side: standard vs fgsm-rs vs pgd-at vs trades vs augmix, each trained from scratch.
 
-For each defence this trains shufflenetv2 on Fashion-MNIST (by default) with ``robustbench_lite.train``
+For each defence this trains shufflenetv2 on Fashion-MNIST (by default) with ``robustbench_lite.training``
 (the same code as ``robust-eval train --defence NAME``), then measures with the evaluator:
 
 * clean accuracy on the whole test set (10,000 images),
@@ -33,7 +33,8 @@ if __package__ in (None, ""):  # run as a script from anywhere
 
 from robustbench_lite.api import evaluate  # noqa: E402
 from robustbench_lite.config import RunConfig, TrainConfig  # noqa: E402
-from robustbench_lite.train import train  # noqa: E402
+from robustbench_lite.training import train  # noqa: E402
+from robustbench_lite.training.defences import DEFENCES, DefenceOptions  # noqa: E402
 
 #: Epochs per defence: what fits in 15 training minutes on 2 idle CPU cores (standard and augmix
 #: use the quick recipe's 3 epochs). Measured per 235-step epoch, per-epoch PGD-10 check on 1,000
@@ -61,9 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run_one(name: str, epochs: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     ckpt = workdir / f"{args.model}--{name}.pt"
     defence = None if name == "standard" else name
-    options = {"eps": args.eps} if name in ("fgsm-rs", "pgd-at", "trades") else {}
+    options = {"eps": args.eps} if defence is not None and DEFENCES.entry(defence).adversarial else {}
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=epochs, seed=args.seed, output=str(ckpt),
-                      defence=defence, defence_options=options, show_progress=False)
+                      defences=DefenceOptions.from_mapping({"defence": defence, **options}), show_progress=False)
     t0 = time.perf_counter()
     _, meta, _ = train(cfg, log=lambda m: print(f"  [{name}] {m}", file=sys.stderr, flush=True))
     wall = time.perf_counter() - t0

@@ -17,7 +17,7 @@ from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
 from robustbench_lite.suites import SUITES, EvalContext, typed_options
-from robustbench_lite.train import load_or_train_baseline
+from robustbench_lite.training import load_or_train_baseline
 
 Log = Callable[[str], None]
 #: Checkpoint metadata copied into the results' ``checkpoint`` block.

@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustbench_lite.errors import RobustEvalError
+
+if TYPE_CHECKING:
+    from robustbench_lite.training.defences import DefenceOptions
 
 DEFAULT_MODEL = "shufflenetv2"
 DEFAULT_DATASET = "fashion-mnist"
@@ -89,6 +92,13 @@ class RunConfig:
         return out
 
 
+def _no_defences() -> DefenceOptions:
+    # Imported on use: the training package imports this module for TrainConfig.
+    from robustbench_lite.training.defences import DefenceOptions
+
+    return DefenceOptions()
+
+
 @dataclass
 class TrainConfig:
     """One training run (the standard recipe; defences extend it).
@@ -98,8 +108,9 @@ class TrainConfig:
         output: checkpoint path; None: the cache for the plain quick recipe (the (model, dataset)
             baseline), else ``./checkpoints/`` under a name built from model, data, defences, recipe.
         limit: train on the first N training images (None: all).
-        defence: comma-separated defence names (``robust-eval list defences``); None: standard.
-        defence_options: :class:`robustbench_lite.defences.DefenceParams` fields (eps, steps, beta...).
+        defences: the defences and their typed, validated parameters (``robust-eval list
+            defences``); default: none, the standard recipe. Build with
+            ``DefenceOptions.from_mapping({"defence": "pgd-at", "eps": 0.1})``.
         resume: continue from the state file an interrupted run left next to ``output``.
     """
 
@@ -118,22 +129,15 @@ class TrainConfig:
     limit: int | None = None
     eval_limit: int | None = None
     show_progress: bool = True
-    defence: str | None = None
-    defence_options: dict[str, Any] = field(default_factory=dict)
+    defences: DefenceOptions = field(default_factory=_no_defences)
     resume: bool = False
 
-    def defence_params(self) -> Any:
-        """The defence hyperparameters as :class:`robustbench_lite.defences.DefenceParams`."""
-        from robustbench_lite.defences import DefenceParams, param_names
-
-        unknown = sorted(set(self.defence_options) - set(param_names()))
-        if unknown:
-            raise RobustEvalError(
-                f"unknown defence option {unknown[0]!r}; valid: {', '.join(param_names())}"
-            )
-        return DefenceParams(**{k: v for k, v in self.defence_options.items() if v is not None})
-
     def validate(self) -> TrainConfig:
+        from robustbench_lite.training.defences import DefenceOptions
+
+        if not isinstance(self.defences, DefenceOptions):
+            raise RobustEvalError(f"defences must be DefenceOptions, got {type(self.defences).__name__}; build it "
+                                  "with DefenceOptions.from_mapping({'defence': 'pgd-at', 'eps': 0.1})")
         checks = [("epochs", self.epochs), ("batch_size", self.batch_size), ("limit", self.limit),
                   ("eval_limit", self.eval_limit)]
         for name, value in checks:

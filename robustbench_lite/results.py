@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustbench_lite.files import atomic_write
-
 SCHEMA_VERSION = 1
 
 

@@ -146,7 +146,7 @@ def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
     for key in (f"{cell.model}/{cell.dataset}/{cell.init}", f"{cell.model}/{cell.dataset}"):
         if key in cfg.checkpoints:
             return cfg.checkpoints[key]
-    from robustbench_lite.train import load_or_train_baseline
+    from robustbench_lite.training import load_or_train_baseline
 
     _, _, path = load_or_train_baseline(cell.model, cell.dataset, cfg.seed, cfg.device, cfg.data_dir, log,
                                         show_progress=False, pretrained=cell.init == "pretrained")

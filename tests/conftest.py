@@ -52,7 +52,7 @@ def digits_test():
 def digits_checkpoint(tmp_path_factory) -> Path:
     """A small model trained briefly on scikit-learn digits (real images, seconds on a CPU)."""
     from robustbench_lite.config import TrainConfig
-    from robustbench_lite.train import train
+    from robustbench_lite.training import train
 
     out = tmp_path_factory.mktemp("ckpt") / "digits.pt"
     train(TrainConfig(model="shufflenetv2_x0_5", dataset="digits", epochs=6, batch_size=128, lr=1e-2, seed=0,

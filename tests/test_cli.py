@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from robustbench_lite import cli
-from robustbench_lite.train import baseline_path
+from robustbench_lite.training import baseline_path
 
 
 def run(capsys, *argv):

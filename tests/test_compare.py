@@ -9,7 +9,7 @@ import pytest
 
 from robustbench_lite import cli, compare
 from robustbench_lite.config import TrainConfig
-from robustbench_lite.train import train
+from robustbench_lite.training import train
 
 
 def run(capsys, *argv):

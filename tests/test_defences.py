@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_lite import cli, defences, models
-from robustbench_lite import train as train_mod
+from robustbench_lite import cli, models
+from robustbench_lite import training as train_mod
 from robustbench_lite.config import TrainConfig
 from robustbench_lite.data import load
-from robustbench_lite.defences import DEFENCES, DefenceContext, DefenceParams, Pipeline
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.training import defences
+from robustbench_lite.training.defences import DEFENCES, DefenceContext, DefenceOptions, Pipeline
 
 NAMED = ["fgsm-rs", "pgd-at", "trades", "augmix", "autoaugment", "randaugment", "trivialaugment", "cutmix", "mixup",
          "gaussian-noise"]
@@ -39,9 +41,18 @@ def raw_batch(digits_train):
     return digits_train.images[idx], digits_train.labels[idx], idx.tolist()
 
 
-def tiny_config(tmp_path, defence, **kw) -> TrainConfig:
+def options(names, **params) -> DefenceOptions:
+    return DefenceOptions.from_mapping({"defence": names, **params})
+
+
+def make_pipeline(names, **params) -> Pipeline:
+    return Pipeline(options(names, **params), CTX)
+
+
+def tiny_config(tmp_path, defence, defence_options=None, **kw) -> TrainConfig:
     base = dict(model="shufflenetv2_x0_5", dataset="digits", epochs=1, batch_size=64, lr=1e-2, limit=256,
-                eval_limit=64, output=str(tmp_path / "m.pt"), device="cpu", show_progress=False, defence=defence)
+                eval_limit=64, output=str(tmp_path / "m.pt"), device="cpu", show_progress=False,
+                defences=options(defence, **(defence_options or {})))
     return TrainConfig(**{**base, **kw})
 
 
@@ -80,7 +91,7 @@ def _train_inputs(model, pipeline, batch):
 
 @pytest.mark.parametrize("name", ADVERSARIAL)
 def test_adversarial_examples_are_in_the_batch(name, tiny_model, raw_batch):
-    pipeline = Pipeline([name], DefenceParams(eps=0.1), CTX)
+    pipeline = make_pipeline([name], eps=0.1)
     batch = pipeline.prepare(*raw_batch)
     seen, loss, _, labels = _train_inputs(tiny_model, pipeline, batch)
     adv = seen[-1]
@@ -104,7 +115,7 @@ def test_adversarial_examples_are_in_the_batch(name, tiny_model, raw_batch):
 def test_trades_beta_weights_the_kl_term(tiny_model, raw_batch):
     losses = []
     for beta in (0.0, 6.0):
-        pipeline = Pipeline(["trades"], DefenceParams(eps=0.1, beta=beta), CTX)
+        pipeline = make_pipeline(["trades"], eps=0.1, beta=beta)
         torch.manual_seed(0)
         batch = pipeline.prepare(*raw_batch)
         _, loss, _, _ = _train_inputs(tiny_model, pipeline, batch)
@@ -117,7 +128,7 @@ def test_trades_beta_weights_the_kl_term(tiny_model, raw_batch):
 
 
 def test_adversarial_starts_change_with_the_epoch(tiny_model, raw_batch):
-    pipeline = Pipeline(["pgd-at"], DefenceParams(eps=0.1, steps=1), CTX)
+    pipeline = make_pipeline(["pgd-at"], eps=0.1, steps=1)
     batch = pipeline.prepare(*raw_batch)
     first = pipeline.loss_owner.adversarial_examples(tiny_model, batch)
     again = pipeline.loss_owner.adversarial_examples(tiny_model, batch)
@@ -130,7 +141,7 @@ def test_adversarial_starts_change_with_the_epoch(tiny_model, raw_batch):
 def test_image_augmentations_keep_their_contract(name, raw_batch):
     raw, y, idx = raw_batch
     before = raw.clone()
-    pipeline = Pipeline([name], DefenceParams(), CTX)
+    pipeline = make_pipeline([name])
     torch.manual_seed(0)
     batch = pipeline.prepare(raw, y, idx)
     assert torch.equal(raw, before), "input batch modified in place"
@@ -148,7 +159,7 @@ def test_image_augmentations_keep_their_contract(name, raw_batch):
 
 def test_gaussian_noise_perturbs_a_fraction_with_the_given_std(digits_train):
     raw = digits_train.images[:400]
-    pipeline = Pipeline(["gaussian-noise"], DefenceParams(noise_std=0.05, noise_p=0.5), CTX)
+    pipeline = make_pipeline(["gaussian-noise"], noise_std=0.05, noise_p=0.5)
     torch.manual_seed(0)
     x = pipeline.prepare(raw, digits_train.labels[:400], range(400)).x
     clean = raw.float() / 255
@@ -163,7 +174,7 @@ def test_gaussian_noise_perturbs_a_fraction_with_the_given_std(digits_train):
 @pytest.mark.parametrize("names", [["mixup"], ["cutmix"], ["cutmix", "mixup"]])
 def test_mixed_labels_sum_to_one(names, raw_batch):
     raw, y, idx = raw_batch
-    pipeline = Pipeline(names, DefenceParams(), CTX)
+    pipeline = make_pipeline(names)
     torch.manual_seed(1)
     batch = pipeline.prepare(raw, y, idx)
     assert batch.targets.shape == (32, 10)
@@ -175,7 +186,7 @@ def test_mixed_labels_sum_to_one(names, raw_batch):
 
 def test_mixup_images_are_the_same_convex_combination_as_the_labels(raw_batch):
     raw, y, idx = raw_batch
-    pipeline = Pipeline(["mixup"], DefenceParams(), CTX)
+    pipeline = make_pipeline(["mixup"])
     torch.manual_seed(3)
     batch = pipeline.prepare(raw, y, idx)
     clean = raw.float() / 255
@@ -188,7 +199,7 @@ def test_mixup_images_are_the_same_convex_combination_as_the_labels(raw_batch):
 
 
 def test_augmix_jsd_trains_on_three_views(tiny_model, raw_batch):
-    pipeline = Pipeline(["augmix"], DefenceParams(jsd=True), CTX)
+    pipeline = make_pipeline(["augmix"], jsd=True)
     torch.manual_seed(0)
     batch = pipeline.prepare(*raw_batch)
     assert torch.equal(batch.x, raw_batch[0].float() / 255), "with --jsd the first view is the clean image"
@@ -201,7 +212,7 @@ def test_augmix_jsd_trains_on_three_views(tiny_model, raw_batch):
 
 
 def test_combined_defences_apply_in_stage_order(tiny_model, raw_batch):
-    pipeline = Pipeline(["pgd-at", "augmix", "gaussian-noise"], DefenceParams(eps=0.1), CTX)
+    pipeline = make_pipeline(["pgd-at", "augmix", "gaussian-noise"], eps=0.1)
     assert [d.name for d in pipeline.image_stage] == ["augmix"]
     assert pipeline.loss_owner.name == "pgd-at" and pipeline.label == "pgd-at,augmix,gaussian-noise"
     batch = pipeline.prepare(*raw_batch)
@@ -223,7 +234,7 @@ def test_combined_defences_apply_in_stage_order(tiny_model, raw_batch):
 ])
 def test_bad_combinations_and_values_raise_one_line(names, params, needle):
     with pytest.raises(RobustEvalError) as exc:
-        Pipeline(names, DefenceParams(**params), CTX)
+        make_pipeline(names, **params)
     assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -315,17 +326,25 @@ def test_resume_refuses_a_state_from_other_settings(tmp_path):
     assert train_mod.state_path(tmp_path / "m.pt").is_file(), "a refused resume must keep the state"
 
 
-def test_fgsm_rs_stops_at_catastrophic_overfitting_and_keeps_the_best_epoch(tmp_path, monkeypatch):
-    readings = iter([(0.9, 0.6), (0.95, 0.05), (0.95, 0.0)])
-    kept = {}
+class Readings(train_mod.Trainer):
+    """A trainer whose held-out check returns fixed (clean, robust) readings, through the monitor seam."""
 
-    def fake_monitor(model, *args):
-        kept.setdefault("epoch1", {k: v.clone() for k, v in model.state_dict().items()})
-        return next(readings)
+    def __init__(self, cfg, readings, log=lambda m: None):
+        super().__init__(cfg, log)
+        self.readings = iter(readings)
+        self.watched = []  # the weights at each check
 
-    monkeypatch.setattr(train_mod, "_monitor", fake_monitor)
+    def monitor(self):
+        self.watched.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return next(self.readings)
+
+
+def test_fgsm_rs_stops_at_catastrophic_overfitting_and_keeps_the_best_epoch(tmp_path):
     logs = []
-    model, meta, _ = train_mod.train(tiny_config(tmp_path, "fgsm-rs", epochs=3), log=logs.append)
+    trainer = Readings(tiny_config(tmp_path, "fgsm-rs", epochs=3), [(0.9, 0.6), (0.95, 0.05), (0.95, 0.0)],
+                       log=logs.append)
+    model, meta, _ = trainer.run()
+    kept = {"epoch1": trainer.watched[0]}
     assert meta["defence"]["stopped_early"] and meta["defence"]["selected_epoch"] == 1
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
     assert meta["history"][1]["catastrophic_overfitting"]
@@ -398,11 +417,63 @@ def test_defences_from_a_yaml_config(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("last", "kept"), [(0.65, 2), (0.5, 1)])
-def test_last_epoch_is_kept_unless_clearly_less_robust(last, kept, tmp_path, monkeypatch):
+def test_last_epoch_is_kept_unless_clearly_less_robust(last, kept, tmp_path):
     """25 held-out images: one standard error at 70% is 9 points; 65% is a tie, 50% a real drop."""
-    readings = iter([(0.9, 0.7), (0.9, last)])
-    monkeypatch.setattr(train_mod, "_monitor", lambda *a: next(readings))
     cfg = tiny_config(tmp_path, "pgd-at", epochs=2, defence_options={"steps": 1})
-    _, meta, _ = train_mod.train(cfg, log=lambda m: None)
+    _, meta, _ = Readings(cfg, [(0.9, 0.7), (0.9, last)]).run()
     assert meta["defence"]["heldout_images"] == 25
     assert meta["defence"]["selected_epoch"] == kept and not meta["defence"]["stopped_early"]
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--defence", "pgd-at", "--eps", "8/255", "--steps", "3"],
+    ["--defence", "fgsm-rs", "--alpha", "0.05"],
+    ["--defence", "augmix,gaussian-noise", "--jsd", "--severity", "4", "--noise-std", "0.05"],
+    ["--defence", "trades", "--beta", "2", "--monitor-images", "50"],
+])
+def test_defence_options_round_trip_through_their_flags(argv):
+    parser = cli.train_parser()
+    opts = DefenceOptions.from_args(parser.parse_args(argv))
+    assert DefenceOptions.from_args(parser.parse_args(opts.to_args())) == opts
+
+
+def test_a_shared_flag_is_given_once_and_reaches_each_defence_that_uses_it():
+    opts = DefenceOptions.from_args(cli.train_parser().parse_args(["--defence", "pgd-at", "--eps", "8/255"]))
+    assert opts.params["pgd-at"].eps == pytest.approx(8 / 255)
+    for name in ADVERSARIAL:
+        assert "eps" in DEFENCES.entry(name).Params.flags()
+    assert list(defences.FLAGS).count("eps") == 1
+
+
+def test_a_flag_declared_differently_raises_at_registration():
+    @dataclasses.dataclass(frozen=True)
+    class OtherEps(defences.Params):
+        eps: float = defences.param(0.1, defences.Flag("another budget", float))
+
+    class Clash(defences.Defence):
+        name = "clash"
+        stage = "loss"
+        Params = OtherEps
+
+    with pytest.raises(ValueError, match="--eps differently"):
+        defences.register_defence(Clash)
+    assert "clash" not in DEFENCES and defences.FLAGS["eps"].help.startswith("adversarial training budget")
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_only_fgsm_rs_stops_at_catastrophic_overfitting(name):
+    pipeline = make_pipeline([name])
+    best = {"epoch": 1, "robust_accuracy": 0.6}
+    collapsed = [{"epoch": 1}, {"epoch": 2, "catastrophic_overfitting": True}]
+    assert (pipeline.early_stop(collapsed, best) is not None) == (name == "fgsm-rs")
+    assert pipeline.early_stop(collapsed[:1], best) is None
+
+
+def test_typed_params_check_themselves_and_configs_take_only_typed_options():
+    with pytest.raises(RobustEvalError, match="--steps must be"):
+        DEFENCES.entry("pgd-at").Params(steps=0)
+    with pytest.raises(RobustEvalError, match="unknown defence option 'epz'.*valid: defence, eps"):
+        options("pgd-at", epz=0.1)
+    with pytest.raises(RobustEvalError, match="defences must be DefenceOptions"):
+        TrainConfig(defences="pgd-at").validate()

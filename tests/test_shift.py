@@ -311,7 +311,7 @@ def test_data_never_imports_shift_and_entry_points_register_its_views():
         "except RobustEvalError:",
         "    pass",
         "assert 'robustbench_lite.shift' not in sys.modules, 'data imported shift'",
-        "import robustbench_lite.train",
+        "import robustbench_lite.training",
         "assert data.parse_name('fashion-mnist:subpop-source') == ('fashion-mnist', 'subpop-source')",
     ])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -333,7 +333,7 @@ def test_train_on_source_split_and_score_target(fashion_dir, tmp_path):
 
 
 def train(cfg):
-    from robustbench_lite.train import train as do_train
+    from robustbench_lite.training import train as do_train
 
     return do_train(cfg, log=lambda m: None)
 

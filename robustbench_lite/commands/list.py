@@ -40,9 +40,9 @@ def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
         defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in default_eps_table().items())
         return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
     if what == "defences":
-        from robustbench_lite.defences import DEFENCES, describe
+        from robustbench_lite.training.defences import DEFENCES
 
-        return [row for row in describe() if DEFENCES.list(pattern).count(row[0])]
+        return [(n, DEFENCES.entry(n).describe()) for n in DEFENCES.list(pattern)]
     if what == "shifts":
         from robustbench_lite.shift import SHIFTS
 

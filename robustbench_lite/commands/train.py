@@ -9,7 +9,7 @@ from robustbench_lite.commands import args as a
 
 
 def parser() -> argparse.ArgumentParser:
-    from robustbench_lite.train import QUICK
+    from robustbench_lite.training import QUICK, defences
 
     p = a.Parser(prog=f"{a.PROG} train", description="Train a model with the standard recipe, optionally with defences "
                 "(adversarial training, augmentation), and write a checkpoint that records the full recipe.",
@@ -36,28 +36,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, default=None,
                    help=f"AdamW weight decay (default: {QUICK.weight_decay})")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing (default: 0)")
-    g = p.add_argument_group("defences (see 'robust-eval list defences')")
-    g.add_argument("--defence", "--defense", action="append", default=None, metavar="NAME[,NAME]",
-                   help="defences to train with, comma-separated or repeated: fgsm-rs, pgd-at, trades, augmix, "
-                        "autoaugment, randaugment, trivialaugment, cutmix, mixup, gaussian-noise (default: none)")
-    g.add_argument("--eps", type=a.eps_value, default=None,
-                   help="adversarial training budget, Linf pixel units, e.g. 0.1 or 8/255 (default: the dataset's)")
-    g.add_argument("--steps", type=a.integer, default=None,
-                   help="attack steps for pgd-at and trades (default: 5)")
-    g.add_argument("--alpha", type=a.eps_value, default=None,
-                   help="attack step size (default: 1.25*eps for fgsm-rs, 2.5*eps/steps for pgd-at and trades)")
-    g.add_argument("--beta", type=float, default=None, help="TRADES robustness weight (default: 6)")
-    g.add_argument("--severity", type=a.integer, default=None, help="AugMix severity 1-10 (default: 3)")
-    g.add_argument("--jsd", action="store_true", default=None,
-                   help="AugMix with its Jensen-Shannon consistency loss (3 views per image)")
-    g.add_argument("--magnitude", type=a.integer, default=None, help="RandAugment magnitude 0-30 (default: 9)")
-    g.add_argument("--mix-alpha", type=float, default=None, help="cutmix/mixup Beta(alpha, alpha) (default: 1)")
-    g.add_argument("--noise-std", type=float, default=None, help="gaussian-noise sigma, pixel units (default: 0.1)")
-    g.add_argument("--noise-p", type=float, default=None,
-                   help="fraction of images gaussian-noise perturbs (default: 0.5)")
-    g.add_argument("--monitor-images", type=a.integer, default=None,
-                   help="held-out training images for the per-epoch PGD check of adversarial defences "
-                        "(default: 1000, at most 10%% of the training set)")
+    defences.add_arguments(p.add_argument_group("defences (see 'robust-eval list defences')"))
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="PATH",
                    help="checkpoint path (default: the cache for the plain quick recipe, which becomes the "
@@ -68,13 +47,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFENCE_FLAGS = ("eps", "steps", "alpha", "beta", "severity", "jsd", "magnitude", "mix_alpha", "noise_std",
-                 "noise_p", "monitor_images")
-
-
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite.config import TrainConfig
-    from robustbench_lite.train import train
+    from robustbench_lite.training import train
+    from robustbench_lite.training.defences import DefenceOptions
 
     args = a.parse(parser(), argv)
     cfg = TrainConfig(
@@ -82,8 +58,7 @@ def run(argv: Sequence[str]) -> int:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed, output=args.output,
         device=args.device, data_dir=args.data_dir, pretrained=args.pretrained, limit=args.limit,
         eval_limit=args.eval_limit, show_progress=a.show_progress(args),
-        defence=",".join(a.names(args.defence, "--defence", "pgd-at,augmix")) or None, resume=args.resume,
-        defence_options={k: getattr(args, k) for k in DEFENCE_FLAGS if getattr(args, k) is not None},
+        defences=DefenceOptions.from_args(args), resume=args.resume,
     )
     _, meta, path = train(cfg, log=a.log)
     if a.leave_group():
