@@ -17,18 +17,44 @@ Exit codes: 0 ok, 1 a robustness gate failed, 2 a user error (one line, no trace
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from robustbench_lite import __version__
 from robustbench_lite.errors import GateFailure, RobustEvalError
 
 PROG = "robust-eval"
 COMMANDS = ("eval", "train", "compare", "sweep", "list", "report", "gate", "history")
-LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences")
+
+
+def _attack_budgets() -> str:
+    import attacks
+
+    defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
+    return f"default eps (Linf/L2) per dataset: {defaults}"
+
+
+class _Listed(NamedTuple):
+    """What ``robust-eval list WHAT`` lists: a registry (imported when listed) and a last line under it."""
+
+    module: str
+    registry: str
+    footer: Callable[[], str] | None = None
+
+
+LISTABLE = {
+    "models": _Listed("robustbench_lite.models", "MODELS"),
+    "datasets": _Listed("robustbench_lite.data", "DATASETS"),
+    "suites": _Listed("robustbench_lite.suites", "SUITES"),
+    "attacks": _Listed("attacks", "ATTACKS", _attack_budgets),
+    "corruptions": _Listed("corruptions", "CORRUPTIONS"),
+    "shifts": _Listed("robustbench_lite.shift", "SHIFTS"),
+    "defences": _Listed("robustbench_lite.defences", "DEFENCES"),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -430,8 +456,9 @@ def _build_examples(config: Any, data: dict[str, Any], n: int, debug: bool) -> d
 def run_eval(argv: Sequence[str]) -> int:
     from robustbench_lite import gates, history
     from robustbench_lite.api import evaluate
-    from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
+    from robustbench_lite.config import DEFAULT_SUITES, RunConfig
     from robustbench_lite.results import atomic_write
+    from robustbench_lite.suites import expand_suites
 
     args = _parse(eval_parser(), argv)
     if args.examples < 0:
@@ -527,9 +554,9 @@ def run_compare(argv: Sequence[str]) -> int:
     from robustbench_lite import compare, history
     from robustbench_lite.api import evaluate
     from robustbench_lite.compare import FORMATS
-    from robustbench_lite.config import FULL_SUITES, RunConfig, expand_suites
+    from robustbench_lite.config import RunConfig
     from robustbench_lite.results import atomic_write
-    from robustbench_lite.suites import SUITES
+    from robustbench_lite.suites import SUITES, expand_suites, full_suites
 
     args = _parse(compare_parser(), argv)
     kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
@@ -538,7 +565,7 @@ def run_compare(argv: Sequence[str]) -> int:
     labels = [lbl.strip() for lbl in args.labels.split(",")] if args.labels else None
     if labels is not None and len(labels) != len(args.inputs):
         raise RobustEvalError(f"--labels has {len(labels)} names for {len(args.inputs)} inputs; give one per input")
-    suites = expand_suites(_split_list(args.suite)) or list(FULL_SUITES)
+    suites = expand_suites(_split_list(args.suite)) or full_suites()
     for name in suites:
         SUITES.entry(name)
     suite_options = _suite_options(args)
@@ -627,7 +654,7 @@ def run_gate(argv: Sequence[str]) -> int:
 
 def run_history(argv: Sequence[str]) -> int:
     from robustbench_lite import history
-    from robustbench_lite.gates import format_value
+    from robustbench_lite.formatting import format_value
 
     args = history_parser().parse_args(argv)
     if args.show is not None:
@@ -685,41 +712,9 @@ def run_train(argv: Sequence[str]) -> int:
 
 
 def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
-    if what == "models":
-        from robustbench_lite.models import MODELS
-
-        return [(n, MODELS.entry(n).reference) for n in MODELS.list(pattern)]
-    if what == "datasets":
-        from robustbench_lite.data import DATASETS
-
-        return [(n + (":PATH" if DATASETS.entry(n).takes_arg else ""), DATASETS.entry(n).description)
-                for n in DATASETS.list(pattern)]
-    if what == "suites":
-        from robustbench_lite.suites import SUITES
-
-        return [(n, SUITES.entry(n).description) for n in SUITES.list(pattern)]
-    if what == "attacks":
-        import attacks
-
-        def describe(n: str) -> str:
-            if n in attacks.ATTACKS:
-                return (attacks.ATTACKS.entry(n).__doc__ or "").strip().splitlines()[0]
-            return "torchattacks (optional reference library)"
-
-        rows = [(n, describe(n)) for n in attacks.available(pattern)]
-        defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in sorted(attacks.DEFAULT_EPS.items()))
-        return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
-    if what == "defences":
-        from robustbench_lite.defences import DEFENCES, describe
-
-        return [row for row in describe() if DEFENCES.list(pattern).count(row[0])]
-    if what == "shifts":
-        from robustbench_lite.shift import SHIFTS
-
-        return [(n, SHIFTS.entry(n).description) for n in SHIFTS.list(pattern)]
-    from corruptions import CORRUPTIONS
-
-    return [(n, f"{CORRUPTIONS.entry(n)().family}") for n in CORRUPTIONS.list(pattern)]
+    listed = LISTABLE[what]
+    rows = getattr(importlib.import_module(listed.module), listed.registry).listing(pattern)
+    return rows + [("", listed.footer())] if listed.footer else rows
 
 
 def run_list(argv: Sequence[str]) -> int:

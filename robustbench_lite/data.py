@@ -136,6 +136,11 @@ class DatasetSpec:
     description: str
     takes_arg: bool = False
 
+    @property
+    def usage(self) -> str:
+        """The name as written on the command line: ``imagefolder:PATH`` for a dataset that takes an argument."""
+        return f"{self.name}:PATH" if self.takes_arg else self.name
+
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "robust-eval list datasets")
 

@@ -140,6 +140,13 @@ class Defence:
         self.params: dict[str, Any] = {k: given.get(k, default) for k, default in self.uses.items()}
         self.validate()
 
+    @classmethod
+    def describe(cls) -> str:
+        """The line ``robust-eval list defences`` shows: stage, summary and defaults."""
+        defaults = ", ".join(f"{k}={_DEFAULT_TEXT.get((cls.name, k), _DEFAULT_TEXT.get(k)) if v is None else v}"
+                             for k, v in cls.uses.items())
+        return f"[{cls.stage}] {cls.summary}" + (f" ({defaults})" if defaults else "")
+
     def validate(self) -> None:
         """Check ``self.params``; raise :class:`RobustEvalError` on a bad value."""
 
@@ -530,17 +537,6 @@ _DEFAULT_TEXT: dict[Any, str] = {
     ("fgsm-rs", "alpha"): "1.25*eps",
     "alpha": "2.5*eps/steps",
 }
-
-
-def describe() -> list[tuple[str, str]]:
-    """Rows for ``robust-eval list defences``: name, stage, summary and defaults."""
-    rows = []
-    for name in DEFENCES.list():
-        cls = DEFENCES.entry(name)
-        defaults = ", ".join(f"{k}={_DEFAULT_TEXT.get((name, k), _DEFAULT_TEXT.get(k)) if v is None else v}"
-                             for k, v in cls.uses.items())
-        rows.append((name, f"[{cls.stage}] {cls.summary}" + (f" ({defaults})" if defaults else "")))
-    return rows
 
 
 def param_names() -> list[str]:

@@ -77,8 +77,7 @@ class SweepConfig:
     def validate(self) -> SweepConfig:
         from robustbench_lite import data as data_mod
         from robustbench_lite import models
-        from robustbench_lite.config import expand_suites
-        from robustbench_lite.suites import SUITES
+        from robustbench_lite.suites import SUITES, expand_suites
 
         for key in ("models", "datasets", "suites", "init"):
             if not getattr(self, key):

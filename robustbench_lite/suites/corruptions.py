@@ -21,14 +21,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import pct
 from robustbench_lite.results import SuiteResult, read_json
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
 PROFILE_CHOICES = ("auto", "cifar", "imagenet")
 BACKENDS = ("native", "imagecorruptions")
@@ -150,6 +152,11 @@ def scores(acc: dict[str, dict[str, float]], clean_acc: float, names: list[str],
 class CorruptionSuite(Suite):
     name = "corruptions"
     description = "accuracy under the 15 ImageNet-C/CIFAR-10-C corruptions x 5 severities; mean accuracy, mCE"
+    title = "Corruptions"
+    order = 30
+    robustness_rank = 1
+    headline_metrics = (HeadlineMetric("mean accuracy", "mean_accuracy"),
+                        HeadlineMetric("mCE", "mce", higher_is_better=False))
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
@@ -299,3 +306,32 @@ class CorruptionSuite(Suite):
         from corruptions import CORRUPTIONS
 
         return CORRUPTIONS.get(name, severity=severity, profile=profile, seed=seed)
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+
+        acc = block.get("accuracy") or {}
+        names = [c for c in block.get("corruptions") or list(acc) if c in acc]
+        severities = block.get("severities") or sorted({s for c in acc.values() for s in c}, key=int)
+        normalised = bool(block.get("normalised"))
+        ce = block.get("ce") or {}
+        return {
+            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy"))),
+                           ("clean accuracy", pct(block.get("clean_accuracy"))),
+                           ("mCE" if normalised else "mean error", pct(block.get("mce"))),
+                           ("relative mCE" if normalised else "mean degradation", pct(block.get("relative_mce"))),
+                           ("profile", str(block.get("profile", "n/a"))),
+                           ("backend", str(block.get("backend", "n/a"))),
+                           ("corruptions x severities", f"{len(names)} x {len(severities)}")),
+            "normalised": normalised,
+            "reference": block.get("mce_reference"),
+            "heatmap": figures.corruption_heatmap(acc, names, severities) if names and severities else None,
+            "bars": figures.corruption_bars(block.get("accuracy_by_family") or {},
+                                            block.get("accuracy_by_severity") or {},
+                                            block.get("clean_accuracy")) if block.get("accuracy_by_family") else None,
+            "rows": [{"name": c, "mean": pct(sum(v for v in acc[c].values() if v is not None) / max(len(acc[c]), 1)),
+                      "ce": pct(ce.get(c)), "relative_ce": pct((block.get("relative_ce") or {}).get(c))}
+                     for c in names],
+            "unavailable": [{"name": k, "reason": v} for k, v in (block.get("unavailable") or {}).items()],
+        }
