@@ -83,6 +83,11 @@ class Corruption:
         return family_of(self.name)
 
     @classmethod
+    def describe(cls) -> str:
+        """The line ``robust-eval list corruptions`` shows: the corruption's family."""
+        return family_of(cls.name)
+
+    @classmethod
     def availability(cls) -> str | None:
         """``None`` when usable; otherwise why not and how to fix it (e.g. missing textures)."""
         return None

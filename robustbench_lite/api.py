@@ -150,7 +150,7 @@ def run_suites(
         suite = SUITES.get(name)
         # Under torchrun, latency and memory are measured by rank 0 alone (the others wait); every
         # other suite shares its work across ranks and gathers the single-process numbers.
-        result.suites[name] = on_main(lambda s=suite: s.run(ctx)) if name == "efficiency" else suite.run(ctx)
+        result.suites[name] = on_main(lambda s=suite: s.run(ctx)) if suite.rank0_only else suite.run(ctx)
         timings[name] = time.perf_counter() - t0
         # after the suite, not before: a user error inside a suite stays the only line printed
         log(f"{name}: done on {len(dataset)} images in {timings[name]:.1f} s")

@@ -1,8 +1,8 @@
 """Comparison tables: several results (checkpoints evaluated alike, or saved results) side by side.
 
-One row per headline metric (:func:`robustbench_lite.gates.headline`: clean, adversarial,
-corruption, shift and efficiency scores), one column per run, and each run's delta against the
-first. ``robust-eval compare`` and ``robust-eval sweep`` print and write these tables.
+One row per headline metric (:func:`robustbench_lite.gates.headline`: each suite's, suite by
+suite in order), one column per run, and each run's delta against the first. ``robust-eval
+compare`` and ``robust-eval sweep`` print and write these tables.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.gates import format_value, headline
+from robustbench_lite.formatting import format_value
+from robustbench_lite.gates import headline
 
 FORMATS = (".md", ".csv", ".json", ".txt")
 

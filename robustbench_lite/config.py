@@ -18,18 +18,6 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "shufflenetv2"
 DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_SUITES = ("clean", "efficiency")
-#: ``--suite full`` (or ``all``): every suite, in this order.
-FULL_SUITES = ("clean", "adversarial", "corruptions", "shift", "efficiency")
-
-
-def expand_suites(names: list[str]) -> list[str]:
-    """Replace ``full``/``all`` by every suite, keeping order and dropping duplicates."""
-    out: list[str] = []
-    for name in names:
-        for n in FULL_SUITES if name in ("full", "all") else (name,):
-            if n not in out:
-                out.append(n)
-    return out
 
 
 @dataclass

@@ -141,6 +141,11 @@ class DatasetSpec:
     takes_arg: bool = False
     default_eps: Mapping[str, float] = field(default_factory=dict)
 
+    @property
+    def usage(self) -> str:
+        """The name as written on the command line: ``imagefolder:PATH`` for a dataset that takes an argument."""
+        return f"{self.name}:PATH" if self.takes_arg else self.name
+
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", "robust-eval list datasets")
 

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from robustbench_lite.errors import GateFailure, RobustEvalError
+from robustbench_lite.formatting import parse_number
+from robustbench_lite.suites import SUITES, Headline, ordered_suites
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
@@ -56,29 +58,12 @@ EXTRA_ROOTS = ("timings",)
 #: Keys whose contents are plotting data, settings or bookkeeping, not metrics.
 SKIP_KEYS = frozenset({"reliability", "per_image", "histogram", "settings", "options", "cache", "draws", "passes",
                        "extra", "spread", "results", "levels", "classes_losing_most", "input_shape"})
-ADVERSARIAL_FIELDS = ("robust_accuracy", "attack_success_rate", "mean_perturbation")
 EXAMPLE = "clean.accuracy >= 0.9"
 
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_NUMBER_RE = re.compile(rf"^(?P<num>[+-]?{_NUMBER})(?:/(?P<den>{_NUMBER}))?(?P<pct>%)?$")
 _PATH_RE = re.compile(r"^[A-Za-z_][\w\-/]*(?:\[[^\[\]\s]+\])?(?:\.[\w\-/]+(?:\[[^\[\]\s]+\])?)*$")
 _GATE_RE = re.compile(r"^\s*(?P<path>[^\s<>=!]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<rhs>\S.*?)\s*$")
 _RHS_RE = re.compile(r"^baseline(?:\.(?P<path>\S+?))?\s*(?:(?P<op>[-+*])\s*(?P<num>\S+))?$")
 _BRACKET_RE = re.compile(r"\[([^\[\]]+)\]")
-
-
-def parse_number(text: str) -> float | None:
-    """``0.88``, ``88%``, ``-1e-3``, ``8/255`` -> float; None if ``text`` is not a number."""
-    m = _NUMBER_RE.match(text.strip())
-    if not m:
-        return None
-    value = float(m["num"])
-    if m["den"] is not None:
-        den = float(m["den"])
-        if den == 0:
-            return None
-        value /= den
-    return value / 100 if m["pct"] else value
 
 
 def _key_number(text: str) -> str:
@@ -196,16 +181,10 @@ def metric_paths(results: Mapping[str, Any]) -> dict[str, float | None]:
         block = results.get(root)
         if not isinstance(block, Mapping):
             continue
-        if root == "adversarial":
-            for entry in block.get("results") or []:
-                if isinstance(entry, Mapping) and isinstance(entry.get("key"), str):
-                    if "robust_accuracy" in entry:  # the bare key means robust accuracy
-                        _flatten(entry["robust_accuracy"], f"adversarial.{entry['key']}", out)
-                    for name in ADVERSARIAL_FIELDS:
-                        if name in entry:
-                            _flatten(entry[name], f"adversarial.{entry['key']}.{name}", out)
+        if root in SUITES:  # a suite's own aliases first (adversarial.<key>...), then the generic walk
+            for path, value in SUITES.entry(root).gate_paths(block):
+                _flatten(value, path, out)
         _flatten(block, root, out)
-    # The generic walk also yields adversarial.robust_accuracy.<key>: equal to the alias, kept.
     return out
 
 
@@ -377,84 +356,28 @@ def write_junit(path: str | Path, outcomes: Sequence[GateOutcome], suite_name: s
 # Headline metrics: the few numbers the scorecard, the comparison table and the history show
 
 
-@dataclass(frozen=True)
-class Headline:
-    suite: str
-    label: str
-    path: str
-    value: float | None
-    higher_is_better: bool = True
-    unit: str = "fraction"  # fraction (shown as %), ratio (3 decimals), ms, MB, count
-
-    @property
-    def text(self) -> str:
-        return format_value(self.value, self.unit)
-
-
-def format_value(value: float | None, unit: str) -> str:
-    """A headline value for people: fractions as percent, ms/MB with their unit, counts with k/M/G."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if unit == "fraction":
-        return f"{100 * value:.1f}%"
-    if unit == "ratio":
-        return f"{value:.3f}"
-    if unit in ("ms", "MB"):
-        return f"{value:.3g} {unit}"
-    for div, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
-        if abs(value) >= div:
-            return f"{value / div:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
 def headline(results: Mapping[str, Any]) -> list[Headline]:
-    """The headline metrics of every suite present (missing suites and keys are left out)."""
+    """The headline metrics of every suite present, suite by suite in order (missing ones are left out)."""
     paths = metric_paths(results)
     out: list[Headline] = []
-
-    def add(suite: str, label: str, path: str, higher: bool = True, unit: str = "fraction") -> None:
-        if path in paths:
-            out.append(Headline(suite, label, path, paths[path], higher, unit))
-
-    add("clean", "accuracy", "clean.accuracy")
-    add("clean", "ECE", "clean.ece", higher=False, unit="ratio")
-    adv = results.get("adversarial")
-    if isinstance(adv, Mapping):
-        largest: dict[str, tuple[float, str]] = {}
-        for entry in adv.get("results") or []:
-            if not isinstance(entry, Mapping) or not isinstance(entry.get("eps"), (int, float)):
-                continue
-            norm = str(entry.get("norm"))
-            if norm not in largest or entry["eps"] > largest[norm][0]:
-                largest[norm] = (float(entry["eps"]), format(float(entry["eps"]), ".6g"))
-        for norm, (_, eps) in largest.items():
-            worst = f"adversarial.worst_case.{norm}[{eps}]"
-            if worst in paths:
-                add("adversarial", f"robust acc {norm} {eps} (all attacks)", worst)
-            else:
-                for entry in adv.get("results") or []:
-                    if isinstance(entry, Mapping) and entry.get("norm") == norm and \
-                            format(float(entry.get("eps", math.nan)), ".6g") == eps:
-                        add("adversarial", f"robust acc {entry.get('attack')} {norm} {eps}",
-                            f"adversarial.{entry.get('key')}.robust_accuracy")
-    add("corruptions", "mean accuracy", "corruptions.mean_accuracy")
-    add("corruptions", "mCE", "corruptions.mce", higher=False)
-    add("shift", "mean accuracy", "shift.mean_accuracy")
-    add("shift", "worst accuracy", "shift.worst_accuracy")
-    add("efficiency", "latency ms", "efficiency.latency_ms", higher=False, unit="ms")
-    add("efficiency", "size MB", "efficiency.size_mb", higher=False, unit="MB")
-    add("efficiency", "FLOPs", "efficiency.flops", higher=False, unit="count")
+    for suite in ordered_suites():
+        block = results.get(suite.name)
+        if isinstance(block, Mapping):
+            out += suite.headline(block, paths)
     return out
 
 
-ROBUSTNESS_ORDER = ("corruptions", "adversarial", "shift", "clean")
+def robustness_order() -> list[str]:
+    """Suites whose headline accuracies can stand for a run's robustness, first choice first."""
+    ranked = [s for s in ordered_suites() if s.robustness_rank is not None]
+    return [s.name for s in sorted(ranked, key=lambda s: s.robustness_rank)]
 
 
 def robustness_score(results: Mapping[str, Any], suite: str | None = None) -> tuple[str, float | None]:
     """One robustness number per run: the lowest headline accuracy of ``suite`` (default: the first
-    present of corruptions, adversarial, shift, clean), with its label."""
+    present in :func:`robustness_order`: corruptions, adversarial, shift, clean), with its label."""
     heads = headline(results)
-    for name in (suite,) if suite else ROBUSTNESS_ORDER:
+    for name in (suite,) if suite else robustness_order():
         values = [h for h in heads if h.suite == name and h.unit == "fraction" and h.higher_is_better]
         if values:
             worst = min(values, key=lambda h: math.inf if h.value is None else h.value)

@@ -65,6 +65,10 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     min_input_size: int = 1
 
+    def describe(self) -> str:
+        """The line ``robust-eval list models`` shows: the paper."""
+        return self.reference
+
 
 MODELS: Registry[ModelSpec] = Registry("model", "robust-eval list models")
 

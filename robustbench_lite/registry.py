@@ -74,6 +74,28 @@ class Registry(Generic[T]):
             f"Valid {self.kind}s: {valid} (see '{self.list_command}')"
         )
 
+    def describe(self, name: str) -> str:
+        """One line about ``name``: the entry's ``describe()``, else its ``description``, else the
+        first line of its docstring."""
+        entry = self.entry(name)
+        describe = getattr(entry, "describe", None)
+        if callable(describe):
+            return str(describe())
+        description = getattr(entry, "description", None)
+        if isinstance(description, str):
+            return description
+        doc = (getattr(entry, "__doc__", None) or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def usage(self, name: str) -> str:
+        """How ``name`` is written where it is used: the entry's ``usage`` (``imagefolder:PATH``), else the name."""
+        usage = getattr(self.entry(name), "usage", None)
+        return usage if isinstance(usage, str) else name
+
+    def listing(self, pattern: str | Iterable[str] = "*") -> list[tuple[str, str]]:
+        """``(usage, description)`` of each entry matching ``pattern``, sorted: ``robust-eval list``'s rows."""
+        return [(self.usage(n), self.describe(n)) for n in self.list(pattern)]
+
     def list(self, pattern: str | Iterable[str] = "*") -> list[str]:
         """Sorted names matching one fnmatch pattern or any of several."""
         patterns = [pattern] if isinstance(pattern, str) else list(pattern)

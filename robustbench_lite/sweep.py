@@ -78,8 +78,7 @@ class SweepConfig:
     def validate(self) -> SweepConfig:
         from robustbench_lite import data as data_mod
         from robustbench_lite import models
-        from robustbench_lite.config import expand_suites
-        from robustbench_lite.suites import SUITES, typed_options
+        from robustbench_lite.suites import SUITES, expand_suites, typed_options
 
         for key in ("models", "datasets", "suites", "init"):
             if not getattr(self, key):

@@ -268,6 +268,19 @@ def test_list_commands(capsys):
         assert code == 0 and needle in out
     code, out, _ = run(capsys, "list", "models", "mobilenet*")
     assert code == 0 and out.split()[0] == "mobilenetv2" and "resnet18" not in out
+    code, out, _ = run(capsys, "list", "datasets", "image*")
+    assert code == 0 and out.split()[0] == "imagefolder:PATH"
+    code, out, _ = run(capsys, "list", "attacks", "pgd*")
+    assert code == 0 and out.splitlines()[-1].strip().startswith("default eps (Linf/L2) per dataset: ")
+    code, _, err = run(capsys, "list", "shifts", "zzz")
+    assert code == 2 and "no shifts match 'zzz'" in err
+
+
+def test_list_describes_every_entry_of_every_registry(capsys):
+    for what in ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences"):
+        code, out, _ = run(capsys, "list", what)
+        lines = out.splitlines()
+        assert code == 0 and lines and all(len(line.split(None, 1)) == 2 for line in lines), what
 
 
 def test_console_script_and_module_entry_points():

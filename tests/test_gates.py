@@ -11,6 +11,7 @@ import pytest
 from robustbench_lite import cli, gates
 from robustbench_lite.errors import GateFailure, RobustEvalError
 from robustbench_lite.results import EvaluationResult
+from robustbench_lite.suites import full_suites
 from robustbench_lite.suites.adversarial import AdversarialResult, AttackResult, RobustnessCurve, result_key
 
 
@@ -152,6 +153,8 @@ def test_headline_and_gate_block(results):
     heads = {h.path: h for h in gates.headline(results)}
     assert heads["adversarial.worst_case.Linf[0.1]"].value == 0.25  # all attacks at the largest budget
     assert heads["efficiency.latency_ms"].text == "4 ms" and heads["clean.accuracy"].text == "90.0%"
+    suites = [h.suite for h in gates.headline(results)]  # suite by suite, in the order of --suite full
+    assert suites == sorted(suites, key=full_suites().index) and len(set(suites)) >= 3
     block = gates.gates_block(gates.check(gates.parse_all(["clean.accuracy > 0.5"]), results), "run:3")
     assert block["passed"] and block["baseline"] == "run:3" and block["results"][0]["margin"] == pytest.approx(0.4)
     assert not math.isnan(json.loads(json.dumps(block))["results"][0]["value"])

@@ -55,9 +55,9 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import compare, history
     from robustbench_lite.api import evaluate
     from robustbench_lite.compare import FORMATS
-    from robustbench_lite.config import FULL_SUITES, RunConfig, expand_suites
+    from robustbench_lite.config import RunConfig
     from robustbench_lite.outputs import write_json
-    from robustbench_lite.suites import SUITES
+    from robustbench_lite.suites import SUITES, expand_suites, full_suites
 
     args = a.parse(parser(), argv)
     kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
@@ -66,7 +66,7 @@ def run(argv: Sequence[str]) -> int:
     labels = [lbl.strip() for lbl in args.labels.split(",")] if args.labels else None
     if labels is not None and len(labels) != len(args.inputs):
         raise RobustEvalError(f"--labels has {len(labels)} names for {len(args.inputs)} inputs; give one per input")
-    suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(FULL_SUITES)
+    suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or full_suites()
     for name in suites:
         SUITES.entry(name)
     suite_options = a.suite_options(args, suites)

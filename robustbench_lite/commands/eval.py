@@ -52,7 +52,8 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite import outputs
     from robustbench_lite.api import evaluate
-    from robustbench_lite.config import DEFAULT_SUITES, RunConfig, expand_suites
+    from robustbench_lite.config import DEFAULT_SUITES, RunConfig
+    from robustbench_lite.suites import expand_suites
 
     args = a.parse(parser(), argv)
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)

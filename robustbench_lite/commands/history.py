@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite import history
-    from robustbench_lite.gates import format_value
+    from robustbench_lite.formatting import format_value
 
     args = parser().parse_args(argv)
     if args.show is not None:

@@ -1,55 +1,65 @@
-"""``robust-eval list WHAT [PATTERN]``: the registries."""
+"""``robust-eval list WHAT [PATTERN]``: one loop over the registries (each entry answers ``describe()``)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from robustbench_lite.commands import args as a
 from robustbench_lite.errors import RobustEvalError
 
-LISTABLE = ("models", "datasets", "suites", "attacks", "corruptions", "shifts", "defences")
+Rows = list[tuple[str, str]]
+
+
+def _attack_rows(pattern: str) -> Rows:
+    """The attack catalogue: native attacks and the ``torchattacks:`` provider's."""
+    import attacks
+
+    return [(n, attacks.describe(n)) for n in attacks.available(pattern)]
+
+
+def _attack_budgets() -> str:
+    from robustbench_lite.data import default_eps_table
+
+    defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in default_eps_table().items())
+    return f"default eps (Linf/L2) per dataset: {defaults}"
+
+
+class _Listed(NamedTuple):
+    """What ``robust-eval list WHAT`` lists: a registry (imported when listed) and a last line under it."""
+
+    module: str
+    registry: str
+    footer: Callable[[], str] | None = None
+    rows: Callable[[str], Rows] | None = None  # instead of the registry's own listing
+
+
+LISTABLE = {
+    "models": _Listed("robustbench_lite.models", "MODELS"),
+    "datasets": _Listed("robustbench_lite.data", "DATASETS"),
+    "suites": _Listed("robustbench_lite.suites", "SUITES"),
+    "attacks": _Listed("attacks", "ATTACKS", _attack_budgets, _attack_rows),
+    "corruptions": _Listed("corruptions", "CORRUPTIONS"),
+    "shifts": _Listed("robustbench_lite.shift", "SHIFTS"),
+    "defences": _Listed("robustbench_lite.training.defences", "DEFENCES"),
+}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = a.Parser(prog=f"{a.PROG} list", description="List registered models, datasets, suites, attacks or corruptions.")
-    p.add_argument("what", choices=LISTABLE, help="which registry")
+    p = a.Parser(prog=f"{a.PROG} list", description="List registered models, datasets, suites, attacks, "
+                 "corruptions, shifts or defences.")
+    p.add_argument("what", choices=list(LISTABLE), help="which registry")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'mobilenet*' (default: all)")
     return p
 
 
-def _listing(what: str, pattern: str) -> list[tuple[str, str]]:
-    if what == "models":
-        from robustbench_lite.models import MODELS
-
-        return [(n, MODELS.entry(n).reference) for n in MODELS.list(pattern)]
-    if what == "datasets":
-        from robustbench_lite.data import DATASETS
-
-        return [(n + (":PATH" if DATASETS.entry(n).takes_arg else ""), DATASETS.entry(n).description)
-                for n in DATASETS.list(pattern)]
-    if what == "suites":
-        from robustbench_lite.suites import SUITES
-
-        return [(n, SUITES.entry(n).description) for n in SUITES.list(pattern)]
-    if what == "attacks":
-        import attacks
-        from robustbench_lite.data import default_eps_table
-
-        rows = [(n, attacks.describe(n)) for n in attacks.available(pattern)]
-        defaults = ", ".join(f"{d} {v['Linf']:.4g}/{v['L2']:.4g}" for d, v in default_eps_table().items())
-        return rows + [("", f"default eps (Linf/L2) per dataset: {defaults}")]
-    if what == "defences":
-        from robustbench_lite.training.defences import DEFENCES
-
-        return [(n, DEFENCES.entry(n).describe()) for n in DEFENCES.list(pattern)]
-    if what == "shifts":
-        from robustbench_lite.shift import SHIFTS
-
-        return [(n, SHIFTS.entry(n).description) for n in SHIFTS.list(pattern)]
-    from corruptions import CORRUPTIONS
-
-    return [(n, f"{CORRUPTIONS.entry(n)().family}") for n in CORRUPTIONS.list(pattern)]
+def _listing(what: str, pattern: str) -> Rows:
+    listed = LISTABLE[what]
+    rows = (listed.rows(pattern) if listed.rows
+            else getattr(importlib.import_module(listed.module), listed.registry).listing(pattern))
+    return rows + [("", listed.footer())] if rows and listed.footer else rows
 
 
 def run(argv: Sequence[str]) -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,9 +41,10 @@ from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX
 from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import num, parse_number, pct
 from robustbench_lite.options import Options, comma_list, int_in, option
 from robustbench_lite.results import SuiteResult
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, Headline, Suite, register_suite, stats
 
 DEFAULT_ATTACKS = ("fgsm", "pgd")
 DEFAULT_NORM = "Linf"
@@ -54,6 +56,8 @@ MASKING_CHECK_IMAGES = 256
 PER_IMAGE_MAX = 100
 #: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
 _TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts"}
+#: Fields of a result entry that gates reach as ``adversarial.<key>.<field>``.
+GATE_FIELDS = ("robust_accuracy", "attack_success_rate", "mean_perturbation")
 
 
 def eps_key(eps: float) -> str:
@@ -309,6 +313,9 @@ def _passes(ev: attacks.AttackEvaluation) -> dict[str, Any]:
 class AdversarialSuite(Suite):
     name = "adversarial"
     description = "robust accuracy under FGSM/PGD (Linf, L2) or torchattacks:NAME, eps sweeps, masking checks"
+    title = "Adversarial"
+    order = 20
+    robustness_rank = 2
 
     Options = AdversarialOptions
 
@@ -431,3 +438,79 @@ class AdversarialSuite(Suite):
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
             },
         )
+
+    @classmethod
+    def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+        """``adversarial.<key>`` (robust accuracy) and ``adversarial.<key>.<field>`` for each result entry.
+
+        (The generic walk also yields ``adversarial.robust_accuracy.<key>``, equal to the alias.)
+        """
+        out = []
+        for entry in block.get("results") or []:
+            if isinstance(entry, Mapping) and isinstance(entry.get("key"), str):
+                if "robust_accuracy" in entry:  # the bare key means robust accuracy
+                    out.append((f"{cls.name}.{entry['key']}", entry["robust_accuracy"]))
+                out += [(f"{cls.name}.{entry['key']}.{f}", entry[f]) for f in GATE_FIELDS if f in entry]
+        return out
+
+    @classmethod
+    def headline(cls, block: Mapping[str, Any], paths: Mapping[str, float | None]) -> list[Headline]:
+        """Per norm, robust accuracy at the largest budget: the worst case over attacks when there
+        is one, else each attack's."""
+        out: list[Headline] = []
+        largest: dict[str, tuple[float, str]] = {}
+        for entry in block.get("results") or []:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("eps"), (int, float)):
+                continue
+            norm = str(entry.get("norm"))
+            if norm not in largest or entry["eps"] > largest[norm][0]:
+                largest[norm] = (float(entry["eps"]), eps_key(entry["eps"]))
+        for norm, (_, eps) in largest.items():
+            worst = f"{cls.name}.worst_case.{norm}[{eps}]"
+            candidates = [(f"robust acc {norm} {eps} (all attacks)", worst)] if worst in paths else [
+                (f"robust acc {entry.get('attack')} {norm} {eps}", f"{cls.name}.{entry.get('key')}.robust_accuracy")
+                for entry in block.get("results") or []
+                if isinstance(entry, Mapping) and entry.get("norm") == norm
+                and eps_key(entry.get("eps", math.nan)) == eps]
+            out += [Headline(cls.name, label, path, paths[path]) for label, path in candidates if path in paths]
+        return out
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+
+        entries = [r for r in block.get("results") or [] if isinstance(r, Mapping)]
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for r in sorted(entries, key=lambda r: (r.get("attack"), r.get("norm"), r.get("eps"))):
+            eps, acc = series.setdefault(f"{r.get('attack')}.{r.get('norm')}", ([], []))
+            eps.append(float(r["eps"]))
+            acc.append(r.get("robust_accuracy"))
+        worst: dict[str, list[tuple[float, float]]] = {}
+        for key, value in (block.get("worst_case") or {}).items():
+            norm, _, rest = str(key).partition("[")
+            budget = parse_number(rest.rstrip("]"))
+            if budget is not None:
+                worst.setdefault(norm, []).append((budget, value))
+        for norm, pts in worst.items():
+            pts.sort()
+            series[f"worst case.{norm}"] = ([p[0] for p in pts], [p[1] for p in pts])
+        curves = block.get("curve") or {}
+        settings = block.get("settings") or {}
+        return {
+            "stats": stats(("clean accuracy", pct(block.get("clean_accuracy"))),
+                           ("attacks", ", ".join(map(str, settings.get("attacks", []))) or
+                            ", ".join(sorted({str(r.get("attack")) for r in entries}))),
+                           ("norms", ", ".join(map(str, settings.get("norms", []))) or
+                            ", ".join(sorted({str(r.get("norm")) for r in entries}))),
+                           ("steps", num(settings.get("steps"))), ("restarts", num(settings.get("restarts"))),
+                           ("images", num(block.get("n_examples")))),
+            "rows": [{"attack": r.get("attack"), "norm": r.get("norm"), "eps": num(r.get("eps"), 4),
+                      "robust_accuracy": pct(r.get("robust_accuracy")), "asr": pct(r.get("attack_success_rate")),
+                      "perturbation": num(r.get("mean_perturbation"), 3), "steps": num(r.get("steps")),
+                      "gate_path": f"{cls.name}.{r.get('key')}.robust_accuracy"} for r in entries],
+            "worst": [{"key": k, "value": pct(v)} for k, v in (block.get("worst_case") or {}).items()],
+            "auc": [{"name": k, "auc": pct(c.get("auc")), "median": num((c.get("min_eps") or {}).get("median"), 3)}
+                    for k, c in curves.items() if isinstance(c, Mapping)],
+            "warnings": [str(w) for w in block.get("warnings") or []],
+            "figure": figures.robust_curves(series, block.get("clean_accuracy")) if series else None,
+        }

@@ -1,9 +1,16 @@
-"""Suite contract: ``Suite.run(ctx) -> SuiteResult``; the context shares work between suites."""
+"""Suite contract: ``Suite.run(ctx) -> SuiteResult``; the context shares work between suites.
+
+A suite also owns its metadata, so the code around it (``--suite full``, the gates, the report,
+the comparison table, the history, ``robust-eval list``) loops over :data:`SUITES` and never
+names a suite: its title and place in the order, which metrics are its headline, extra gate
+paths, whether it runs on rank 0 alone, and its report section (drawn by the template partial
+``report/partials/<name>.html``).
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,11 +21,49 @@ from robustbench_lite.config import RunConfig
 from robustbench_lite.data import ImageDataset
 from robustbench_lite.engine import Transform, predict
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import format_value
 from robustbench_lite.options import Options
 from robustbench_lite.registry import Registry
 from robustbench_lite.results import SuiteResult
 
 SUITES: Registry[type[Suite]] = Registry("suite", "robust-eval list suites")
+#: Names that stand for every suite on the command line (``--suite full``).
+ALL_SUITES = ("full", "all")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline metric of a run: what the scorecard, the comparison table and the history show.
+
+    Attributes:
+        suite: the suite it belongs to.
+        label: its name for people (``mean accuracy``).
+        path: its gate path (``corruptions.mean_accuracy``).
+        value: None where the metric is undefined.
+        higher_is_better: direction, for marking the best run.
+        unit: ``fraction`` (shown as %), ``ratio`` (3 decimals), ``ms``, ``MB`` or ``count``.
+    """
+
+    suite: str
+    label: str
+    path: str
+    value: float | None
+    higher_is_better: bool = True
+    unit: str = "fraction"
+
+    @property
+    def text(self) -> str:
+        return format_value(self.value, self.unit)
+
+
+@dataclass(frozen=True)
+class HeadlineMetric:
+    """A headline metric a suite declares: label, key in the suite's results block, direction, unit."""
+
+    label: str
+    key: str
+    higher_is_better: bool = True
+    unit: str = "fraction"
 
 
 @dataclass
@@ -65,16 +110,74 @@ class NoOptions(Options):
 
 
 class Suite:
-    """A named evaluation; subclasses set ``name``/``description``/``Options`` and implement :meth:`run`.
+    """A named evaluation; subclasses set the metadata below and implement :meth:`run`.
 
     ``Options`` is a frozen :class:`robustbench_lite.options.Options` dataclass: it declares the
     suite's CLI flags and YAML keys, and is parsed and validated before any data is read, so a new
     suite needs no CLI edit.
+
+    Attributes:
+        name: registry name, also the suite's key in the results JSON.
+        description: one line for ``robust-eval list suites``.
+        title: the suite's name in the scorecard, the report and its navigation.
+        order: its place in ``--suite full``, the scorecard, the report and the headline metrics
+            (ascending).
+        rank0_only: under torchrun, rank 0 runs it alone while the others wait (measurements of
+            one process, such as latency); otherwise every rank shares the work.
+        robustness_rank: where its headline accuracies stand in line for a run's one robustness
+            number (:func:`robustbench_lite.gates.robustness_score`; ascending, None: never).
+        headline_metrics: its headline metrics, in order; :meth:`headline` keeps those present.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     Options: ClassVar[type[Options]] = NoOptions
+    title: ClassVar[str]
+    order: ClassVar[int]
+    rank0_only: ClassVar[bool] = False
+    robustness_rank: ClassVar[int | None] = None
+    headline_metrics: ClassVar[tuple[HeadlineMetric, ...]] = ()
+
+    @classmethod
+    def describe(cls) -> str:
+        return cls.description
+
+    @classmethod
+    def headline(cls, block: Mapping[str, Any], paths: Mapping[str, float | None]) -> list[Headline]:
+        """This suite's headline metrics in a results JSON, in order; missing ones are left out.
+
+        Args:
+            block: the suite's results block (``results[cls.name]``).
+            paths: every gateable number of the results by gate path (:func:`robustbench_lite.gates.metric_paths`).
+        """
+        out = []
+        for m in cls.headline_metrics:
+            path = f"{cls.name}.{m.key}"
+            if path in paths:
+                out.append(Headline(cls.name, m.label, path, paths[path], m.higher_is_better, m.unit))
+        return out
+
+    @classmethod
+    def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+        """Gate paths besides the block's own keys: (path, value) pairs, walked before the block.
+
+        For aliases a user should be able to write, such as one entry of a list by its key.
+        """
+        return ()
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The template context of this suite's report section, or None for no section.
+
+        Args:
+            block: the suite's results block.
+            run: the whole results JSON (for what the section shows from other suites).
+
+        Raises:
+            KeyError, TypeError, ValueError...: the block has an unexpected shape; the report shows
+                a one-line note in place of the section.
+        """
+        return None
 
     def run(self, ctx: EvalContext) -> SuiteResult:
         raise NotImplementedError
@@ -113,3 +216,28 @@ def options_from_args(args: argparse.Namespace, suites: list[str]) -> dict[str, 
 
 def register_suite(cls: type[Suite]) -> type[Suite]:
     return SUITES.register(cls.name, cls)
+
+
+def stats(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    """The key figures line at the top of a report section: (label, value text) pairs."""
+    return [{"label": k, "value": v} for k, v in pairs]
+
+
+def ordered_suites() -> list[type[Suite]]:
+    """Every registered suite, in :attr:`Suite.order`."""
+    return sorted((SUITES.entry(name) for name in SUITES), key=lambda s: (s.order, s.name))
+
+
+def full_suites() -> list[str]:
+    """What ``--suite full`` runs: every suite, in order."""
+    return [s.name for s in ordered_suites()]
+
+
+def expand_suites(names: Iterable[str]) -> list[str]:
+    """Replace ``full``/``all`` by every suite, keeping order and dropping duplicates."""
+    out: list[str] = []
+    for name in names:
+        for n in full_suites() if name in ALL_SUITES else (name,):
+            if n not in out:
+                out.append(n)
+    return out

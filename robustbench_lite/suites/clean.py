@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
 from robustbench_lite.results import SuiteResult
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
 
 @dataclass
@@ -31,8 +33,34 @@ class CleanResult(SuiteResult):
 class CleanSuite(Suite):
     name = "clean"
     description = "accuracy, macro-F1, per-class accuracy, confusion matrix, ECE, NLL on the test split"
+    title = "Clean"
+    order = 10
+    robustness_rank = 4
+    headline_metrics = (HeadlineMetric("accuracy", "accuracy"),
+                        HeadlineMetric("ECE", "ece", higher_is_better=False, unit="ratio"))
 
     def run(self, ctx: EvalContext) -> CleanResult:
         logits = ctx.clean_logits()
         report = classification_report(logits, ctx.dataset.labels, ctx.dataset.num_classes)
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report)
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+
+        classes = [str(c) for c in block.get("classes", [])]
+        per_class = block.get("per_class_accuracy") or []
+        out: dict[str, Any] = {
+            "stats": stats(("accuracy", pct(block.get("accuracy"))), ("macro-F1", num(block.get("f1_macro"), 3)),
+                           ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
+                           ("images", num(block.get("n_examples")))),
+            "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a}
+                          for i, a in enumerate(per_class)],
+            "confusion": None, "reliability": None,
+        }
+        if block.get("confusion_matrix"):
+            out["confusion"] = figures.confusion_matrix(block["confusion_matrix"], classes or
+                                                        [str(i) for i in range(len(block["confusion_matrix"]))])
+        if block.get("reliability"):
+            out["reliability"] = figures.reliability([("clean", block["reliability"])])
+        return out

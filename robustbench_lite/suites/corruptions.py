@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import pct
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
 if TYPE_CHECKING:
     from corruptions.sources import ImageSource
@@ -218,6 +219,11 @@ def image_source(ctx: EvalContext, severities: list[int], profile: str, backend:
 class CorruptionSuite(Suite):
     name = "corruptions"
     description = "accuracy under the 15 ImageNet-C/CIFAR-10-C corruptions x 5 severities; mean accuracy, mCE"
+    title = "Corruptions"
+    order = 30
+    robustness_rank = 1
+    headline_metrics = (HeadlineMetric("mean accuracy", "mean_accuracy"),
+                        HeadlineMetric("mCE", "mce", higher_is_better=False))
 
     Options = CorruptionOptions
 
@@ -290,3 +296,32 @@ class CorruptionSuite(Suite):
         dataset = replace(ctx.dataset, images=as_uint8)
         return predict(ctx.model, dataset, ctx.config.batch_size, ctx.device, desc=desc,
                        show_progress=ctx.config.show_progress)
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+
+        acc = block.get("accuracy") or {}
+        names = [c for c in block.get("corruptions") or list(acc) if c in acc]
+        severities = block.get("severities") or sorted({s for c in acc.values() for s in c}, key=int)
+        normalised = bool(block.get("normalised"))
+        ce = block.get("ce") or {}
+        return {
+            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy"))),
+                           ("clean accuracy", pct(block.get("clean_accuracy"))),
+                           ("mCE" if normalised else "mean error", pct(block.get("mce"))),
+                           ("relative mCE" if normalised else "mean degradation", pct(block.get("relative_mce"))),
+                           ("profile", str(block.get("profile", "n/a"))),
+                           ("backend", str(block.get("backend", "n/a"))),
+                           ("corruptions x severities", f"{len(names)} x {len(severities)}")),
+            "normalised": normalised,
+            "reference": block.get("mce_reference"),
+            "heatmap": figures.corruption_heatmap(acc, names, severities) if names and severities else None,
+            "bars": figures.corruption_bars(block.get("accuracy_by_family") or {},
+                                            block.get("accuracy_by_severity") or {},
+                                            block.get("clean_accuracy")) if block.get("accuracy_by_family") else None,
+            "rows": [{"name": c, "mean": pct(sum(v for v in acc[c].values() if v is not None) / max(len(acc[c]), 1)),
+                      "ce": pct(ce.get(c)), "relative_ce": pct((block.get("relative_ce") or {}).get(c))}
+                     for c in names],
+            "unavailable": [{"name": k, "reason": v} for k, v in (block.get("unavailable") or {}).items()],
+        }

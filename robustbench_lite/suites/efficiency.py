@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from robustbench_lite.efficiency import EfficiencyResult, measure
+from robustbench_lite.formatting import num, si
 from robustbench_lite.options import Options, int_in, option
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class EfficiencySuite(Suite):
     name = "efficiency"
     description = "params, FLOPs, weights MB, latency ms (batch 1), throughput img/s, peak memory"
     Options = EfficiencyOptions
+    title = "Efficiency"
+    order = 50
+    rank0_only = True  # latency and memory of one process: the other ranks would only disturb it
+    headline_metrics = (HeadlineMetric("latency ms", "latency_ms", higher_is_better=False, unit="ms"),
+                        HeadlineMetric("size MB", "size_mb", higher_is_better=False, unit="MB"),
+                        HeadlineMetric("FLOPs", "flops", higher_is_better=False, unit="count"))
 
     def run(self, ctx: EvalContext) -> EfficiencyResult:
         opts: EfficiencyOptions = ctx.options(self.name)
@@ -35,3 +43,22 @@ class EfficiencySuite(Suite):
         h, w = ctx.dataset.size
         return measure(ctx.model, (c, h, w), ctx.device, throughput_batch_size=opts.throughput_batch_size,
                        runs=opts.runs)
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        shape = block.get("input_shape")
+        rows = [
+            ("parameters", f"{si(block.get('params'))} ({num(block.get('params'))})"),
+            ("trainable parameters", si(block.get("trainable_params"))),
+            ("FLOPs per image", si(block.get("flops"))),
+            ("MACs per image", si(block.get("macs"))),
+            ("weights", f"{num(block.get('size_mb'), 3)} MB"),
+            ("input shape", " x ".join(map(str, shape)) if isinstance(shape, list) else "n/a"),
+            ("latency, batch 1",
+             f"{num(block.get('latency_ms'), 3)} ms (p90 {num(block.get('latency_ms_p90'), 3)} ms)"),
+            ("throughput",
+             f"{num(block.get('throughput'), 4)} images/s at batch {num(block.get('throughput_batch_size'))}"),
+            ("peak memory", f"{num(block.get('peak_memory_mb'), 3)} MB ({block.get('memory_method', 'n/a')})"),
+            ("device, threads", f"{block.get('device', 'n/a')}, {block.get('threads', 'n/a')}"),
+        ]
+        return {"rows": [{"label": k, "value": v} for k, v in rows]}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 
 from robustbench_lite import shift
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import finite, num, pct
 from robustbench_lite.metrics import (
     accuracy,
     classification_report,
@@ -36,10 +38,12 @@ from robustbench_lite.metrics import (
     negative_log_likelihood,
 )
 from robustbench_lite.results import SuiteResult
-from robustbench_lite.suites.base import EvalContext, Suite, register_suite
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
 #: How many of the classes that lose most accuracy each split lists.
 TOP_CLASSES = 3
+#: Shift splits drawn in the report's reliability diagram besides the clean split (the worst ones).
+RELIABILITY_SPLITS = 4
 
 
 @dataclass
@@ -185,6 +189,11 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore) 
 class ShiftSuite(Suite):
     name = "shift"
     description = "accuracy and calibration under natural, subpopulation, covariate and label shift"
+    title = "Shift"
+    order = 40
+    robustness_rank = 3
+    headline_metrics = (HeadlineMetric("mean accuracy", "mean_accuracy"),
+                        HeadlineMetric("worst accuracy", "worst_accuracy"))
 
     Options = shift.ShiftOptions
 
@@ -238,9 +247,70 @@ class ShiftSuite(Suite):
             splits=splits, skipped=skipped, options=options.to_dict(full=True),
         )
 
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+
+        clean = run.get("clean") if isinstance(run.get("clean"), Mapping) else None
+        clean_reliability = (clean or {}).get("reliability")
+        splits = {k: v for k, v in (block.get("splits") or {}).items() if isinstance(v, Mapping)}
+        rows = []
+        for name, s in splits.items():
+            rows.append({"name": name, "kind": s.get("kind", ""), "accuracy": pct(s.get("accuracy")),
+                         "reference": f"{s.get('reference', 'clean')} {pct(s.get('reference_accuracy'))}",
+                         "drop": pct(s.get("drop")), "ece": num(s.get("ece"), 3),
+                         "worst_level": f"{s.get('worst_level', '')} {pct(s.get('worst_level_accuracy'))}",
+                         "losing": ", ".join(f"{c.get('class')} ({pct(c.get('drop'))})"
+                                             for c in s.get("classes_losing_most") or []),
+                         "in_summary": bool(s.get("in_summary", True)) and bool(s.get("shifted", True)),
+                         "notes": "; ".join(map(str, s.get("notes") or []))})
+        curves: list[tuple[str, Mapping[str, Any]]] = []
+        if clean_reliability:
+            curves.append(("clean", clean_reliability))
+        ranked = sorted(splits.items(), key=lambda kv: kv[1].get("accuracy") if finite(kv[1].get("accuracy")) else 9)
+        for name, s in ranked[:RELIABILITY_SPLITS]:
+            pooled = _pooled_reliability(s.get("levels") or [])
+            if pooled:
+                curves.append((name, pooled))
+        worst = block.get("worst_split")
+        return {
+            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy"))),
+                           ("worst accuracy",
+                            f"{pct(block.get('worst_accuracy'))}" + (f" ({worst})" if worst else "")),
+                           ("accuracy ratio", num(block.get("accuracy_ratio"), 3)),
+                           ("clean accuracy", pct(block.get("clean_accuracy"))),
+                           ("clean ECE", num(block.get("clean_ece"), 3)), ("splits", str(len(splits)))),
+            "rows": rows,
+            "bars": figures.shift_bars([(n, s.get("accuracy"), s.get("reference_accuracy"))
+                                        for n, s in splits.items()]) if splits else None,
+            "reliability": figures.reliability(curves) if len(curves) > (1 if clean_reliability else 0) else None,
+            "skipped": [{"name": k, "reason": v} for k, v in (block.get("skipped") or {}).items()],
+        }
+
 
 def _predict_on(ctx: EvalContext, ds: Any, desc: str) -> torch.Tensor:
     """Logits of the run's model on another dataset (natural sets, the other subpopulation view)."""
     from robustbench_lite.engine import predict
 
     return predict(ctx.model, ds, ctx.config.batch_size, ctx.device, None, desc, ctx.config.show_progress)
+
+
+def _pooled_reliability(levels: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]] | None:
+    """One reliability diagram for a split: its levels' bins pooled, weighted by image count."""
+    rels = [lv.get("reliability") for lv in levels if isinstance(lv, Mapping) and lv.get("reliability")]
+    if not rels:
+        return None
+    n_bins = len(rels[0].get("count", []))
+    out: dict[str, list[Any]] = {"confidence": [], "accuracy": [], "count": []}
+    for b in range(n_bins):
+        total = conf = acc = 0.0
+        for rel in rels:
+            k = rel["count"][b] if b < len(rel.get("count", [])) else 0
+            if k and rel["confidence"][b] is not None and rel["accuracy"][b] is not None:
+                total += k
+                conf += k * rel["confidence"][b]
+                acc += k * rel["accuracy"][b]
+        out["count"].append(int(total))
+        out["confidence"].append(conf / total if total else None)
+        out["accuracy"].append(acc / total if total else None)
+    return out
