@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from robustbench_lite.errors import RobustEvalError
@@ -20,47 +20,23 @@ class Parser(argparse.ArgumentParser):
         raise RobustEvalError(f"{message} (see '{self.prog} --help')")
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (counts, limits, batch sizes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _at_least(lo: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
 
 
-def integer(text: str) -> int:
-    """Any integer; the option's own validation checks its range."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (seeds, optional counts where 0 means none/all)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def eps_value(text: str) -> float:
-    """A budget as a number or fraction: 0.1, 8/255."""
-    from attacks.defaults import parse_eps
-
-    try:
-        values = parse_eps(text)
-    except RobustEvalError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one value, got '{text}'")
-    return values[0]
+#: argparse types: counts, limits and batch sizes (>= 1); seeds and counts where 0 means none or all (>= 0).
+positive_int = _at_least(1, "positive_int")
+non_negative_int = _at_least(0, "non_negative_int")
 
 
 def names(values: Sequence[str] | str | None, flag: str, example: str) -> list[str]:

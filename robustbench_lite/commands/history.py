@@ -7,7 +7,6 @@ import json
 from collections.abc import Sequence
 
 from robustbench_lite.commands import args as a
-from robustbench_lite.errors import RobustEvalError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,8 +32,6 @@ def run(argv: Sequence[str]) -> int:
     if args.show is not None:
         print(json.dumps(history.get(args.show), indent=2))
         return 0
-    if args.limit < 0:
-        raise RobustEvalError(f"--limit must be >= 0, got {args.limit}; 0 shows all runs")
     runs = history.list_runs(args.model, args.dataset, args.suite, args.limit or None)
     if not runs:
         filters = ", ".join(f"{k} {v}" for k, v in (("model", args.model), ("dataset", args.dataset),
