@@ -10,6 +10,7 @@ import pytest
 from robustbench_lite import cli, compare
 from robustbench_lite.config import TrainConfig
 from robustbench_lite.training import train
+from robustbench_lite.training.defences import DefenceOptions
 
 
 def run(capsys, *argv):
@@ -23,7 +24,8 @@ def noisy_checkpoint(tmp_path_factory):
     """A second digits model, trained with a defence, so the table has something to compare."""
     out = tmp_path_factory.mktemp("ckpt") / "noise.pt"
     train(TrainConfig(model="shufflenetv2_x0_5", dataset="digits", epochs=4, batch_size=128, lr=1e-2,
-                      output=str(out), device="cpu", show_progress=False, defence="gaussian-noise"),
+                      output=str(out), device="cpu", show_progress=False,
+                      defences=DefenceOptions.from_mapping({"defence": "gaussian-noise"})),
           log=lambda m: None)
     return out
 
