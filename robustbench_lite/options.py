@@ -38,7 +38,7 @@ def comma_list(value: Any, flag: str, example: str, *, unique: bool = True) -> t
     Empty items (``"a,,b"``, a trailing comma) and an empty list are errors that show an example;
     duplicates are dropped (first occurrence kept) unless ``unique`` is False.
     """
-    items = [value] if isinstance(value, str) else value
+    items = [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise RobustEvalError(f"{flag} must be a comma-separated list, got {value!r}; e.g. {flag} {example}")
     out: list[str] = []
@@ -68,8 +68,8 @@ def int_in(flag: str, lo: int, hi: int | None = None) -> Callable[[Any], int]:
         except (TypeError, ValueError):
             raise RobustEvalError(f"{flag} takes an integer, got {value!r}; e.g. {flag} {lo}") from None
         if number < lo or (hi is not None and number > hi):
-            valid = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-            raise RobustEvalError(f"{flag} must be {valid}, got {value!r}; e.g. {flag} {lo}")
+            valid = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+            raise RobustEvalError(f"{flag} must be an integer {valid}, got {number}; e.g. {flag} {lo}")
         return number
 
     return parse

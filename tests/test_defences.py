@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from robustbench_lite import cli, models
 from robustbench_lite import training as train_mod
+from robustbench_lite.commands import train as train_command
 from robustbench_lite.config import TrainConfig
 from robustbench_lite.data import load
 from robustbench_lite.errors import RobustEvalError
@@ -433,13 +434,13 @@ def test_last_epoch_is_kept_unless_clearly_less_robust(last, kept, tmp_path):
     ["--defence", "trades", "--beta", "2", "--monitor-images", "50"],
 ])
 def test_defence_options_round_trip_through_their_flags(argv):
-    parser = cli.train_parser()
+    parser = train_command.parser()
     opts = DefenceOptions.from_args(parser.parse_args(argv))
     assert DefenceOptions.from_args(parser.parse_args(opts.to_args())) == opts
 
 
 def test_a_shared_flag_is_given_once_and_reaches_each_defence_that_uses_it():
-    opts = DefenceOptions.from_args(cli.train_parser().parse_args(["--defence", "pgd-at", "--eps", "8/255"]))
+    opts = DefenceOptions.from_args(train_command.parser().parse_args(["--defence", "pgd-at", "--eps", "8/255"]))
     assert opts.params["pgd-at"].eps == pytest.approx(8 / 255)
     for name in ADVERSARIAL:
         assert "eps" in DEFENCES.entry(name).Params.flags()

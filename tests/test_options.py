@@ -59,7 +59,7 @@ def test_defaults_set_nothing(suite):
 
 
 def test_unknown_yaml_key_names_the_valid_ones():
-    with pytest.raises(RobustEvalError, match=r"unknown adversarial suite option 'epss'.*valid: .*eps"):
+    with pytest.raises(RobustEvalError, match=r"unknown adversarial option 'epss'.*valid: .*eps"):
         typed_options(["adversarial"], {"adversarial": {"epss": 0.1}})
 
 
@@ -80,23 +80,23 @@ def test_comma_list_is_the_one_list_parser():
 BAD_OPTIONS = [
     (["--suite", "adversarial", "--eps", "-1"], "must be > 0"),
     (["--suite", "adversarial", "--eps", "2", "--norm", "Linf"], "> 1 for Linf"),
-    (["--suite", "adversarial", "--steps", "0"], "--steps must be >= 1"),
+    (["--suite", "adversarial", "--steps", "0"], "--steps must be an integer >= 1"),
     (["--suite", "adversarial", "--norm", "L3"], "unknown norm"),
     (["--suite", "adversarial", "--attack", "pgdd"], "unknown attack"),
     (["--suite", "adversarial", "--alpha", "x"], "--alpha must be a positive step size"),
-    (["--suite", "adversarial", "--restarts", "-2"], "--restarts must be >= 1"),
+    (["--suite", "adversarial", "--restarts", "-2"], "--restarts must be an integer >= 1"),
     (["--suite", "adversarial", "--norm", "Linf,L2", "--eps", "0.1"], "ambiguous with several norms"),
-    (["--suite", "clean,corruptions", "--severities", "7"], "--severities must be 1..5"),
+    (["--suite", "clean,corruptions", "--severities", "7"], "--severities must be an integer in 1..5"),
     (["--suite", "corruptions", "--corruptions", "fogg"], "unknown corruption 'fogg'"),
     (["--suite", "corruptions", "--profile", "huge"], "--profile 'huge' is not valid"),
     (["--suite", "corruptions", "--corruption-backend", "opencv"], "--corruption-backend 'opencv' is not valid"),
     (["--suite", "corruptions", "--mce-reference", "missing.json"], "missing.json does not exist"),
     (["--suite", "shift", "--shift-splits", "covariate/nope"], "unknown shift split"),
     (["--suite", "shift", "--shift-alpha", "0"], "--shift-alpha must be > 0"),
-    (["--suite", "shift", "--shift-draws", "0"], "--shift-draws must be >= 1"),
-    (["--suite", "shift", "--shift-intensities", "9"], "--shift-intensities must be 1..5"),
+    (["--suite", "shift", "--shift-draws", "0"], "--shift-draws must be an integer >= 1"),
+    (["--suite", "shift", "--shift-intensities", "9"], "--shift-intensities must be an integer in 1..5"),
     (["--suite", "shift", "--shift-natural", "no-such-folder"], "is not a directory"),
-    (["--suite", "efficiency", "--latency-runs", "0"], "--latency-runs must be >= 1"),
+    (["--suite", "efficiency", "--latency-runs", "0"], "--latency-runs must be an integer >= 1"),
     (["--suite", "efficiency", "--throughput-batch-size", "x"], "--throughput-batch-size takes an integer"),
     (["--suite", "clean", "--severities", "3"], "applies to the corruptions suite, which is not selected"),
     (["--seed", "-7"], "--seed: expected an integer >= 0"),
@@ -126,5 +126,5 @@ def test_option_errors_in_compare_and_sweep_exit_2_first(command, capsys, tmp_pa
                   "--severities", "0", "--output-dir", str(tmp_path / "sweep")])
     code = cli.main(argv)
     _, err = capsys.readouterr()
-    assert code == 2 and err.strip().splitlines() == [err.strip()] and "--severities must be 1..5" in err
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "--severities must be an integer in 1..5" in err
     assert not (tmp_path / "sweep").exists()

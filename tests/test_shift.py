@@ -60,7 +60,7 @@ def test_registry_names_and_selection():
     ({"alphas": [1.0, -2]}, "must be > 0"),
     ({"alphas": "abc"}, "not a number"),
     ({"draws": 0}, "--shift-draws"),
-    ({"intensities": "6"}, "--shift-intensities must be 1..5"),
+    ({"intensities": "6"}, "--shift-intensities must be an integer in 1..5"),
     ({"colour": 1}, "unknown shift option"),
 ])
 def test_bad_options(options, match):

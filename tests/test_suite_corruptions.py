@@ -99,9 +99,9 @@ def test_groups_and_severities():
 
 @pytest.mark.parametrize("argv,needle", [
     (["--corruptions", "gausian_noise"], "Did you mean 'gaussian_noise'"),
-    (["--severities", "0"], "severity must be 1..5"),
-    (["--severities", "x"], "takes integers 1..5"),
-    (["--profile", "tiny"], "invalid choice: 'tiny'"),
+    (["--severities", "0"], "--severities must be an integer in 1..5, got 0"),
+    (["--severities", "x"], "--severities takes an integer, got 'x'"),
+    (["--profile", "tiny"], "--profile 'tiny' is not valid; choose one of auto, cifar, imagenet"),
     (["--corruption-backend", "imagecorruptions", "--profile", "cifar"], "imagenet profile only"),
     (["--mce-reference", "/nonexistent.json"], "does not exist"),
 ])

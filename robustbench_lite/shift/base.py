@@ -66,7 +66,7 @@ class ShiftOptions(Options):
         natural: image folders (``PATH`` or ``imagefolder:PATH``) scored as ``natural/folder:NAME``.
     """
 
-    owner: ClassVar[str] = "shift suite"
+    owner: ClassVar[str] = "shift"
 
     splits: tuple[str, ...] = option(
         "--shift-splits", "shift splits, fnmatch patterns, e.g. 'covariate/*,label/dirichlet' (default: every "

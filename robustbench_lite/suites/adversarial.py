@@ -176,7 +176,7 @@ def _alpha(value: Any) -> float:
 class AdversarialOptions(Options):
     """The adversarial suite's settings; None means the default (the dataset's eps, 10 steps...)."""
 
-    owner: ClassVar[str] = "adversarial suite"
+    owner: ClassVar[str] = "adversarial"
 
     attack: tuple[str, ...] | None = option(
         "--attack", f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "

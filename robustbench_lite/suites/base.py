@@ -101,7 +101,8 @@ class EvalContext:
     def options(self, suite: str) -> Any:
         """The suite's typed options (its defaults when the run sets none)."""
         opts = self.config.suite_options.get(suite)
-        return opts if opts is not None else SUITES.entry(suite).Options()
+        cls = SUITES.entry(suite).Options
+        return opts if isinstance(opts, cls) else cls.from_mapping(opts, f"suite_options[{suite!r}]")
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def _mce_reference(path: Any) -> str:
 class CorruptionOptions(Options):
     """The corruption suite's settings; None means the default."""
 
-    owner: ClassVar[str] = "corruptions suite"
+    owner: ClassVar[str] = "corruptions"
 
     corruptions: tuple[str, ...] | None = option(
         "--corruptions", "corruptions or groups (noise, blur, weather, digital, benchmark, extra, all), "

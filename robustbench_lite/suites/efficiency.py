@@ -16,7 +16,7 @@ from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, reg
 class EfficiencyOptions(Options):
     """How long the timing runs are."""
 
-    owner: ClassVar[str] = "efficiency suite"
+    owner: ClassVar[str] = "efficiency"
 
     throughput_batch_size: int = option(
         "--throughput-batch-size", "batch size of the throughput run (default: 256)", default=256,
