@@ -107,7 +107,7 @@ class Flag:
 def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_fmt(v) for v in value)
-    return format(value, ".17g") if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)  # repr: the shortest exact float
 
 
 def option(flag: str, help: str, *, example: str, default: Any = None, parse: Callable[[Any], Any] = str,

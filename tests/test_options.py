@@ -128,3 +128,12 @@ def test_option_errors_in_compare_and_sweep_exit_2_first(command, capsys, tmp_pa
     _, err = capsys.readouterr()
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "--severities must be an integer in 1..5" in err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_report_rebuilds_an_api_run_command_with_its_suite_options():
+    from robustbench_lite.report.render import reproduce_command
+
+    config = {"suites": ["adversarial", "corruptions"],
+              "suite_options": {"adversarial": {"eps": [0.05, 0.1], "steps": 3}, "corruptions": {"severities": [1, 5]}}}
+    command = reproduce_command(config, {"model": "resnet18", "dataset": "digits", "seed": 0})
+    assert command.endswith("--seed 0 --eps 0.05,0.1 --steps 3 --severities 1,5")

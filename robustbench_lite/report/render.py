@@ -19,6 +19,7 @@ import jinja2
 
 from robustbench_lite import figures
 from robustbench_lite import gates as gates_mod
+from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import finite, num, pct, signed
 from robustbench_lite.suites import SUITES, ordered_suites
 
@@ -95,6 +96,12 @@ def reproduce_command(config: Mapping[str, Any], data: Mapping[str, Any]) -> str
     parts += ["--seed", str(data.get("seed", config.get("seed", 0)))]
     if config.get("device") not in (None, "auto"):
         parts += ["--device", str(config["device"])]
+    for name, options in (config.get("suite_options") or {}).items():
+        if name in SUITES and isinstance(options, Mapping):
+            try:
+                parts += SUITES.entry(name).Options.from_mapping(options).to_args()
+            except RobustEvalError:  # options this version no longer accepts: the command stays without them
+                continue
     return _quote(parts)
 
 
