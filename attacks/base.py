@@ -39,20 +39,8 @@ from robustbench_lite.pixels import check_images
 from robustbench_lite.registry import Registry
 from robustbench_lite.seeding import default_indices
 
-
-class AttackRegistry(Registry["type[Attack]"]):
-    """The native attacks; :meth:`listing` also shows ``torchattacks:NAME`` for each installed torchattacks class."""
-
-    def describe(self, name: str) -> str:
-        if name.startswith(TORCHATTACKS_PREFIX) and name not in self:
-            return "torchattacks (optional reference library)"
-        return super().describe(name)
-
-    def listing(self, pattern: str | Sequence[str] = "*") -> list[tuple[str, str]]:
-        return [(n, self.describe(n)) for n in available(pattern)]
-
-
-ATTACKS = AttackRegistry("attack", "robust-eval list attacks")
+#: The native attacks; ``attacks.catalogue`` adds the provider families (``torchattacks:NAME``).
+ATTACKS: Registry[type[Attack]] = Registry("attack", "robust-eval list attacks")
 
 #: Threat models: the norm of the perturbation budget.
 NORMS = ("Linf", "L2")
