@@ -290,3 +290,30 @@ def test_console_script_and_module_entry_points():
     for exe in ([script], [sys.executable, "-m", "robustbench_lite"]):
         p = subprocess.run([*exe, "--model", "nope"], capture_output=True, text=True)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_a_run_reads_its_checkpoint_and_test_set_once(digits_checkpoint, tmp_path, capsys, monkeypatch):
+    """Every suite, the report's example grid and the outputs share one read of each file."""
+    import torch
+
+    from robustbench_lite import data
+
+    reads = {"checkpoint": 0, "test set": 0}
+    real_load, real_torch_load = data.load, torch.load
+
+    def count_load(*args, **kwargs):
+        reads["test set"] += 1
+        return real_load(*args, **kwargs)
+
+    def count_torch_load(path, *args, **kwargs):
+        reads["checkpoint"] += str(path) == str(digits_checkpoint)
+        return real_torch_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "load", count_load)
+    monkeypatch.setattr(torch, "load", count_torch_load)
+    code, _, err = run(capsys, "--checkpoint", str(digits_checkpoint), "--suite", "clean,corruptions",
+                       "--corruptions", "fog", "--severities", "1", "--limit", "20", "--html",
+                       str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json"), "--no-history")
+    assert code == 0, err
+    assert reads == {"checkpoint": 1, "test set": 1}
+    assert json.loads((tmp_path / "r.json").read_text())["examples"]["rows"][0]["name"] == "clean"
