@@ -35,7 +35,7 @@ VOLATILE = {
     "timings", "seconds", "train_seconds", "latency_ms", "latency_ms_std", "throughput", "throughput_img_s",
     "peak_memory_mb", "peak_memory", "memory", "created", "date", "when", "environment", "command",
     "corruption_seconds", "inference_seconds", "time", "wall_seconds", "duration", "dir", "path", "json",
-    "output_dir", "cache", "cache_corruptions", "checkpoint", "checkpoints", "data_dir", "file", "source",
+    "output_dir", "cache_corruptions", "checkpoint", "checkpoints", "data_dir", "file", "source",
     "results_path", "report", "table", "latency", "elapsed", "started", "finished", "history", "latency_ms_p90",
     "train minutes",
 }
