@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.options import comma_list
@@ -20,7 +20,7 @@ class Parser(argparse.ArgumentParser):
         raise RobustEvalError(f"{message} (see '{self.prog} --help')")
 
 
-def _at_least(lo: int, what: str) -> Callable[[str], int]:
+def _at_least(lo: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -30,13 +30,12 @@ def _at_least(lo: int, what: str) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {value}")
         return value
 
-    parse.__name__ = what  # argparse names the type in its messages
     return parse
 
 
 #: argparse types: counts, limits and batch sizes (>= 1); seeds and counts where 0 means none or all (>= 0).
-positive_int = _at_least(1, "positive_int")
-non_negative_int = _at_least(0, "non_negative_int")
+positive_int = _at_least(1)
+non_negative_int = _at_least(0)
 
 
 def names(values: Sequence[str] | str | None, flag: str, example: str) -> list[str]:
@@ -64,12 +63,6 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 
     for name, suite in SUITES.items():
         suite.Options.add_arguments(parser.add_argument_group(f"{name} suite"))
-
-
-def suite_options(args: argparse.Namespace, suites: list[str]) -> dict[str, Any]:
-    from robustbench_lite.suites import options_from_args
-
-    return options_from_args(args, suites)
 
 
 GATE_HELP = """gate syntax: PATH OP THRESHOLD

@@ -57,7 +57,7 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.compare import FORMATS
     from robustbench_lite.config import RunConfig
     from robustbench_lite.outputs import write_json
-    from robustbench_lite.suites import SUITES, expand_suites, full_suites
+    from robustbench_lite.suites import SUITES, expand_suites, full_suites, options_from_args
 
     args = a.parse(parser(), argv)
     kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
@@ -69,7 +69,7 @@ def run(argv: Sequence[str]) -> int:
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or full_suites()
     for name in suites:
         SUITES.entry(name)
-    suite_options = a.suite_options(args, suites)
+    suite_options = options_from_args(args, suites)
     runs, names = [], []
     for spec, kind in zip(args.inputs, kinds, strict=True):
         if kind == "results":

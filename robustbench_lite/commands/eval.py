@@ -53,7 +53,7 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import outputs
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import DEFAULT_SUITES, RunConfig
-    from robustbench_lite.suites import expand_suites
+    from robustbench_lite.suites import expand_suites, options_from_args
 
     args = a.parse(parser(), argv)
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)
@@ -62,7 +62,7 @@ def run(argv: Sequence[str]) -> int:
         model=args.model, dataset=args.dataset, suites=suites,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
-        suite_options=a.suite_options(args, suites), examples=args.examples if args.html else 0, debug=args.debug,
+        suite_options=options_from_args(args, suites), examples=args.examples if args.html else 0, debug=args.debug,
     )
     result = evaluate(config, log=a.log)  # checks everything before any data is read or model built
     if a.leave_group():
