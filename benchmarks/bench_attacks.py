@@ -110,11 +110,12 @@ def suite_model(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torc
 
     The checkpoint when given, else the suite's cached quick baseline (trained on first use).
     """
-    from robustbench_lite import data, models
+    from robustbench_lite import data
+    from robustbench_lite.sources import checkpoints
 
     ds = data.load(args.dataset, split="test").limit(args.n)
     if args.checkpoint:
-        model, _ = models.load_checkpoint(args.checkpoint, model=args.model, num_classes=ds.num_classes)
+        model, _ = checkpoints.load_checkpoint(args.checkpoint, model=args.model, num_classes=ds.num_classes)
     else:
         try:
             from robustbench_lite.training import load_or_train_baseline

@@ -16,6 +16,7 @@ from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
 from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
+from robustbench_lite.sources import architectures, checkpoints
 from robustbench_lite.suites import SUITES, EvalContext, typed_options
 from robustbench_lite.training import load_or_train_baseline
 
@@ -35,7 +36,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
     config.validate()
     for suite in config.suites:
         SUITES.entry(suite)
-    payload = models.read_checkpoint(config.checkpoint) if config.checkpoint else None
+    payload = checkpoints.read_checkpoint(config.checkpoint) if config.checkpoint else None
     meta = payload["meta"] if payload else {}
     config = dataclasses.replace(
         config,
@@ -43,7 +44,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
         dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET,
         suite_options=typed_options(config.suites, config.suite_options),
     )
-    models.MODELS.entry(config.model)
+    architectures.check(config.model)
     data_mod.parse_name(config.dataset)
     return config, payload
 
@@ -52,7 +53,7 @@ def resolve_model(config: RunConfig, num_classes: int, log: Log,
                   payload: dict[str, Any] | None = None) -> tuple[models.NormalizedModel, dict[str, Any], str]:
     """The model to evaluate: a checkpoint (its already-read ``payload`` when given), else the quick baseline."""
     if config.checkpoint:
-        net, meta = models.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes,
+        net, meta = checkpoints.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes,
                                            payload=payload)
         return net, meta, config.checkpoint
     assert config.model is not None and config.dataset is not None

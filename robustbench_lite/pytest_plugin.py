@@ -230,7 +230,7 @@ class Robustness:
         Args:
             model: registry name; with ``checkpoint`` it may be omitted (the checkpoint names it); alone,
                 the cached quick baseline for (model, dataset) is used, trained on first use.
-            checkpoint: weights file (``robust-eval train`` or ``models.save_checkpoint``).
+            checkpoint: weights file (``robust-eval train`` or ``sources.checkpoints.save_checkpoint``).
             module: an in-memory ``nn.Module`` instead (takes [0,1] images); needs ``dataset``.
             dataset: registry name (default: the checkpoint's), or for ``module`` also an ImageDataset or
                 ``(images, labels[, classes])``.

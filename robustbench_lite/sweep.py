@@ -25,6 +25,7 @@ from typing import Any
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.files import atomic_write, sha256_file
+from robustbench_lite.sources import architectures
 
 Log = Callable[[str], None]
 INITS = ("scratch", "pretrained")
@@ -77,14 +78,13 @@ class SweepConfig:
 
     def validate(self) -> SweepConfig:
         from robustbench_lite import data as data_mod
-        from robustbench_lite import models
         from robustbench_lite.suites import SUITES, expand_suites, typed_options
 
         for key in ("models", "datasets", "suites", "init"):
             if not getattr(self, key):
                 raise RobustEvalError(f"the sweep has no {key}; give at least one (e.g. --{key} ...)")
         for m in self.models:
-            models.MODELS.entry(m)
+            architectures.check(m)
         for d in self.datasets:
             data_mod.parse_name(d)
         self.suites = expand_suites(list(self.suites))

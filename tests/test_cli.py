@@ -34,9 +34,10 @@ def test_clean_and_efficiency_json(digits_checkpoint, tmp_path, capsys):
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import confusion_matrix, f1_score
 
-    from robustbench_lite import data, models
+    from robustbench_lite import data
+    from robustbench_lite.sources import checkpoints
 
-    net, _ = models.load_checkpoint(digits_checkpoint)
+    net, _ = checkpoints.load_checkpoint(digits_checkpoint)
     test = data.load("digits", "test").limit(200)
     with torch.inference_mode():
         probs = net(test.float_images()).double().softmax(1)
@@ -77,6 +78,7 @@ def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsy
 
     from robustbench_lite import api, models
     from robustbench_lite.config import DEFAULT_MODEL
+    from robustbench_lite.sources import checkpoints
 
     evaluated = []
     real_run_suites = api.run_suites
@@ -93,7 +95,7 @@ def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsy
     assert code == 0, err
     r = json.loads(path.read_text())
     assert r["dataset"] == "digits"
-    saved = models.read_checkpoint(digits_checkpoint)
+    saved = checkpoints.read_checkpoint(digits_checkpoint)
     assert r["model"] == saved["meta"]["model"] == "shufflenetv2_x0_5" != DEFAULT_MODEL
     # the network evaluated is the checkpoint's architecture carrying its weights, tensor for tensor ...
     (net,) = evaluated
@@ -120,7 +122,7 @@ def test_baseline_is_trained_once_and_cached(capsys, cache_home):
 
 
 def test_train_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
-    from robustbench_lite.models import load_checkpoint
+    from robustbench_lite.sources.checkpoints import load_checkpoint
 
     out = tmp_path / "m.pt"
     code, stdout, err = run(capsys, "train", "--model", "mobilenetv3_small", "--dataset", "digits", "--epochs", "1",
@@ -227,6 +229,7 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
     # A previous run's outputs sit where this run writes; this run dies in its second suite, after the
     # clean suite has finished: the old files must survive byte for byte, with no temp file beside them.
     from robustbench_lite import models
+    from robustbench_lite.sources import checkpoints
 
     out_json, out_html = tmp_path / "results.json", tmp_path / "report.html"
     old_json = b'{"schema_version": 1, "model": "previous run", "clean": {"accuracy": 0.97}}\n'
@@ -234,7 +237,7 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
     out_json.write_bytes(old_json)
     out_html.write_bytes(old_html)
     hook = _FailOnForward(ok=2, error=error)  # --limit 64 --batch-size 32: the clean suite is two batches
-    real_load = models.load_checkpoint
+    real_load = checkpoints.load_checkpoint
 
     def load_then_arm(*args, **kwargs):
         net, meta = real_load(*args, **kwargs)

@@ -15,6 +15,7 @@ from robustbench_lite.commands import train as train_command
 from robustbench_lite.config import TrainConfig
 from robustbench_lite.data import load
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.sources import checkpoints
 from robustbench_lite.training import defences
 from robustbench_lite.training.defences import DEFENCES, DefenceContext, DefenceOptions, Pipeline
 
@@ -65,7 +66,7 @@ def test_registry_holds_every_named_defence():
 @pytest.mark.parametrize("name", NAMED)
 def test_each_defence_trains_and_records_its_recipe(name, tmp_path):
     model, meta, path = train_mod.train(tiny_config(tmp_path, name), log=lambda m: None)
-    loaded, meta2 = models.load_checkpoint(path)
+    loaded, meta2 = checkpoints.load_checkpoint(path)
     assert meta2["defence"]["names"] == [name]
     assert name in meta2["defence"]["settings"]
     assert meta2["recipe"]["epochs"] == 1 and meta2["init"] == "scratch"
@@ -262,7 +263,7 @@ def test_cli_trains_combined_defences_and_lists_them(tmp_path, capsys):
                      "--limit", "200", "--eval-limit", "50", "--defence", "augmix", "--defence", "pgd-at",
                      "--eps", "8/255", "--steps", "2", "--output", str(out), "--no-progress"])
     assert code == 0
-    meta = models.read_checkpoint(out)["meta"]
+    meta = checkpoints.read_checkpoint(out)["meta"]
     assert meta["defence"]["names"] == ["augmix", "pgd-at"]
     assert meta["defence"]["settings"]["pgd-at"]["eps"] == pytest.approx(8 / 255)
     assert meta["defence"]["settings"]["pgd-at"]["steps"] == 2
@@ -311,7 +312,7 @@ def test_resumed_run_equals_uninterrupted_run(defence, tmp_path):
     _, meta_resumed, resumed = train_mod.train(cfg, log=logs.append)
     assert any("resuming from" in line and "step 2" in line for line in logs), logs
     assert not state.exists(), "the state file is removed once the checkpoint is written"
-    a, b = models.read_checkpoint(full)["state_dict"], models.read_checkpoint(resumed)["state_dict"]
+    a, b = checkpoints.read_checkpoint(full)["state_dict"], checkpoints.read_checkpoint(resumed)["state_dict"]
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resuming"
     assert meta_full["history"] == meta_resumed["history"]
@@ -364,7 +365,7 @@ def test_fine_tuning_pretrained_weights(tmp_path, monkeypatch):
     torch.save(stock.state_dict(), path)
     _, meta, out = train_mod.train(tiny_config(tmp_path, "augmix", pretrained=True), log=lambda m: None)
     assert meta["init"] == "imagenet" and meta["pretrained"]
-    assert models.load_checkpoint(out)[1]["defence"]["names"] == ["augmix"]
+    assert checkpoints.load_checkpoint(out)[1]["defence"]["names"] == ["augmix"]
 
 
 def test_defence_names_parse():
@@ -403,7 +404,7 @@ def test_ctrl_c_saves_state_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stderr
     assert out.is_file() and not state.exists()
-    assert models.read_checkpoint(out)["meta"]["defence"]["names"] == ["pgd-at"]
+    assert checkpoints.read_checkpoint(out)["meta"]["defence"]["names"] == ["pgd-at"]
 
 
 def test_defences_from_a_yaml_config(tmp_path, capsys):
@@ -413,7 +414,7 @@ def test_defences_from_a_yaml_config(tmp_path, capsys):
     code = cli.main(["train", "--config", str(config), "--model", "shufflenetv2_x0_5", "--dataset", "digits",
                      "--output", str(out), "--no-progress", "--eval-limit", "32"])
     assert code == 0, capsys.readouterr().err
-    settings = models.read_checkpoint(out)["meta"]["defence"]["settings"]
+    settings = checkpoints.read_checkpoint(out)["meta"]["defence"]["settings"]
     assert list(settings) == ["augmix", "gaussian-noise"] and settings["gaussian-noise"]["noise_std"] == 0.05
 
 

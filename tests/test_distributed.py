@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustbench_lite import data, distributed, models
+from robustbench_lite import data, distributed
+from robustbench_lite.sources import checkpoints
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not built")
 needs_fmnist = pytest.mark.skipif(not (data.DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -60,7 +61,7 @@ def ddp_checkpoint(tmp_path_factory):
 
 @needs_fmnist
 def test_two_process_training_writes_a_loadable_checkpoint(ddp_checkpoint):
-    net, meta = models.load_checkpoint(ddp_checkpoint)
+    net, meta = checkpoints.load_checkpoint(ddp_checkpoint)
     assert meta["model"] == "shufflenetv2_x0_5" and meta["dataset"] == "fashion-mnist"
     assert meta["clean_accuracy"] > 0.5, "4 epochs on 2,000 images: well above chance (one process: 77%)"
     assert not list(ddp_checkpoint.parent.glob("*.resume")), "no state file left behind"

@@ -12,6 +12,7 @@ from torch import nn
 
 from robustbench_lite import models
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.sources import checkpoints
 
 ALL_MODELS = models.MODELS.list()
 
@@ -40,9 +41,9 @@ def test_forward_grey_28_and_rgb_32_and_checkpoint_roundtrip(name, tmp_path):
         assert ref.shape == (2, 7)
         assert rgb(y[:, :1]).shape == (2, 7)  # grey input repeated over channels
 
-    meta = {**models.architecture_meta(rgb, name, 7, 32, False), "dataset": "test"}
-    path = models.save_checkpoint(tmp_path / f"{name}.pt", rgb, meta)
-    loaded, got_meta = models.load_checkpoint(path, model=name, num_classes=7)
+    meta = {**checkpoints.architecture_meta(rgb, name, 7, 32, False), "dataset": "test"}
+    path = checkpoints.save_checkpoint(tmp_path / f"{name}.pt", rgb, meta)
+    loaded, got_meta = checkpoints.load_checkpoint(path, model=name, num_classes=7)
     assert got_meta["model"] == name and got_meta["num_classes"] == 7
     with torch.no_grad():
         torch.testing.assert_close(loaded(y), ref)
@@ -114,39 +115,41 @@ def _save(path, payload):
 
 def test_checkpoint_for_another_model_or_class_count(tmp_path):
     m = models.build("squeezenet", 10, 1, 28)
-    path = models.save_checkpoint(tmp_path / "c.pt", m, models.architecture_meta(m, "squeezenet", 10, 28, False))
+    meta = checkpoints.architecture_meta(m, "squeezenet", 10, 28, False)
+    path = checkpoints.save_checkpoint(tmp_path / "c.pt", m, meta)
     with pytest.raises(RobustEvalError, match="is for model 'squeezenet', not 'resnet18'"):
-        models.load_checkpoint(path, model="resnet18")
+        checkpoints.load_checkpoint(path, model="resnet18")
     with pytest.raises(RobustEvalError, match="has 10 classes but the dataset has 100"):
-        models.load_checkpoint(path, num_classes=100)
+        checkpoints.load_checkpoint(path, num_classes=100)
 
 
 def test_damaged_checkpoint(tmp_path):
     m = models.build("squeezenet", 10, 1, 28)
-    path = models.save_checkpoint(tmp_path / "c.pt", m, models.architecture_meta(m, "squeezenet", 10, 28, False))
+    meta = checkpoints.architecture_meta(m, "squeezenet", 10, 28, False)
+    path = checkpoints.save_checkpoint(tmp_path / "c.pt", m, meta)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(RobustEvalError, match="damaged or not a PyTorch file"):
-        models.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
     (tmp_path / "text.pt").write_text("hello")
     with pytest.raises(RobustEvalError, match="damaged or not a PyTorch file"):
-        models.load_checkpoint(tmp_path / "text.pt")
+        checkpoints.load_checkpoint(tmp_path / "text.pt")
     with pytest.raises(RobustEvalError, match="does not exist"):
-        models.load_checkpoint(tmp_path / "missing.pt")
+        checkpoints.load_checkpoint(tmp_path / "missing.pt")
     plain = _save(tmp_path / "plain.pt", {"weights": torch.zeros(1)})
     with pytest.raises(RobustEvalError, match="not a robustbench_lite checkpoint"):
-        models.load_checkpoint(plain)
+        checkpoints.load_checkpoint(plain)
 
 
 def test_state_dict_that_does_not_fit_the_architecture(tmp_path):
     m = models.build("squeezenet", 10, 1, 28)
-    meta = models.architecture_meta(m, "squeezenet", 10, 28, False)
-    path = models.save_checkpoint(tmp_path / "c.pt", m, meta)
+    meta = checkpoints.architecture_meta(m, "squeezenet", 10, 28, False)
+    path = checkpoints.save_checkpoint(tmp_path / "c.pt", m, meta)
     payload = torch.load(path, weights_only=True)
     payload["meta"]["model"] = "resnet18"
     _save(path, payload)
     with pytest.raises(RobustEvalError, match="does not match the 'resnet18' architecture"):
-        models.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
 
 
 class _Exploit:
@@ -160,19 +163,19 @@ class _Exploit:
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     m = models.build("squeezenet", 10, 1, 28)
-    payload = {"format": models.CHECKPOINT_FORMAT, "version": 1, "state_dict": m.state_dict(),
-               "meta": {**models.architecture_meta(m, "squeezenet", 10, 28, False), "x": _Exploit(marker)}}
+    payload = {"format": checkpoints.CHECKPOINT_FORMAT, "version": 1, "state_dict": m.state_dict(),
+               "meta": {**checkpoints.architecture_meta(m, "squeezenet", 10, 28, False), "x": _Exploit(marker)}}
     path = tmp_path / "evil.pt"
     torch.save(payload, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(RobustEvalError, match="refused to load checkpoint"):
-        models.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
     assert not marker.exists()
 
 
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     m = models.build("squeezenet", 10, 1, 28)
-    meta = models.architecture_meta(m, "squeezenet", 10, 28, False)
-    path = models.save_checkpoint(tmp_path / "c.pt", m, meta)
+    meta = checkpoints.architecture_meta(m, "squeezenet", 10, 28, False)
+    path = checkpoints.save_checkpoint(tmp_path / "c.pt", m, meta)
     before = path.read_bytes()
 
     def boom(*a, **k):
@@ -180,7 +183,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        models.save_checkpoint(path, m, meta)
+        checkpoints.save_checkpoint(path, m, meta)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 

@@ -25,6 +25,7 @@ def project(pytester, digits_checkpoint):
         import pytest
         import torch
         from robustbench_lite import models
+        from robustbench_lite.sources import checkpoints
 
         CKPT = {str(digits_checkpoint)!r}
 
@@ -46,7 +47,7 @@ def project(pytester, digits_checkpoint):
 
         @pytest.mark.robustness
         def test_module_and_baseline(robustness, tmp_path):
-            net, _ = models.load_checkpoint(CKPT)
+            net, _ = checkpoints.load_checkpoint(CKPT)
             run = robustness.evaluate(module=net, dataset="digits", suites=["clean"], limit=48, model="mine")
             base = robustness.evaluate(checkpoint=CKPT, suites="clean", limit=48)
             assert run.result.model == "mine" and run["clean.accuracy"] == base["clean.accuracy"]

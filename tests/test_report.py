@@ -143,7 +143,7 @@ def live(digits_checkpoint, tmp_path_factory):
 def test_live_run_example_grid(live, digits_checkpoint, digits_test):
     from PIL import Image
 
-    from robustbench_lite import models
+    from robustbench_lite.sources import checkpoints
 
     data = json.loads((live / "r.json").read_text())
     ex = data["examples"]
@@ -162,7 +162,7 @@ def test_live_run_example_grid(live, digits_checkpoint, digits_test):
             assert img.size == (8, 8) and 0 <= cell["confidence"] <= 1
     assert ex["rows"][0]["cells"][0]["correct"] == (ex["rows"][0]["cells"][0]["pred"] == ex["images"][0]["label"])
     # the clean row shows the checkpoint's own prediction and softmax confidence for each image
-    net, _ = models.load_checkpoint(digits_checkpoint)
+    net, _ = checkpoints.load_checkpoint(digits_checkpoint)
     with torch.inference_mode():
         conf, pred = net(digits_test.float_images(slice(0, 5))).softmax(1).max(1)
     clean = ex["rows"][0]["cells"]

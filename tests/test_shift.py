@@ -19,6 +19,7 @@ from robustbench_lite import cli, data, models, shift
 from robustbench_lite.api import evaluate
 from robustbench_lite.config import RunConfig, TrainConfig
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.sources import checkpoints
 from robustbench_lite.suites.shift import score_level
 
 COVARIATE = shift.SHIFTS.list("covariate/*")
@@ -356,7 +357,7 @@ def test_fine_model_is_mapped_to_coarse_groups(digits_checkpoint, monkeypatch):
     assert tgt.extra["task"] == "fine" and not tgt.in_summary and "summed per coarse class" in " ".join(tgt.notes)
     assert tgt.classes == ["even", "odd"] and res.worst_split is None
     # Direct computation: group probabilities of the clean predictions on the target digits.
-    net, _ = models.load_checkpoint(digits_checkpoint)
+    net, _ = checkpoints.load_checkpoint(digits_checkpoint)
     ds = data.load("digits", "test")
     with torch.no_grad():
         logits = net(ds.float_images())
@@ -422,7 +423,7 @@ def cifar10_setup(tmp_path):
     (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
     net = models.build("shufflenetv2_x0_5", 10, 3, 32)
     ckpt = tmp_path / "cifar10.pt"
-    models.save_checkpoint(ckpt, net, {**models.architecture_meta(net, "shufflenetv2_x0_5", 10, 32, False),
+    checkpoints.save_checkpoint(ckpt, net, {**checkpoints.architecture_meta(net, "shufflenetv2_x0_5", 10, 32, False),
                                        "dataset": "cifar10", "classes": list(data.CIFAR10_CLASSES)})
     _cifar10_1(tmp_path / "cifar10.1", "v6")
     _cifar10_2(tmp_path / "cifar10.2", "test")

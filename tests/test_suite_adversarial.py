@@ -12,9 +12,10 @@ from scipy.integrate import trapezoid
 from torch import nn
 
 import attacks
-from robustbench_lite import cli, data, models
+from robustbench_lite import cli, data
 from robustbench_lite.api import evaluate
 from robustbench_lite.config import RunConfig
+from robustbench_lite.sources import checkpoints
 from robustbench_lite.suites.adversarial import AdversarialResult, AdversarialSuite, _curve, eps_key, result_key
 from robustbench_lite.suites.base import EvalContext
 
@@ -47,7 +48,7 @@ def test_defaults_through_the_cli(digits_checkpoint, tmp_path, capsys):
     eps = data.default_eps("digits", "Linf")
     assert [(r["attack"], r["norm"], r["eps"], r["steps"]) for r in adv["results"]] == [
         ("fgsm", "Linf", eps, 1), ("pgd", "Linf", eps, 10)]
-    net, _ = models.load_checkpoint(str(digits_checkpoint))
+    net, _ = checkpoints.load_checkpoint(str(digits_checkpoint))
     test = data.load("digits", "test").limit(64)
     with torch.inference_mode():
         assert adv["clean_accuracy"] == float((net(test.float_images()).argmax(1) == test.labels).float().mean())
@@ -186,7 +187,7 @@ class Saturated(nn.Module):
 
 
 def test_masking_checks_reuse_fgsm_and_pgd_and_flag_zero_gradients(digits_checkpoint, monkeypatch):
-    net, meta = models.load_checkpoint(str(digits_checkpoint))
+    net, meta = checkpoints.load_checkpoint(str(digits_checkpoint))
     dataset = data.load("digits", "test").limit(60)
     config = RunConfig(dataset="digits", batch_size=64, show_progress=False,
                        suite_options={"adversarial": {"steps": 2}})

@@ -23,14 +23,14 @@ def test_every_corruption_runs_on_8px_digits(digits_checkpoint, digits_test):
     import torch
 
     from corruptions import CORRUPTIONS
-    from robustbench_lite import models
+    from robustbench_lite.sources import checkpoints
 
     r = corr_run(digits_checkpoint, corruptions="all", severities="5")
     assert r.profile == "cifar"
     assert set(r.corruptions) | set(r.unavailable) == set(resolve_corruptions("all"))
     # Each score is the accuracy of the model on the whole set corrupted in one call, image i seeded by (0, i):
     # the suite's batching and per-image seeding must not change a single prediction.
-    net, _ = models.load_checkpoint(digits_checkpoint)
+    net, _ = checkpoints.load_checkpoint(digits_checkpoint)
     dataset = digits_test.limit(60)
     images, labels = dataset.float_images(), dataset.labels
     with torch.inference_mode():
@@ -143,6 +143,7 @@ def test_published_c_directory_is_scored_as_is(tmp_path, capsys):
     import torch
 
     from robustbench_lite import models
+    from robustbench_lite.sources import checkpoints
 
     rng = np.random.default_rng(0)
     clean_dir = tmp_path / "data" / "cifar-10-batches-py"
@@ -157,8 +158,8 @@ def test_published_c_directory_is_scored_as_is(tmp_path, capsys):
     np.save(cdir / "labels.npy", np.array(labels * 5, dtype=np.uint8))
     torch.manual_seed(0)
     m = models.build("shufflenetv2_x0_5", 10, 3, 32)
-    ckpt = models.save_checkpoint(tmp_path / "m.pt", m, {**models.architecture_meta(m, "shufflenetv2_x0_5", 10, 32,
-                                                                                      False), "dataset": "cifar10"})
+    meta = {**checkpoints.architecture_meta(m, "shufflenetv2_x0_5", 10, 32, False), "dataset": "cifar10"}
+    ckpt = checkpoints.save_checkpoint(tmp_path / "m.pt", m, meta)
     out = tmp_path / "o.json"
     code = cli.main(["--checkpoint", str(ckpt), "--dataset", f"cifar10-c:{cdir}", "--data-dir", str(tmp_path / "data"),
                      "--suite", "clean,corruptions", "--json", str(out), "--no-progress"])

@@ -24,6 +24,7 @@ from robustbench_lite.engine import predict, progress, resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.metrics import accuracy
 from robustbench_lite.seeding import derive_seed
+from robustbench_lite.sources import architectures, checkpoints
 from robustbench_lite.training.defences import DefenceContext, DefenceOptions, Pipeline
 from robustbench_lite.training.recipes import baseline_path, channel_stats, default_output, resolve_recipe, schedule
 from robustbench_lite.training.resume import STATE_FORMAT, StopRequest, fingerprint, read_state, state_path
@@ -88,7 +89,7 @@ class Trainer:
         self.log = distributed.main_log(self.log)
         recipe = self.recipe = resolve_recipe(cfg)
         device = self.device = resolve_device(cfg.device)
-        models.MODELS.entry(cfg.model)  # unknown model: fail before loading data
+        architectures.check(cfg.model)  # unknown model: fail before loading data
         data_mod.parse_name(cfg.dataset)
         # Build the defences once before loading data, so dataset-dependent defaults (eps) fail fast;
         # the class count is only needed by the mixers.
@@ -112,7 +113,7 @@ class Trainer:
         self.input_size = max(train_set.size)
         torch.manual_seed(derive_seed(cfg.seed, 0, "init"))
         mean, std = (None, None) if cfg.pretrained else channel_stats(train_set)
-        model = models.build(cfg.model, train_set.num_classes, train_set.channels, self.input_size,
+        model = architectures.build(cfg.model, train_set.num_classes, train_set.channels, self.input_size,
                              pretrained=cfg.pretrained, mean=mean, std=std).to(device)
         if device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
@@ -295,7 +296,7 @@ class Trainer:
         self.log(f"trained in {self.train_seconds:.1f} s; test accuracy {clean_acc:.4f} on {len(test_set)} images")
 
         meta = {
-            **models.architecture_meta(model, cfg.model, train_set.num_classes, self.input_size, cfg.pretrained),
+            **checkpoints.architecture_meta(model, cfg.model, train_set.num_classes, self.input_size, cfg.pretrained),
             "dataset": cfg.dataset,
             "classes": list(train_set.classes),
             "seed": cfg.seed,
@@ -313,7 +314,7 @@ class Trainer:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if self.main:
-            models.save_checkpoint(self.path, model, meta)
+            checkpoints.save_checkpoint(self.path, model, meta)
             self.resume_file.unlink(missing_ok=True)
         distributed.barrier()  # other ranks may read the checkpoint (the cached baseline) next
         self.log(f"checkpoint written to {self.path}")
@@ -344,7 +345,7 @@ def load_or_train_baseline(
     path = baseline_path(model, dataset, seed, pretrained)
     if path.is_file():
         try:
-            net, meta = models.load_checkpoint(path, model=model)
+            net, meta = checkpoints.load_checkpoint(path, model=model)
             return net, meta, path
         except RobustEvalError as exc:
             log(f"cached baseline {path} is unusable ({exc}); training a new one")

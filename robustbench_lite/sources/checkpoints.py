@@ -1,0 +1,134 @@
+"""The project's checkpoint format: a dict of tensors and plain metadata, loaded with ``weights_only=True``.
+
+``{"format": "robustbench_lite.checkpoint", "version", "meta", "state_dict"}``: ``meta`` holds the
+architecture (:func:`architecture_meta`: model name, classes, channels, input size, mean/std) and
+anything plain (dataset, class names, recipe, seed...), so a checkpoint rebuilds its network
+without any code from the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustbench_lite import __version__
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.models import NormalizedModel
+from robustbench_lite.sources.architectures import build
+
+CHECKPOINT_FORMAT = "robustbench_lite.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def architecture_meta(model: NormalizedModel, name: str, num_classes: int, input_size: int,
+                      pretrained: bool) -> dict[str, Any]:
+    return {
+        "model": name,
+        "num_classes": num_classes,
+        "in_channels": model.in_channels,
+        "input_size": input_size,
+        "pretrained": pretrained,
+        "mean": [float(v) for v in model.mean.flatten()],
+        "std": [float(v) for v in model.std.flatten()],
+    }
+
+
+def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, Any]) -> Path:
+    """Write ``{"format", "version", "meta", "state_dict"}`` atomically (temp file + rename).
+
+    ``meta`` must hold the architecture keys (:func:`architecture_meta`) and may hold anything
+    plain (dataset, classes, recipe, seed, clean accuracy...).
+    """
+    import json
+
+    from robustbench_lite.files import atomic_write
+    from robustbench_lite.results import plain
+
+    path = Path(path)
+    meta = {**meta, "robustbench_lite_version": __version__, "torch_version": str(torch.__version__)}
+    # A JSON round trip guarantees the metadata is plain data that weights_only=True accepts.
+    meta = json.loads(json.dumps(plain(meta)))
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "meta": meta,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic_write(path, lambda f: torch.save(payload, f), binary=True)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file as data only; anything else is a clear :class:`RobustEvalError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RobustEvalError(f"checkpoint {path} does not exist; pass a file written by 'robust-eval train'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a bad checkpoint
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise RobustEvalError(
+                f"refused to load checkpoint {path}: it contains Python objects beyond tensors and plain "
+                "data, which could run code; load only checkpoints written by 'robust-eval train'"
+            ) from None
+        raise RobustEvalError(
+            f"checkpoint {path} is damaged or not a PyTorch file ({type(exc).__name__}); re-create it with "
+            "'robust-eval train'"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state_dict" not in payload:
+        raise RobustEvalError(
+            f"checkpoint {path} is not a robustbench_lite checkpoint (no '{CHECKPOINT_FORMAT}' header); "
+            "re-create it with 'robust-eval train'"
+        )
+    if payload.get("version", 0) > CHECKPOINT_VERSION:
+        raise RobustEvalError(
+            f"checkpoint {path} has format version {payload['version']}, newer than this robustbench_lite "
+            f"supports ({CHECKPOINT_VERSION}); upgrade robustbench-lite"
+        )
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, model: str | None = None, num_classes: int | None = None,
+    payload: dict[str, Any] | None = None,
+) -> tuple[NormalizedModel, dict[str, Any]]:
+    """Rebuild the model recorded in a checkpoint and load its weights.
+
+    Args:
+        path: checkpoint file.
+        model: when given, the checkpoint must be for this model.
+        num_classes: when given, the checkpoint must have this many classes.
+        payload: the file's contents when the caller has already read it (:func:`read_checkpoint`),
+            so a run reads its checkpoint once.
+
+    Returns:
+        The model in eval mode and the checkpoint's metadata.
+    """
+    payload = payload if payload is not None else read_checkpoint(path)
+    meta = payload["meta"]
+    if model is not None and meta.get("model") != model:
+        raise RobustEvalError(
+            f"checkpoint {path} is for model '{meta.get('model')}', not '{model}'; pass --model "
+            f"{meta.get('model')} or a checkpoint trained for {model}"
+        )
+    if num_classes is not None and meta.get("num_classes") != num_classes:
+        raise RobustEvalError(
+            f"checkpoint {path} has {meta.get('num_classes')} classes but the dataset has {num_classes}; "
+            f"evaluate it on the dataset it was trained on ({meta.get('dataset')})"
+        )
+    net = build(
+        meta["model"], meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained=False,
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+    )
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RobustEvalError(
+            f"checkpoint {path} does not match the '{meta['model']}' architecture ({first}); "
+            "re-create it with 'robust-eval train'"
+        ) from None
+    return net.eval(), meta
