@@ -228,7 +228,6 @@ class _FailOnForward:
 def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, monkeypatch, error):
     # A previous run's outputs sit where this run writes; this run dies in its second suite, after the
     # clean suite has finished: the old files must survive byte for byte, with no temp file beside them.
-    from robustbench_lite import models
     from robustbench_lite.sources import checkpoints
 
     out_json, out_html = tmp_path / "results.json", tmp_path / "report.html"
@@ -244,7 +243,7 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
         net.register_forward_pre_hook(hook)
         return net, meta
 
-    monkeypatch.setattr(models, "load_checkpoint", load_then_arm)
+    monkeypatch.setattr(checkpoints, "load_checkpoint", load_then_arm)
     argv = ["--checkpoint", str(digits_checkpoint), "--suite", "clean,adversarial", "--attack", "fgsm",
             "--limit", "64", "--batch-size", "32", "--json", str(out_json), "--html", str(out_html), "--no-progress"]
     if isinstance(error, KeyboardInterrupt):
