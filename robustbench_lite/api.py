@@ -1,22 +1,27 @@
-"""The evaluator: ``evaluate(config) -> EvaluationResult``. Writing JSON/HTML is a separate step (outputs)."""
+"""The evaluator: ``evaluate(model, data, suites, **options) -> EvaluationResult``.
+
+The CLI, the pytest plugin and the Python API all come through :func:`evaluate`; writing JSON/HTML
+and checking gates is a separate step (outputs).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from robustbench_lite import data as data_mod
-from robustbench_lite import models
+from robustbench_lite import sources
 from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
 from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
-from robustbench_lite.sources import architectures, checkpoints
+from robustbench_lite.sources import architectures
 from robustbench_lite.suites import SUITES, EvalContext, typed_options
 from robustbench_lite.training import load_or_train_baseline
 
@@ -26,79 +31,212 @@ CHECKPOINT_KEYS = ("recipe", "seed", "clean_accuracy", "dataset", "input_size", 
                    "init", "train_seconds")
 
 
-def prepare(config: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
+def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sources.FileInfo | None]:
     """Validate ``config`` and resolve what it leaves open, before any data is read or model built.
 
     Returns:
         A resolved copy (model and dataset filled from the checkpoint or the defaults, suite options
-        typed) and the checkpoint file's payload (read once here, None without a checkpoint).
+        typed), what the model file says about itself (read once here; None without a file) and
+        the same for the surrogate.
     """
     config.validate()
     for suite in config.suites:
         SUITES.entry(suite)
-    payload = checkpoints.read_checkpoint(config.checkpoint) if config.checkpoint else None
-    meta = payload["meta"] if payload else {}
+    info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
+    meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
+    surrogate = sources.inspect_file(config.surrogate) if config.surrogate else None
+    if info is not None and not sources.FORMATS.entry(_format_entry(info)).differentiable:
+        if "adversarial" in config.suites and surrogate is None:
+            raise RobustEvalError(
+                f"the adversarial suite needs input gradients, and {Path(config.checkpoint or '').name} runs in "
+                f"{info.format} without them; pass --surrogate PATH (a differentiable model of the same task: attacks "
+                "are crafted on it and scored on this model) or leave the adversarial suite out")
+    model = config.model or meta.get("model") or (None if info is not None else DEFAULT_MODEL)
+    if model is not None:
+        architectures.check(model)
     config = dataclasses.replace(
-        config,
-        model=config.model or meta.get("model") or DEFAULT_MODEL,
-        dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET,
+        config, model=model, dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET,
         suite_options=typed_options(config.suites, config.suite_options),
     )
-    architectures.check(config.model)
     data_mod.parse_name(config.dataset)
-    return config, payload
+    return config, info, surrogate
 
 
-def resolve_model(config: RunConfig, num_classes: int, log: Log,
-                  payload: dict[str, Any] | None = None) -> tuple[models.NormalizedModel, dict[str, Any], str]:
-    """The model to evaluate: a checkpoint (its already-read ``payload`` when given), else the quick baseline."""
-    if config.checkpoint:
-        net, meta = checkpoints.load_checkpoint(config.checkpoint, model=config.model, num_classes=num_classes,
-                                           payload=payload)
-        return net, meta, config.checkpoint
-    assert config.model is not None and config.dataset is not None
-    net, meta, path = load_or_train_baseline(
-        config.model, config.dataset, config.seed, config.device, config.data_dir, log,
-        show_progress=config.show_progress, pretrained=config.pretrained,
-    )
-    return net, meta, str(path)
+def _format_entry(info: sources.FileInfo) -> str:
+    return info.format if info.format in sources.FORMATS else "pytorch"
 
 
-def evaluate(config: RunConfig, log: Log = print) -> EvaluationResult:
-    """Run ``config.suites`` on one model and dataset and return the typed result.
+def resolve_model(config: RunConfig, dataset: data_mod.ImageDataset, device: torch.device, log: Log,
+                  info: sources.FileInfo | None = None, module: nn.Module | None = None) -> sources.LoadedModel:
+    """The model to evaluate, adapted to the dataset: an in-memory module, a model file, else the quick baseline."""
+    facts = {"num_classes": dataset.num_classes, "channels": dataset.channels, "size": tuple(dataset.size),
+             "classes": tuple(dataset.classes)}
+    if module is not None:
+        loaded = sources.from_module(module, config.contract, config.model)
+        what = config.model or type(module).__name__
+    elif config.checkpoint:
+        assert info is not None
+        loaded = sources.load_file(config.checkpoint, info, architecture=config.model, contract=config.contract,
+                                   device=str(device), **facts)
+        what = Path(config.checkpoint).name
+    else:
+        assert config.model is not None and config.dataset is not None
+        net, meta, path = load_or_train_baseline(
+            config.model, config.dataset, config.seed, config.device, config.data_dir, log,
+            show_progress=config.show_progress, pretrained=config.pretrained,
+        )
+        loaded = sources.LoadedModel(model=net, core=net, format="checkpoint", meta=meta, path=str(path),
+                                     file_bytes=Path(path).stat().st_size, normalises_inside=True,
+                                     contract=config.contract)
+        what = f"the {config.model} baseline"
+    loaded = sources.finish(loaded, what=what, device=device, **facts)
+    for line in loaded.notes + loaded.adaptations:
+        log(f"model: {line}")
+    return loaded
 
-    The checkpoint and the test split are read once; with ``config.examples`` the report's example
-    grid is built from the same loaded model and images.
+
+def evaluate(model: Any = None, data: Any = None, suites: Sequence[str] | str | None = None, *, log: Log | None = None,
+             **options: Any) -> EvaluationResult:
+    """Run suites on one model and dataset and return the typed result.
+
+    Args:
+        model: an ``nn.Module`` (takes [0,1] images unless ``input_size``/``mean``/``std``... say
+            otherwise), a model file (any format ``robust-eval list formats`` shows), an
+            architecture name (its cached quick baseline), or a complete :class:`RunConfig`.
+        data: a dataset name, an :class:`ImageDataset`, ``(images, labels[, classes])`` tensors or
+            a ``torch.utils.data.Dataset`` of (image, label) (see :func:`data.as_dataset`).
+        suites: names, a list or comma-separated (default: clean, efficiency).
+        log: progress lines (default: none for the Python API, stderr for the CLI).
+        **options: any :class:`RunConfig` field (``limit``, ``batch_size``, ``seed``, ``device``,
+            ``surrogate``...), the input contract (``input_size``, ``channels``, ``mean``, ``std``,
+            ``classes``) and any selected suite's option by its CLI name (``eps``, ``attacks``,
+            ``corruptions``, ``severities``...); ``suite_options={suite: {...}}`` also works.
+
+    The model file and the test set are read once; with ``examples`` the report's example grid is
+    built from the same loaded model and images.
     """
+    if isinstance(model, RunConfig):
+        if data is not None or suites is not None or options:
+            raise RobustEvalError("evaluate(RunConfig) takes no other model, data, suites or options; set them on "
+                                  "the RunConfig")
+        return _run(model, log or print)
+    config, module, dataset = config_for(model, data, suites, options)
+    return _run(config, log or (lambda message: None), module, dataset)
+
+
+def config_for(model: Any, data: Any, suites: Sequence[str] | str | None,
+               options: dict[str, Any]) -> tuple[RunConfig, nn.Module | None, data_mod.ImageDataset | None]:
+    """The :class:`RunConfig` for the Python API's arguments, and the in-memory model and data, if any."""
+    from robustbench_lite.config import DEFAULT_SUITES
+    from robustbench_lite.options import comma_list
+    from robustbench_lite.suites import expand_suites
+
+    names = list(DEFAULT_SUITES) if suites is None else expand_suites(list(comma_list(suites, "suites", "clean")))
+    for name in names:
+        SUITES.entry(name)
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"suites", "suite_options", "contract"}
+    contract_fields = set(sources.InputContract.flags())
+    run: dict[str, Any] = {"show_progress": False}
+    contract: dict[str, Any] = {}
+    per_suite: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (options.pop("suite_options", None) or {}).items()}
+    owners = {dest: name for name in names for dest in (*SUITES.entry(name).Options.flags(),
+                                                        *(f.dest for f in SUITES.entry(name).Options.flags().values()))}
+    for key, value in options.items():
+        key = key.replace("-", "_")
+        if key in fields:
+            run[key] = value
+        elif key in contract_fields:
+            contract[key] = value
+        elif key in owners:
+            per_suite.setdefault(owners[key], {})[key] = value
+        else:
+            valid = sorted(fields | contract_fields | set(owners))
+            raise RobustEvalError(f"unknown option {key!r} for suites {', '.join(names)}; valid: {', '.join(valid)}")
+    module = model if isinstance(model, nn.Module) else None
+    if isinstance(model, (str, Path)) and model:
+        if Path(model).is_file() or any(ch in str(model) for ch in "/\\") or Path(str(model)).suffix:
+            run.setdefault("checkpoint", str(model))
+        else:
+            run.setdefault("model", str(model))
+    elif model is not None and module is None:
+        raise RobustEvalError(f"model must be an nn.Module, a model file or an architecture name, got "
+                              f"{type(model).__name__}")
+    dataset = None
+    if data is not None and not isinstance(data, str):
+        dataset = data_mod.as_dataset(data)
+        run["dataset"] = dataset.name
+    elif isinstance(data, str):
+        run["dataset"] = data
+    if module is not None and dataset is None and "dataset" not in run:
+        raise RobustEvalError("an in-memory model needs data: a dataset name, (images, labels) or a Dataset")
+    if module is not None:
+        run.setdefault("model", type(module).__name__)
+    config = RunConfig(suites=names, suite_options=per_suite, contract=sources.InputContract.from_mapping(contract),
+                       **run)
+    return config, module, dataset
+
+
+def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
+         dataset: data_mod.ImageDataset | None = None) -> EvaluationResult:
     from robustbench_lite import distributed
 
-    config, payload = prepare(config)
+    if module is not None:  # the module names the model; only its label is checked against the zoo
+        config, info, surrogate_info = _prepare_module(config)
+    else:
+        config, info, surrogate_info = prepare(config)
     config = dataclasses.replace(config, device=distributed.setup(config.device))  # joins a torchrun group
     log = distributed.main_log(log)
     device = resolve_device(config.device)
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset = data_mod.load(config.dataset, "test", config.data_dir).limit(config.limit)
+    if dataset is None:
+        dataset = data_mod.as_dataset(config.dataset, data_dir=config.data_dir)
+    dataset = dataset.limit(config.limit)
     timings["load_data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    model, meta, source = resolve_model(config, dataset.num_classes, log, payload)
+    loaded = resolve_model(config, dataset, device, log, info, module)
+    meta = loaded.meta
     if meta.get("classes") and list(meta["classes"]) != list(dataset.classes):
         raise RobustEvalError(
             f"the checkpoint's classes ({', '.join(map(str, meta['classes'][:5]))}...) differ from "
             f"{config.dataset}'s ({', '.join(dataset.classes[:5])}...); evaluate on the dataset it was trained on"
         )
-    model = model.to(device).eval()
+    model = loaded.model.eval()
+    attack_model = None
+    if config.surrogate:
+        assert surrogate_info is not None
+        surrogate = sources.finish(
+            sources.load_file(config.surrogate, surrogate_info, architecture=None, contract=sources.InputContract(),
+                              num_classes=dataset.num_classes, channels=dataset.channels, size=tuple(dataset.size),
+                              classes=tuple(dataset.classes), device=str(device)),
+            num_classes=dataset.num_classes, channels=dataset.channels, size=tuple(dataset.size),
+            classes=tuple(dataset.classes), what=Path(config.surrogate).name, device=device)
+        attack_model = sources.with_surrogate(loaded, surrogate).eval()
+        log(f"model: attacks are crafted on the surrogate {Path(config.surrogate).name} and scored on the model")
     timings["load_model"] = time.perf_counter() - t0
 
+    if config.model is None:
+        config = dataclasses.replace(config, model=Path(config.checkpoint or "model").name)
     result = run_suites(model, dataset, config, device, meta, log,
-                        checkpoint={"path": source, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}})
+                        checkpoint={"path": loaded.path, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
+                        source=loaded, attack_model=attack_model)
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
     if config.examples and distributed.is_main():
-        result.examples = _examples(model, dataset, result, device, config)
+        result.examples = _examples(attack_model or model, dataset, result, device, config)
     return result
+
+
+def _prepare_module(config: RunConfig) -> tuple[RunConfig, None, sources.FileInfo | None]:
+    config.validate()
+    if config.checkpoint:
+        raise RobustEvalError("pass an nn.Module or a model file, not both")
+    surrogate = sources.inspect_file(config.surrogate) if config.surrogate else None
+    config = dataclasses.replace(config, dataset=config.dataset or DEFAULT_DATASET,
+                                 suite_options=typed_options(config.suites, config.suite_options))
+    return config, None, surrogate
 
 
 def _examples(model: nn.Module, dataset: data_mod.ImageDataset, result: EvaluationResult, device: torch.device,
@@ -124,6 +262,8 @@ def run_suites(
     meta: dict[str, Any] | None = None,
     log: Log = print,
     checkpoint: dict[str, Any] | None = None,
+    source: sources.LoadedModel | None = None,
+    attack_model: nn.Module | None = None,
 ) -> EvaluationResult:
     """Run ``config.suites`` on a ready model (eval mode, on ``device``) and test split.
 
@@ -135,7 +275,8 @@ def run_suites(
     for name in config.suites:
         SUITES.entry(name)
     config = dataclasses.replace(config, suite_options=typed_options(config.suites, config.suite_options))
-    ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log)
+    ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log,
+                      source=source, attack_with=attack_model)
     result = EvaluationResult(
         model=str(config.model),
         dataset=str(config.dataset),
@@ -144,6 +285,7 @@ def run_suites(
         config=config.to_dict(),
         environment=environment(str(device)),
         checkpoint=checkpoint or {},
+        source=source.describe() if source is not None else {},
     )
     timings: dict[str, float] = {}
     for name in config.suites:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from robustbench_lite.errors import RobustEvalError
 
 if TYPE_CHECKING:
+    from robustbench_lite.sources.contract import InputContract
     from robustbench_lite.training.defences import DefenceOptions
 
 DEFAULT_MODEL = "shufflenetv2"
@@ -20,16 +21,29 @@ DEFAULT_DATASET = "fashion-mnist"
 DEFAULT_SUITES = ("clean", "efficiency")
 
 
+def _no_contract() -> InputContract:
+    from robustbench_lite.sources.contract import InputContract
+
+    return InputContract()
+
+
 @dataclass
 class RunConfig:
     """One evaluation run.
 
     Attributes:
-        model: registry name; None: the checkpoint's model, else ``shufflenetv2``.
+        model: architecture name (zoo, ``torchvision:NAME``, ``timm:NAME``); None: the checkpoint's
+            model, else ``shufflenetv2``. With a state_dict or safetensors file, the architecture
+            its weights are for.
         dataset: registry name (``imagefolder:PATH`` for datasets with an argument); None: the
             checkpoint's dataset, else ``fashion-mnist``.
         suites: suite names in run order.
-        checkpoint: weights to evaluate; None uses (or trains) the cached baseline.
+        checkpoint: the model file to evaluate, any format ``robust-eval list formats`` shows
+            (recognised by content); None uses (or trains) the cached baseline.
+        contract: the model's input contract from flags (``--input-size``, ``--channels``,
+            ``--mean``, ``--std``, ``--classes``); what they leave open comes from the file.
+        surrogate: a differentiable model file the adversarial suite crafts attacks on when the
+            model itself has no gradients (ONNX Runtime); they are scored on the model (transfer).
         pretrained: with no checkpoint, use the quick baseline fine-tuned from torchvision's
             ImageNet weights instead of the one trained from scratch.
         limit: evaluate the first N test images (None: all).
@@ -56,6 +70,8 @@ class RunConfig:
     suite_options: dict[str, Any] = field(default_factory=dict)
     examples: int = 0
     debug: bool = False
+    contract: InputContract = field(default_factory=_no_contract)
+    surrogate: str | None = None
 
     def validate(self) -> RunConfig:
         if self.limit is not None and self.limit < 1:
@@ -75,6 +91,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values; typed suite options as the options the user set (``Options.to_dict``)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("debug", "examples")}
+        out["contract"] = self.contract.to_dict()
         out["suite_options"] = {name: opts.to_dict() if hasattr(opts, "to_dict") else dict(opts)
                                 for name, opts in self.suite_options.items()}
         return out

@@ -19,8 +19,10 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.utils.data
 
 from attacks.base import check_norm
 from robustbench_lite import readers
@@ -299,3 +301,70 @@ for _base, _what in (("cifar10", "CIFAR-10-C"), ("cifar100", "CIFAR-100-C"), ("t
         f"{_what}: published corrupted copies of the {_base} test set, scored by --suite corruptions",
         takes_arg=True,
     ))
+
+
+def as_dataset(data: Any, name: str = "custom", data_dir: str | None = None) -> ImageDataset:
+    """Any dataset a user holds, as the test split the suites run on.
+
+    Args:
+        data: a registry name (``fashion-mnist``, ``imagefolder:PATH``); an :class:`ImageDataset`;
+            ``(images, labels[, classes])`` tensors or arrays, N x C x H x W, float in [0, 1] or
+            uint8; or a ``torch.utils.data.Dataset`` yielding ``(image, label)`` with images as
+            C x H x W tensors in [0, 1] (or PIL images).
+        name: the dataset's name in the results, for in-memory data.
+
+    Float images are stored as uint8 like every dataset (rounded to 1/255).
+    """
+    if isinstance(data, ImageDataset):
+        return data
+    if isinstance(data, (str, Path)):  # shift views (<dataset>:subpop-*) are registered by robustbench_lite.shift
+        return load(str(data), "test", data_dir)
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        images, labels = torch.as_tensor(data[0]), torch.as_tensor(data[1]).long()
+        classes = tuple(str(c) for c in data[2]) if len(data) == 3 else None
+        return _from_tensors(images, labels, classes, name, "in-memory tensors")
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        from torchvision.transforms.functional import pil_to_tensor
+
+        images, labels = [], []
+        for i in range(len(data)):  # type: ignore[arg-type]
+            item = data[i]
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise RobustEvalError(f"dataset item {i} is {type(item).__name__}; a Dataset must yield (image, label)")
+            image = item[0]
+            if not isinstance(image, torch.Tensor):
+                image = pil_to_tensor(image)
+            images.append(image)
+            labels.append(int(item[1]))
+        if not images:
+            raise RobustEvalError("the dataset is empty; pass at least one (image, label)")
+        shapes = {tuple(im.shape) for im in images}
+        if len(shapes) > 1:
+            raise RobustEvalError(f"dataset images differ in shape ({', '.join(map(str, sorted(shapes)[:3]))}); "
+                                  "resize them to one size in the Dataset's transform")
+        found = getattr(data, "classes", None)
+        classes = tuple(map(str, found)) if isinstance(found, (list, tuple)) else None
+        return _from_tensors(torch.stack(images), torch.tensor(labels), classes, name, type(data).__name__)
+    raise RobustEvalError(f"data must be a dataset name, an ImageDataset, (images, labels[, classes]) or a "
+                          f"torch Dataset of (image, label), got {type(data).__name__}")
+
+
+def _from_tensors(images: torch.Tensor, labels: torch.Tensor, classes: tuple[str, ...] | None, name: str,
+                  source: str) -> ImageDataset:
+    if images.ndim == 3:  # N x H x W grey images
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise RobustEvalError(f"images must be N x C x H x W with 1 or 3 channels, got shape {tuple(images.shape)}")
+    if images.dtype != torch.uint8:
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise RobustEvalError("images must be in [0, 1] (or uint8); normalisation belongs in the model "
+                                  "(pass mean=/std= for a model that expects normalised input)")
+        images = images.float().mul(255).round().to(torch.uint8)
+    if len(labels) != len(images):
+        raise RobustEvalError(f"{len(images)} images but {len(labels)} labels; pass one label per image")
+    n_classes = int(labels.max()) + 1 if labels.numel() else 0
+    if classes is None:
+        classes = tuple(str(i) for i in range(n_classes))
+    elif n_classes > len(classes):
+        raise RobustEvalError(f"labels go up to {n_classes - 1} but {len(classes)} class names were given")
+    return ImageDataset(name, "test", images.contiguous(), labels, tuple(classes), source=source)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import statistics
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,8 +30,8 @@ from robustbench_lite.results import SuiteResult
 class EfficiencyResult(SuiteResult):
     params: int
     trainable_params: int
-    flops: int
-    macs: int
+    flops: int | None
+    macs: int | None
     size_mb: float
     input_shape: list[int]
     latency_ms: float
@@ -40,9 +42,12 @@ class EfficiencyResult(SuiteResult):
     memory_method: str
     device: str
     threads: int
+    file_mb: float | None = None
+    runtime: str = "pytorch"
 
     def summary(self) -> dict[str, float | int | str]:
-        return {"params (M)": round(self.params / 1e6, 3), "MFLOPs": round(self.flops / 1e6, 2),
+        return {"params (M)": round(self.params / 1e6, 3),
+                "MFLOPs": round(self.flops / 1e6, 2) if self.flops is not None else "n/a",
                 "size MB": round(self.size_mb, 2), "latency ms": round(self.latency_ms, 2),
                 "images/s": round(self.throughput, 1), "peak mem MB": round(self.peak_memory_mb, 1)}
 
@@ -133,6 +138,20 @@ def peak_memory_mb(model: nn.Module, x: torch.Tensor) -> tuple[float, str]:
     return peak / 1e6, "profiler_cpu_allocations"
 
 
+def runtime_facts(model: nn.Module) -> dict[str, Any] | None:
+    """What a non-PyTorch runtime inside ``model`` reports about itself (its ``efficiency_facts()``), if any.
+
+    PyTorch cannot count an ONNX Runtime session's parameters or FLOPs, nor see its allocations:
+    the runtime's wrapper says what it knows (params and weight bytes from the graph) and the rest
+    is reported as not available rather than as a PyTorch number that would be wrong.
+    """
+    for module in model.modules():
+        facts = getattr(module, "efficiency_facts", None)
+        if callable(facts):
+            return dict(facts())
+    return None
+
+
 def measure(
     model: nn.Module,
     input_shape: tuple[int, int, int],
@@ -140,26 +159,33 @@ def measure(
     throughput_batch_size: int = 256,
     warmup: int = 5,
     runs: int = 20,
+    file_bytes: int | None = None,
 ) -> EfficiencyResult:
-    """Measure ``model`` on inputs of ``input_shape`` (C, H, W) on ``device``."""
+    """Measure ``model`` on inputs of ``input_shape`` (C, H, W) on ``device``.
+
+    Args:
+        file_bytes: the size on disk of the file the model came from, reported as ``file_mb``.
+    """
+    facts = runtime_facts(model)
     was_training = model.training
     model.eval()
     try:
-        params, trainable = count_params(model)
+        params, trainable = count_params(model) if facts is None else (facts["params"], facts["trainable_params"])
         one = torch.rand(1, *input_shape, device=device)
-        flops = count_flops(model, one)
+        flops = count_flops(model, one) if facts is None else facts["flops"]
         lat = sorted(time_forward(model, one, warmup, runs))
         big = torch.rand(throughput_batch_size, *input_shape, device=device)
         big_times = time_forward(model, big, warmup=2, runs=max(3, runs // 4))
-        mem, method = peak_memory_mb(model, big)
+        mem, method = peak_memory_mb(model, big) if facts is None else (
+            math.nan, f"not measured: {facts['runtime']} allocates outside PyTorch")
     finally:
         model.train(was_training)
     return EfficiencyResult(
         params=params,
         trainable_params=trainable,
         flops=flops,
-        macs=flops // 2,
-        size_mb=weights_size_mb(model),
+        macs=flops // 2 if flops is not None else None,
+        size_mb=weights_size_mb(model) if facts is None else facts["size_mb"],
         input_shape=[1, *input_shape],
         latency_ms=statistics.median(lat) * 1e3,
         latency_ms_p90=lat[min(len(lat) - 1, int(0.9 * len(lat)))] * 1e3,
@@ -169,4 +195,6 @@ def measure(
         memory_method=method,
         device=str(device),
         threads=torch.get_num_threads(),
+        file_mb=file_bytes / 1e6 if file_bytes is not None else None,
+        runtime="pytorch" if facts is None else facts["runtime"],
     )

@@ -61,6 +61,7 @@ class EvaluationResult:
     config: dict[str, Any]
     environment: dict[str, Any]
     checkpoint: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
     suites: dict[str, SuiteResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     examples: dict[str, Any] | None = None
@@ -76,6 +77,7 @@ class EvaluationResult:
             "config": plain(self.config),
             "environment": plain(self.environment),
             "checkpoint": plain(self.checkpoint),
+            "source": plain(self.source),
             "suites": list(self.suites),
             "timings": plain(self.timings),
         }

@@ -235,7 +235,8 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
     old_html = b"<!doctype html><title>previous run</title>\n"
     out_json.write_bytes(old_json)
     out_html.write_bytes(old_html)
-    hook = _FailOnForward(ok=2, error=error)  # --limit 64 --batch-size 32: the clean suite is two batches
+    # the model check at load time is one forward, then --limit 64 --batch-size 32: the clean suite is two batches
+    hook = _FailOnForward(ok=3, error=error)
     real_load = checkpoints.load_checkpoint
 
     def load_then_arm(*args, **kwargs):
@@ -255,7 +256,7 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
         with pytest.raises(RuntimeError, match="out of memory"):
             cli.main(argv)
         out, err = capsys.readouterr()
-    assert hook.calls == 3  # the clean suite's two batches ran, then the adversarial suite's first forward failed
+    assert hook.calls == 4  # the load check and the clean suite's two batches ran, then the adversarial suite failed
     assert "clean: done on 64 images" in err and "adversarial: done" not in err
     assert "results:" not in out and "report:" not in out
     assert out_json.read_bytes() == old_json and out_html.read_bytes() == old_html

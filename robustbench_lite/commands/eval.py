@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from robustbench_lite import __version__
 from robustbench_lite.commands import args as a
+from robustbench_lite.sources.contract import InputContract
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,12 +18,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
-                   help="model name (default: the checkpoint's model, else shufflenetv2); "
-                        "see 'robust-eval list models'")
+                   help="architecture: a zoo name, torchvision:NAME or timm:NAME (default: the checkpoint's "
+                        "model, else shufflenetv2); names a state_dict's architecture; see 'robust-eval list models'")
     g.add_argument("--checkpoint", default=None, metavar="PATH",
-                   help="weights to evaluate (default: the cached quick baseline, trained on first use)")
+                   help="the model file to evaluate, recognised by content: a robust-eval checkpoint, a state_dict "
+                        "or safetensors file (with --model), TorchScript, torch.export (.pt2) or ONNX; see "
+                        "'robust-eval list formats' (default: the cached quick baseline, trained on first use)")
+    g.add_argument("--surrogate", default=None, metavar="PATH",
+                   help="a differentiable model file the adversarial suite crafts its attacks on, scored on the "
+                        "model (transfer); needed for models without gradients (ONNX)")
     g.add_argument("--pretrained", action="store_true",
                    help="without --checkpoint: use the quick baseline fine-tuned from ImageNet weights")
+    InputContract.add_arguments(p.add_argument_group(
+        "model input (what a shipped model expects; default: read from the file or a MODEL.json beside it)"))
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
                    help="dataset name (default: the checkpoint's dataset, else fashion-mnist); "
@@ -63,6 +71,7 @@ def run(argv: Sequence[str]) -> int:
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
         suite_options=options_from_args(args, suites), examples=args.examples if args.html else 0, debug=args.debug,
+        contract=InputContract.from_args(args), surrogate=args.surrogate,
     )
     result = evaluate(config, log=a.log)  # checks everything before any data is read or model built
     if a.leave_group():

@@ -44,12 +44,13 @@ LISTABLE = {
     "corruptions": _Listed("corruptions", "CORRUPTIONS"),
     "shifts": _Listed("robustbench_lite.shift", "SHIFTS"),
     "defences": _Listed("robustbench_lite.training.defences", "DEFENCES"),
+    "formats": _Listed("robustbench_lite.sources", "FORMATS"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
     p = a.Parser(prog=f"{a.PROG} list", description="List registered models, datasets, suites, attacks, "
-                 "corruptions, shifts or defences.")
+                 "corruptions, shifts, defences or model file formats.")
     p.add_argument("what", choices=list(LISTABLE), help="which registry")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'mobilenet*' (default: all)")
     return p

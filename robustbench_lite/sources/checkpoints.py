@@ -60,28 +60,33 @@ def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, An
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint file as data only; anything else is a clear :class:`RobustEvalError`."""
+def load_data(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only; anything else is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise RobustEvalError(f"checkpoint {path} does not exist; pass a file written by 'robust-eval train'")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is a bad checkpoint
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
             raise RobustEvalError(
-                f"refused to load checkpoint {path}: it contains Python objects beyond tensors and plain "
-                "data, which could run code; load only checkpoints written by 'robust-eval train'"
+                f"refused to load checkpoint {path}: it contains pickled Python objects beyond tensors and plain "
+                "data (e.g. a whole model saved with torch.save(model)), which could run code; save "
+                "model.state_dict() and pass --model, or ship TorchScript, torch.export or ONNX"
             ) from None
         raise RobustEvalError(
             f"checkpoint {path} is damaged or not a PyTorch file ({type(exc).__name__}); re-create it with "
-            "'robust-eval train'"
+            "'robust-eval train' or torch.save(model.state_dict())"
         ) from None
+
+
+def check_payload(path: str | Path, payload: Any) -> dict[str, Any]:
+    """``payload`` if it is a robust-eval checkpoint this version reads, else a one-line error."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state_dict" not in payload:
         raise RobustEvalError(
             f"checkpoint {path} is not a robustbench_lite checkpoint (no '{CHECKPOINT_FORMAT}' header); "
-            "re-create it with 'robust-eval train'"
+            "re-create it with 'robust-eval train', or pass --model to load it as a state_dict"
         )
     if payload.get("version", 0) > CHECKPOINT_VERSION:
         raise RobustEvalError(
@@ -89,6 +94,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"supports ({CHECKPOINT_VERSION}); upgrade robustbench-lite"
         )
     return payload
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a robust-eval checkpoint file as data only; anything else is a clear :class:`RobustEvalError`."""
+    return check_payload(path, load_data(path))
 
 
 def load_checkpoint(

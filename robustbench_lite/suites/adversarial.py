@@ -359,7 +359,7 @@ class AdversarialSuite(Suite):
                 def evaluate_chunk(k: int, name: str = name, kwargs: dict[str, Any] = kwargs,
                                    norm: str = norm) -> attacks.AttackEvaluation:
                     sl = slice(k * chunk, (k + 1) * chunk)
-                    return attacks.evaluate_attack(ctx.model, name, images[sl], labels[sl], indices[sl],
+                    return attacks.evaluate_attack(ctx.attack_model, name, images[sl], labels[sl], indices[sl],
                                                    eps_list=budgets[norm], batch_size=batch_size,
                                                    attack_kwargs=kwargs)
 
@@ -402,7 +402,7 @@ class AdversarialSuite(Suite):
             # Reuse the full runs' FGSM and PGD only as a pair: both must be measured on the same images.
             reuse = ("fgsm", norm) in evaluations and ("pgd", norm) in evaluations
             warnings += attacks.gradient_masking_checks(
-                ctx.model, images[:check_n], labels[:check_n], eps, indices[:check_n], norm=norm,
+                ctx.attack_model, images[:check_n], labels[:check_n], eps, indices[:check_n], norm=norm,
                 steps=steps, seed=seed, batch_size=batch_size,
                 fgsm_result=evaluations[("fgsm", norm)] if reuse else None,
                 pgd_result=evaluations[("pgd", norm)] if reuse else None,
@@ -436,6 +436,8 @@ class AdversarialSuite(Suite):
                 "batch_size": batch_size,
                 "masking_checks": {"images": check_n, "eps": check_eps},
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
+                # transfer: crafted on this surrogate's gradients, scored on the model
+                **({"transfer_from": ctx.config.surrogate} if ctx.config.surrogate else {}),
             },
         )
 

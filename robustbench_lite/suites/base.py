@@ -25,6 +25,7 @@ from robustbench_lite.formatting import format_value
 from robustbench_lite.options import Options
 from robustbench_lite.registry import Registry
 from robustbench_lite.results import SuiteResult
+from robustbench_lite.sources.base import LoadedModel
 
 SUITES: Registry[type[Suite]] = Registry("suite", "robust-eval list suites")
 #: Names that stand for every suite on the command line (``--suite full``).
@@ -77,6 +78,8 @@ class EvalContext:
         device: where the model lives.
         meta: the checkpoint metadata (training recipe, classes...), empty for pretrained runs.
         log: progress messages for the user.
+        source: what the model is (format, runtime, the model as shipped and its input shape).
+        attack_with: the transfer model when attacks are crafted on a surrogate.
     """
 
     model: nn.Module
@@ -85,7 +88,14 @@ class EvalContext:
     device: torch.device
     meta: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    source: LoadedModel | None = None
+    attack_with: nn.Module | None = None
     _clean_logits: torch.Tensor | None = None
+
+    @property
+    def attack_model(self) -> nn.Module:
+        """What attacks run on: the model, or the model's outputs with a surrogate's gradients (``--surrogate``)."""
+        return self.attack_with if self.attack_with is not None else self.model
 
     def predict(self, transform: Transform | None = None, desc: str = "predict") -> torch.Tensor:
         """Logits for the whole test split, optionally through a per-batch transform."""

@@ -39,10 +39,13 @@ class EfficiencySuite(Suite):
 
     def run(self, ctx: EvalContext) -> EfficiencyResult:
         opts: EfficiencyOptions = ctx.options(self.name)
-        c = ctx.dataset.channels
-        h, w = ctx.dataset.size
-        return measure(ctx.model, (c, h, w), ctx.device, throughput_batch_size=opts.throughput_batch_size,
-                       runs=opts.runs)
+        source = ctx.source
+        # The model as shipped, at the input it takes (not through the adapter): its own cost.
+        model = source.core if source is not None else ctx.model
+        shape = source.core_input if source is not None and source.core_input else (
+            ctx.dataset.channels, *ctx.dataset.size)
+        return measure(model, shape, ctx.device, throughput_batch_size=opts.throughput_batch_size,
+                       runs=opts.runs, file_bytes=source.file_bytes if source is not None else None)
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,6 +56,8 @@ class EfficiencySuite(Suite):
             ("FLOPs per image", si(block.get("flops"))),
             ("MACs per image", si(block.get("macs"))),
             ("weights", f"{num(block.get('size_mb'), 3)} MB"),
+            ("file on disk", f"{num(block.get('file_mb'), 3)} MB" if block.get("file_mb") is not None else "n/a"),
+            ("runtime", block.get("runtime", "pytorch")),
             ("input shape", " x ".join(map(str, shape)) if isinstance(shape, list) else "n/a"),
             ("latency, batch 1",
              f"{num(block.get('latency_ms'), 3)} ms (p90 {num(block.get('latency_ms_p90'), 3)} ms)"),
