@@ -49,7 +49,8 @@ class EfficiencyResult(SuiteResult):
         return {"params (M)": round(self.params / 1e6, 3),
                 "MFLOPs": round(self.flops / 1e6, 2) if self.flops is not None else "n/a",
                 "size MB": round(self.size_mb, 2), "latency ms": round(self.latency_ms, 2),
-                "images/s": round(self.throughput, 1), "peak mem MB": round(self.peak_memory_mb, 1)}
+                "images/s": round(self.throughput, 1),
+                "peak mem MB": round(self.peak_memory_mb, 1) if math.isfinite(self.peak_memory_mb) else "n/a"}
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -160,11 +161,15 @@ def measure(
     warmup: int = 5,
     runs: int = 20,
     file_bytes: int | None = None,
+    fixed_batch: int | None = None,
+    runtime: str = "pytorch",
 ) -> EfficiencyResult:
     """Measure ``model`` on inputs of ``input_shape`` (C, H, W) on ``device``.
 
     Args:
         file_bytes: the size on disk of the file the model came from, reported as ``file_mb``.
+        fixed_batch: the batch a graph was exported for: FLOPs are counted on one full batch and
+            divided by it (per image); latency stays the time of one call, padded to that batch.
     """
     facts = runtime_facts(model)
     was_training = model.training
@@ -172,7 +177,9 @@ def measure(
     try:
         params, trainable = count_params(model) if facts is None else (facts["params"], facts["trainable_params"])
         one = torch.rand(1, *input_shape, device=device)
-        flops = count_flops(model, one) if facts is None else facts["flops"]
+        per_call = fixed_batch or 1
+        flops = (count_flops(model, torch.rand(per_call, *input_shape, device=device)) // per_call
+                 if facts is None else facts["flops"])
         lat = sorted(time_forward(model, one, warmup, runs))
         big = torch.rand(throughput_batch_size, *input_shape, device=device)
         big_times = time_forward(model, big, warmup=2, runs=max(3, runs // 4))
@@ -196,5 +203,5 @@ def measure(
         device=str(device),
         threads=torch.get_num_threads(),
         file_mb=file_bytes / 1e6 if file_bytes is not None else None,
-        runtime="pytorch" if facts is None else facts["runtime"],
+        runtime=runtime if facts is None else facts["runtime"],
     )

@@ -115,8 +115,8 @@ def finish(loaded: LoadedModel, *, num_classes: int, channels: int, size: tuple[
                             "(the last one zero-padded, padding outputs dropped)")
     model, adaptations = adapt(core, contract, channels, size, classes, what)
     if not loaded.normalises_inside and contract.mean is None:
-        loaded.notes.append("no mean/std given: the model gets [0,1] pixels (pass --mean/--std, or a sidecar, if it "
-                            "was trained on normalised input)")
+        loaded.notes.append("no mean/std given: images go in as [0,1] pixels (right for a model that normalises "
+                            "inside; pass --mean/--std, or a sidecar, if it expects normalised input)")
     loaded.model, loaded.core, loaded.adaptations = model.to(device), core.to(device), adaptations
     loaded.core_input = (contract.channels or channels, *(contract.input_size or size))
     _probe(loaded, num_classes, channels, size, what, device)

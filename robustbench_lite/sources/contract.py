@@ -134,12 +134,10 @@ class InputContract(Options):
 
 
 def sidecar_path(path: str | Path) -> Path | None:
-    """``model.onnx`` -> ``model.json`` (or ``model.onnx.json``) beside it, if one exists."""
+    """``model.onnx`` -> ``model.json`` beside it, if one exists."""
     path = Path(path)
-    for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
-        if candidate != path and candidate.is_file():
-            return candidate
-    return None
+    candidate = path.with_suffix(".json")
+    return candidate if candidate != path and candidate.is_file() else None
 
 
 def read_sidecar(path: str | Path) -> tuple[InputContract, dict[str, Any]]:
@@ -151,6 +149,8 @@ def read_sidecar(path: str | Path) -> tuple[InputContract, dict[str, Any]]:
         data = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RobustEvalError(f"model sidecar {side} is not valid JSON ({exc}); fix it or remove it") from None
+    if isinstance(data, dict) and "schema_version" in data and "suites" in data:
+        return InputContract(), {}  # a robust-eval results file written beside the model, not a sidecar
     if not isinstance(data, dict):
         raise RobustEvalError(f"model sidecar {side} must be a JSON object like {{\"input_size\": 224, "
                               "\"mean\": [0.485, 0.456, 0.406], ...}}")

@@ -28,6 +28,7 @@ from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.sources import architectures, checkpoints
 from robustbench_lite.sources.base import FileFormat, FileInfo, LoadedModel, LoadRequest, register_format
 from robustbench_lite.sources.contract import InputContract
+from robustbench_lite.sources.runtimes import Exported
 
 SAFE_ALTERNATIVES = ("save model.state_dict() and pass --model, or ship TorchScript (torch.jit.save), torch.export "
                      "(torch.export.save) or ONNX")
@@ -308,5 +309,5 @@ class ExportFormat(FileFormat):
                         meta={"program": program})
 
     def load(self, request: LoadRequest) -> LoadedModel:
-        module = request.info.meta["program"].module()
+        module = Exported(request.info.meta["program"].module())
         return LoadedModel(model=module, core=module, format=self.name)

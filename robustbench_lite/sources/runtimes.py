@@ -36,6 +36,25 @@ class FixedBatch(nn.Module):
         return torch.cat(outs)
 
 
+class Exported(nn.Module):
+    """A ``torch.export`` program's module: its train/eval behaviour was fixed when it was exported.
+
+    ``ExportedProgram.module()`` refuses ``train()``/``eval()``; the suites (and attacks) switch
+    modes around every call, so this wrapper keeps the flag for itself and leaves the graph alone.
+    """
+
+    def __init__(self, program_module: nn.Module) -> None:
+        super().__init__()
+        self.graph = program_module
+
+    def train(self, mode: bool = True) -> Exported:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+
 class _StraightThrough(torch.autograd.Function):
     """Forward: the target's logits exactly; backward: the gradient goes to the surrogate's logits."""
 

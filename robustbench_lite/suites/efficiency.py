@@ -45,7 +45,9 @@ class EfficiencySuite(Suite):
         shape = source.core_input if source is not None and source.core_input else (
             ctx.dataset.channels, *ctx.dataset.size)
         return measure(model, shape, ctx.device, throughput_batch_size=opts.throughput_batch_size,
-                       runs=opts.runs, file_bytes=source.file_bytes if source is not None else None)
+                       runs=opts.runs, file_bytes=source.file_bytes if source is not None else None,
+                       fixed_batch=source.fixed_batch if source is not None else None,
+                       runtime=source.runtime if source is not None else "pytorch")
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
