@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "evaluate": "robustbench_lite.api",
+    "evaluate": "robustbench_lite.outputs",
+    "Evaluation": "robustbench_lite.outputs",
     "RunConfig": "robustbench_lite.config",
     "TrainConfig": "robustbench_lite.config",
     "RobustEvalError": "robustbench_lite.errors",

@@ -126,3 +126,110 @@ def finish_gates(gate_list: Sequence[Any], outcomes: Sequence[Any], junit: str |
     error = gates.failure(outcomes, subject)
     if error is not None:
         raise error
+
+
+# ---------------------------------------------------------------------------------------------
+# The Python API's result: the typed result with the output step's methods
+
+
+def explain(outcomes: Sequence[Any], subject: str) -> str:
+    """Every gate with its metric, threshold and margin; failures marked FAIL."""
+    failed = sum(not o.passed for o in outcomes)
+    lines = [f"{failed} of {len(outcomes)} robustness gate(s) failed for {subject}:"]
+    for o in outcomes:
+        value = "n/a" if o.value is None else f"{o.value:.4g}"
+        threshold = "n/a" if o.threshold is None else f"{o.threshold:.4g}"
+        lines.append(f"  {'FAIL' if not o.passed else 'pass'}  {o.expr}")
+        detail = f"        {o.path} = {value}, needs {o.op} {threshold}"
+        if o.baseline_value is not None:
+            detail += f" (baseline {o.baseline_value:.4g})"
+        if o.margin is not None and o.op in (">=", ">", "<=", "<"):
+            gap = o.margin if o.op in (">=", ">") else -o.margin
+            detail += f"; {'short by' if gap < 0 else 'margin'} {abs(gap):.4g}"
+        if o.reason:
+            detail += f"; {o.reason}"
+        lines.append(detail)
+    return "\n".join(lines)
+
+
+def baseline_data(baseline: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """What ``baseline`` in a gate refers to: an evaluation, a results dict, a JSON path or ``run:ID``."""
+    if baseline is None:
+        return None, None
+    if isinstance(baseline, EvaluationResult):
+        return baseline.to_dict(), f"{baseline.model} on {baseline.dataset}"
+    if isinstance(baseline, dict):
+        return dict(baseline), "baseline results"
+    from robustbench_lite.history import load_results
+
+    return load_results(str(baseline))
+
+
+class Evaluation(EvaluationResult):
+    """What :func:`robustbench_lite.evaluate` returns: the typed result, plus metrics by path, gates and writers.
+
+    ``run["clean.accuracy"]`` reads one metric (the gate paths: ``robust-eval gate --help``);
+    ``run.check("clean.accuracy >= 0.9")`` raises :class:`~robustbench_lite.errors.GateFailure`
+    listing each metric against its threshold; ``run.write_json(path)`` / ``run.write_html(path)``
+    write the results and the report (atomically).
+    """
+
+    @classmethod
+    def of(cls, result: EvaluationResult) -> Evaluation:
+        import dataclasses
+
+        return cls(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
+
+    @property
+    def subject(self) -> str:
+        return f"{self.model} on {self.dataset} ({self.n_examples} test images)"
+
+    def __getitem__(self, path: str) -> float | None:
+        from robustbench_lite import gates
+
+        paths = gates.metric_paths(self.to_dict())
+        key = gates.normalise_path(path)
+        if key not in paths:
+            raise gates.unknown_path_error(key, paths, path)
+        return paths[key]
+
+    def outcomes(self, *exprs: str, baseline: Any = None) -> list[Any]:
+        """Gate outcomes, pass or fail, without raising."""
+        from robustbench_lite import gates
+
+        if not exprs:
+            raise RobustEvalError("check needs at least one gate expression, e.g. 'clean.accuracy >= 0.9'")
+        base, label = baseline_data(baseline)
+        return gates.check(gates.parse_all(exprs), self.to_dict(), base, label or "baseline")
+
+    def check(self, *exprs: str, baseline: Any = None) -> list[Any]:
+        """Check gates; raise :class:`GateFailure` with every metric against its threshold when one fails."""
+        from robustbench_lite.errors import GateFailure
+
+        outcomes = self.outcomes(*exprs, baseline=baseline)
+        if not all(o.passed for o in outcomes):
+            raise GateFailure(explain(outcomes, self.subject))
+        return outcomes
+
+    def write_json(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+    def write_html(self, path: str | Path) -> Path:
+        from robustbench_lite.report import write_html
+
+        return Path(write_html(path, [self.to_dict()]))
+
+
+def evaluate(model: Any, data: Any = None, suites: Sequence[str] | str | None = None, **options: Any) -> Evaluation:
+    """``robustbench_lite.evaluate``: :func:`robustbench_lite.api.evaluate`, returning an :class:`Evaluation`.
+
+    Example::
+
+        import robustbench_lite
+        run = robustbench_lite.evaluate(net, (images, labels), suites=["clean", "corruptions"])
+        run.check("clean.accuracy >= 0.9")
+        run.write_html("report.html")
+    """
+    from robustbench_lite import api
+
+    return Evaluation.of(api.evaluate(model, data, suites, **options))
