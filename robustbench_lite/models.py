@@ -159,19 +159,24 @@ class NormalizedModel(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def _adapt_in_channels(net: nn.Module, spec: ModelSpec, in_channels: int) -> None:
-    conv = _get(net, spec.stem)
-    if not isinstance(conv, nn.Conv2d) or conv.in_channels == in_channels:
+def adapt_in_channels(net: nn.Module, path: str, in_channels: int) -> None:
+    """Re-make the convolution at ``path`` (the network's first) for ``in_channels`` input channels.
+
+    A 3-channel stem becomes a 1-channel one by summing its RGB filters; any other mismatch is left
+    to :class:`NormalizedModel`'s channel adapter.
+    """
+    conv = _get(net, path)
+    if not isinstance(conv, nn.Conv2d) or conv.in_channels == in_channels or in_channels != 1:
         return
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None)
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
     with torch.no_grad():
         # Summing RGB filters is exactly what feeding a grey image as three equal channels does,
         # so pretrained stems keep their meaning.
         new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
-    _set(net, spec.stem, new)
+    _set(net, path, new)
 
 
 def _replace_head(net: nn.Module, spec: ModelSpec, num_classes: int) -> None:
@@ -187,32 +192,73 @@ def _replace_head(net: nn.Module, spec: ModelSpec, num_classes: int) -> None:
         net.num_classes = num_classes
 
 
+def torchvision_weights_file(weights: Any) -> Path:
+    """Where torch hub caches the file of a torchvision weights entry (``ResNet18_Weights.IMAGENET1K_V1``)."""
+    filename = os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
 def weights_file(spec: ModelSpec) -> tuple[Any, Path]:
     """The torchvision weights entry for ``spec`` and where torch hub caches its file."""
     weights = torchvision.models.get_weight(spec.weights)
-    filename = os.path.basename(urlparse(weights.url).path)
-    return weights, Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return weights, torchvision_weights_file(weights)
 
 
-def load_pretrained_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """ImageNet weights through torchvision's weights API: the hub cache, else a download."""
-    weights, path = weights_file(spec)
+def load_torchvision_weights(weights: Any, label: str) -> dict[str, torch.Tensor]:
+    """A torchvision weights entry's state dict: the hub cache (read as data only), else a download.
+
+    Args:
+        weights: the weights enum member, e.g. ``ResNet18_Weights.IMAGENET1K_V1``.
+        label: the model name the error messages give (``'resnet18'``, ``'torchvision:resnet18'``).
+    """
+    path = torchvision_weights_file(weights)
     if path.is_file():
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise RobustEvalError(
-                f"pretrained weights file {path} for '{spec.name}' is damaged ({type(exc).__name__}); "
+                f"pretrained weights file {path} for '{label}' is damaged ({type(exc).__name__}); "
                 f"delete it and download {weights.url} again"
             ) from None
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise RobustEvalError(
-            f"pretrained weights for '{spec.name}' not found at {path} and the download failed "
+            f"pretrained weights for '{label}' not found at {path} and the download failed "
             f"({type(exc).__name__}); download {weights.url} and put it at {path} "
             "(the torch hub cache: $TORCH_HOME/hub/checkpoints)"
         ) from None
+
+
+def load_pretrained_state(spec: ModelSpec) -> dict[str, torch.Tensor]:
+    """ImageNet weights through torchvision's weights API: the hub cache, else a download."""
+    return load_torchvision_weights(weights_file(spec)[0], spec.name)
+
+
+def check_dataset_shape(num_classes: int, in_channels: int) -> None:
+    """Raise a one-line error for a class count or channel count no model here can be built for."""
+    if in_channels not in (1, 3):
+        raise RobustEvalError(f"in_channels must be 1 or 3, got {in_channels}")
+    if num_classes < 2:
+        raise RobustEvalError(f"num_classes must be at least 2, got {num_classes}")
+
+
+def normalisation(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None, in_channels: int,
+    pretrained_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std a model normalises with: the given ones, else the pretrained weights' statistics
+    (``pretrained_stats``, RGB; averaged over channels for grey input), else 0.5 / 0.5 per channel."""
+    if mean is None or std is None:
+        if pretrained_stats is not None:
+            mean, std = pretrained_stats
+            if in_channels == 1:
+                mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+        else:
+            mean, std = (0.5,) * in_channels, (0.5,) * in_channels
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise RobustEvalError(f"mean/std need {in_channels} values, got {mean} / {std}")
+    return tuple(mean), tuple(std)
 
 
 def build(
@@ -239,24 +285,13 @@ def build(
         A :class:`NormalizedModel` taking [0,1] images with 1 or 3 channels.
     """
     spec = MODELS.entry(name)
-    if in_channels not in (1, 3):
-        raise RobustEvalError(f"in_channels must be 1 or 3, got {in_channels}")
-    if num_classes < 2:
-        raise RobustEvalError(f"num_classes must be at least 2, got {num_classes}")
+    check_dataset_shape(num_classes, in_channels)
     net = spec.builder(weights=None)
     if pretrained:
         net.load_state_dict(load_pretrained_state(spec))
-    _adapt_in_channels(net, spec, in_channels)
+    adapt_in_channels(net, spec.stem, in_channels)
     _replace_head(net, spec, num_classes)
     if input_size <= SMALL_INPUT_MAX:
         spec.small_input(net, spec)
-    if mean is None or std is None:
-        if pretrained:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-            if in_channels == 1:
-                mean, std = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
-        else:
-            mean, std = (0.5,) * in_channels, (0.5,) * in_channels
-    if len(mean) != in_channels or len(std) != in_channels:
-        raise RobustEvalError(f"mean/std need {in_channels} values, got {mean} / {std}")
-    return NormalizedModel(net, in_channels, tuple(mean), tuple(std), spec.min_input_size)
+    mean, std = normalisation(mean, std, in_channels, (IMAGENET_MEAN, IMAGENET_STD) if pretrained else None)
+    return NormalizedModel(net, in_channels, mean, std, spec.min_input_size)

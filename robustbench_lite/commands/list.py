@@ -20,6 +20,13 @@ def _attack_rows(pattern: str) -> Rows:
     return [(n, attacks.describe(n)) for n in attacks.available(pattern)]
 
 
+def _model_rows(pattern: str) -> Rows:
+    """Zoo models and one row per model family (``torchvision:NAME``), or one family's names (``'timm:*'``)."""
+    from robustbench_lite.sources import architectures
+
+    return architectures.listing(pattern)
+
+
 def _attack_budgets() -> str:
     from robustbench_lite.data import default_eps_table
 
@@ -37,7 +44,7 @@ class _Listed(NamedTuple):
 
 
 LISTABLE = {
-    "models": _Listed("robustbench_lite.models", "MODELS"),
+    "models": _Listed("robustbench_lite.sources.architectures", "FAMILIES", rows=_model_rows),
     "datasets": _Listed("robustbench_lite.data", "DATASETS"),
     "suites": _Listed("robustbench_lite.suites", "SUITES"),
     "attacks": _Listed("attacks", "ATTACKS", _attack_budgets, _attack_rows),
@@ -52,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p = a.Parser(prog=f"{a.PROG} list", description="List registered models, datasets, suites, attacks, "
                  "corruptions, shifts, defences or model file formats.")
     p.add_argument("what", choices=list(LISTABLE), help="which registry")
-    p.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'mobilenet*' (default: all)")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'mobilenet*', or a model "
+                   "family's names: 'timm:*', 'torchvision:res*' (default: all)")
     return p
 
 
