@@ -95,8 +95,8 @@ def resolve_model(config: RunConfig, dataset: data_mod.ImageDataset, device: tor
     return loaded
 
 
-def evaluate(model: Any = None, data: Any = None, suites: Sequence[str] | str | None = None, *, log: Log | None = None,
-             **options: Any) -> EvaluationResult:
+def evaluate(model: Any = None, data: Any = None, suites: Sequence[str] | str | None = None, /, *,
+             log: Log | None = None, **options: Any) -> EvaluationResult:
     """Run suites on one model and dataset and return the typed result.
 
     Args:
@@ -108,7 +108,8 @@ def evaluate(model: Any = None, data: Any = None, suites: Sequence[str] | str | 
         suites: names, a list or comma-separated (default: clean, efficiency).
         log: progress lines (default: none for the Python API, stderr for the CLI).
         **options: any :class:`RunConfig` field (``limit``, ``batch_size``, ``seed``, ``device``,
-            ``surrogate``...), the input contract (``input_size``, ``channels``, ``mean``, ``std``,
+            ``surrogate``, ``model``: the architecture of a state_dict file, or the name an in-memory
+            module gets in the results...), the input contract (``input_size``, ``channels``, ``mean``, ``std``,
             ``classes``) and any selected suite's option by its CLI name (``eps``, ``attacks``,
             ``corruptions``, ``severities``...); ``suite_options={suite: {...}}`` also works.
 
@@ -217,11 +218,10 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         log(f"model: attacks are crafted on the surrogate {Path(config.surrogate).name} and scored on the model")
     timings["load_model"] = time.perf_counter() - t0
 
-    if config.model is None:
-        config = dataclasses.replace(config, model=Path(config.checkpoint or "model").name)
     result = run_suites(model, dataset, config, device, meta, log,
                         checkpoint={"path": loaded.path, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
-                        source=loaded, attack_model=attack_model)
+                        source=loaded, attack_model=attack_model,
+                        label=config.model or Path(config.checkpoint or "model").name)
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
     if config.examples and distributed.is_main():
@@ -264,6 +264,7 @@ def run_suites(
     checkpoint: dict[str, Any] | None = None,
     source: sources.LoadedModel | None = None,
     attack_model: nn.Module | None = None,
+    label: str | None = None,
 ) -> EvaluationResult:
     """Run ``config.suites`` on a ready model (eval mode, on ``device``) and test split.
 
@@ -278,7 +279,7 @@ def run_suites(
     ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log,
                       source=source, attack_with=attack_model)
     result = EvaluationResult(
-        model=str(config.model),
+        model=label or str(config.model),
         dataset=str(config.dataset),
         n_examples=len(dataset),
         seed=config.seed,

@@ -50,7 +50,7 @@ def project(pytester, digits_checkpoint):
             net, _ = checkpoints.load_checkpoint(CKPT)
             run = robustness.evaluate(module=net, dataset="digits", suites=["clean"], limit=48, model="mine")
             base = robustness.evaluate(checkpoint=CKPT, suites="clean", limit=48)
-            assert run.result.model == "mine" and run["clean.accuracy"] == base["clean.accuracy"]
+            assert run.model == "mine" and run["clean.accuracy"] == base["clean.accuracy"]
             run.check("clean.accuracy >= baseline - 0.01", baseline=base)
             run.write_json(tmp_path / "mine.json")
             run.check("clean.accuracy >= baseline", baseline=str(tmp_path / "mine.json"))
@@ -66,7 +66,7 @@ def project(pytester, digits_checkpoint):
                 net[1].bias.copy_(torch.tensor([24.0, 0.0, -40.0]))
             assert net(images).argmax(1).tolist() == [0, 1, 2, 2, 1, 0]
             run = robustness.evaluate(module=net, dataset=(images, torch.tensor([0, 1, 2, 0, 1, 2])), suites="clean")
-            assert run.result.n_examples == 6 and 0 <= run["clean.accuracy"] <= 1
+            assert run.n_examples == 6 and 0 <= run["clean.accuracy"] <= 1
             assert run["clean.accuracy"] == pytest.approx(4 / 6)  # images 3 and 5 carry the opposite label
 
         def test_quick():

@@ -82,11 +82,21 @@ def reproduce_command(config: Mapping[str, Any], data: Mapping[str, Any]) -> str
     command = data.get("command")
     if isinstance(command, list) and command and all(isinstance(c, str) for c in command):
         return _quote(command)
-    parts = ["robust-eval", "--model", str(data.get("model")), "--dataset", str(data.get("dataset")),
+    model = config.get("model", data.get("model"))  # None: the model file names its architecture
+    parts = ["robust-eval", *(["--model", str(model)] if model else []), "--dataset", str(data.get("dataset")),
              "--suite", ",".join(config.get("suites") or data.get("suites") or [])]
     ckpt = config.get("checkpoint")
     if ckpt:
         parts += ["--checkpoint", str(ckpt)]
+    if config.get("surrogate"):
+        parts += ["--surrogate", str(config["surrogate"])]
+    if isinstance(config.get("contract"), Mapping) and config["contract"]:
+        from robustbench_lite.sources.contract import InputContract
+
+        try:
+            parts += InputContract.from_mapping(config["contract"]).to_args()
+        except RobustEvalError:
+            pass
     if config.get("pretrained"):
         parts.append("--pretrained")
     if config.get("limit"):
@@ -103,6 +113,24 @@ def reproduce_command(config: Mapping[str, Any], data: Mapping[str, Any]) -> str
             except RobustEvalError:  # options this version no longer accepts: the command stays without them
                 continue
     return _quote(parts)
+
+
+def source_section(source: Any) -> dict[str, Any] | None:
+    """The report's "Model" card: what was evaluated, in what runtime, and what the adapter does."""
+    if not isinstance(source, Mapping) or not source:
+        return None
+    size = source.get("file_bytes")
+    where = f"{source.get('path')}" + (f" ({size / 1e6:.2f} MB)" if isinstance(size, (int, float)) else "")
+    summary = f"{source.get('format')} model, run in {source.get('runtime')}" + (
+        f", from {where}" if source.get("path") else "")
+    if source.get("differentiable") is False:
+        summary += "; no input gradients (attacks need a surrogate)"
+    contract = source.get("contract") if isinstance(source.get("contract"), Mapping) else {}
+    rows = {"input shape (C, H, W)": source.get("input_shape"), "fixed batch": source.get("fixed_batch"),
+            **{f"contract: {k.replace('_', ' ')}": v for k, v in contract.items() if v is not None}}
+    return {"summary": summary, "adaptations": [str(a) for a in source.get("adaptations") or []],
+            "notes": [str(n) for n in source.get("notes") or []],
+            "rows": _kv({k: v for k, v in rows.items() if v is not None})}
 
 
 def _kv(mapping: Mapping[str, Any] | None, skip: Sequence[str] = ()) -> list[dict[str, str]]:
@@ -168,10 +196,10 @@ def run_context(data: Mapping[str, Any], index: int, multi: bool) -> dict[str, A
         "seed": str(data.get("seed")), "suites": suites, "scorecard": scorecard,
         "gates": {"total": len(outcomes), "failed": sum(not g.get("passed") for g in outcomes),
                   "baseline": (gate_block or {}).get("baseline"), "rows": gate_rows} if gate_block else None,
-        "sections": sections, "examples": examples,
+        "sections": sections, "examples": examples, "source": source_section(data.get("source")),
         "repro": {
             "command": reproduce_command(config, data),
-            "config": _kv(config, skip=("suite_options", "show_progress", "json")),
+            "config": _kv(config, skip=("suite_options", "show_progress", "json", "contract")),
             "suite_options": json.dumps(config.get("suite_options") or {}, indent=1, sort_keys=True),
             "environment": _kv(data.get("environment")),
             "checkpoint": _kv(data.get("checkpoint")),

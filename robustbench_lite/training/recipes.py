@@ -65,7 +65,7 @@ def channel_stats(ds: data_mod.ImageDataset, max_images: int = 10000) -> tuple[t
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
-def _dataset_slug(name: str) -> str:
+def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
@@ -77,7 +77,7 @@ def recipe_digest(recipe: Recipe) -> str:
 def baseline_path(model: str, dataset: str, seed: int, pretrained: bool = False) -> Path:
     """Where the cached quick baseline for (model, dataset, seed) lives."""
     start = "imagenet" if pretrained else "scratch"
-    name = f"{model}--{_dataset_slug(dataset)}--{QUICK.name}-{recipe_digest(QUICK)}-{start}--seed{seed}.pt"
+    name = f"{_slug(model)}--{_slug(dataset)}--{QUICK.name}-{recipe_digest(QUICK)}-{start}--seed{seed}.pt"
     return data_mod.cache_home() / "checkpoints" / name
 
 
@@ -90,6 +90,6 @@ def default_output(cfg: TrainConfig, recipe: Recipe, label: str) -> Path:
     if label == "standard" and recipe == replace(QUICK):
         return baseline_path(cfg.model, cfg.dataset, cfg.seed, cfg.pretrained)
     start = "imagenet" if cfg.pretrained else "scratch"
-    name = f"{cfg.model}--{_dataset_slug(cfg.dataset)}--{label.replace(',', '+')}--{recipe.name}-" \
+    name = f"{_slug(cfg.model)}--{_slug(cfg.dataset)}--{label.replace(',', '+')}--{recipe.name}-" \
            f"{recipe_digest(recipe)}-{start}--seed{cfg.seed}.pt"
     return Path("checkpoints") / name
