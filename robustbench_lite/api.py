@@ -95,7 +95,7 @@ def resolve_model(config: RunConfig, dataset: data_mod.ImageDataset, device: tor
     return loaded
 
 
-def evaluate(model: Any = None, data: Any = None, suites: Sequence[str] | str | None = None, /, *,
+def evaluate(model: Any = None, /, data: Any = None, suites: Sequence[str] | str | None = None, *,
              log: Log | None = None, **options: Any) -> EvaluationResult:
     """Run suites on one model and dataset and return the typed result.
 

@@ -220,7 +220,7 @@ class Evaluation(EvaluationResult):
         return Path(write_html(path, [self.to_dict()]))
 
 
-def evaluate(model: Any, data: Any = None, suites: Sequence[str] | str | None = None, /,
+def evaluate(model: Any, /, data: Any = None, suites: Sequence[str] | str | None = None,
              **options: Any) -> Evaluation:
     """``robustbench_lite.evaluate``: :func:`robustbench_lite.api.evaluate`, returning an :class:`Evaluation`.
 
