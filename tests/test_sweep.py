@@ -75,7 +75,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cach
     code, out, err = run(capsys, "sweep", str(config))
     assert code == EXIT_CELLS_FAILED
     assert "1 computed, 0 cached, 1 failed" in out
-    assert "squeezenet/digits/scratch/clean" in err and f"checkpoint {bad}" in err
+    assert "squeezenet/digits/scratch/clean" in err and f"{bad} is not a model file" in err
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["failures"][0]["cell"] == "squeezenet/digits/scratch/clean"
     assert [r["model"] for r in results["runs"]] == ["shufflenetv2_x0_5"]
