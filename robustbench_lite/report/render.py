@@ -87,6 +87,8 @@ def reproduce_command(config: Mapping[str, Any], data: Mapping[str, Any]) -> str
     ckpt = config.get("checkpoint")
     if ckpt:
         parts += ["--checkpoint", str(ckpt)]
+    if config.get("surrogate"):
+        parts += ["--surrogate", str(config["surrogate"])]
     if config.get("pretrained"):
         parts.append("--pretrained")
     if config.get("limit"):
