@@ -68,6 +68,7 @@ def files(digits_checkpoint, tmp_path_factory):
         checkpoints.save_checkpoint(out / name, fresh, {**meta, "dataset": "digits"})
         if classes == 3:
             torch.save(fresh.state_dict(), out / "weights_only.pt")
+            torch.jit.trace(fresh, torch.rand(2, 1, 8, 8)).save(str(out / "three_ts.pt"))  # says no class count
     return out
 
 
@@ -227,6 +228,7 @@ def test_an_onnx_surrogate_is_refused_before_any_data_is_read(files, capsys):
 @pytest.mark.parametrize(("surrogate", "expected"), [
     ("three.pt", "--surrogate three.pt predicts 3 classes but digits has 10"),
     ("weights_only.pt", "--surrogate weights_only.pt holds weights only"),
+    ("three_ts.pt", "the surrogate three_ts.pt returns (2, 3) for 2 images but the dataset has 10 classes"),
 ])
 def test_a_wrong_surrogate_is_one_line_before_the_suites(files, capsys, surrogate, expected):
     line = _error(capsys, "--checkpoint", str(files / "digits.onnx"), "--surrogate", str(files / surrogate),

@@ -22,7 +22,8 @@ JSON (under ``adversarial``):
 * ``curve``: for sweeps (two or more budgets), per ``"<attack>.<norm>"``: the budgets, robust
   accuracies, their normalised area and a summary of each image's smallest successful budget.
 * ``clean_accuracy``, ``warnings`` (gradient-masking red flags), ``passes`` (forward / backward
-  images against the early-exit floor) and ``settings`` (everything resolved, defaults included).
+  images against the early-exit floor) and ``settings`` (everything resolved, defaults included;
+  with ``--surrogate``: ``transfer_from``, and ``masking_checks.skipped`` saying why).
 """
 
 from __future__ import annotations
