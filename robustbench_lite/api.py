@@ -22,6 +22,7 @@ from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
 from robustbench_lite.sources import architectures
+from robustbench_lite.sources.contract import read_sidecar
 from robustbench_lite.suites import SUITES, EvalContext, typed_options
 from robustbench_lite.training import load_or_train_baseline
 
@@ -44,7 +45,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
         SUITES.entry(suite)
     info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
     meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
-    surrogate = sources.inspect_file(config.surrogate) if config.surrogate else None
+    surrogate = _inspect_surrogate(config)
     if info is not None and not sources.FORMATS.entry(_format_entry(info)).differentiable:
         if "adversarial" in config.suites and surrogate is None:
             raise RobustEvalError(
@@ -64,6 +65,66 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
 
 def _format_entry(info: sources.FileInfo) -> str:
     return info.format if info.format in sources.FORMATS else "pytorch"
+
+
+def _inspect_surrogate(config: RunConfig) -> sources.FileInfo | None:
+    """What the ``--surrogate`` file is; one that has no gradients itself is refused before any data is read."""
+    if not config.surrogate:
+        return None
+    info = sources.inspect_file(config.surrogate)
+    if not sources.FORMATS.entry(_format_entry(info)).differentiable:
+        raise RobustEvalError(f"--surrogate {Path(config.surrogate).name} runs in {info.format} without input "
+                              "gradients, so attacks cannot be crafted on it; pass a differentiable model of the same "
+                              "task (a robust-eval checkpoint, TorchScript or torch.export file)")
+    return info
+
+
+def _load_surrogate(config: RunConfig, info: sources.FileInfo, dataset: data_mod.ImageDataset,
+                    device: torch.device, log: Log, model: sources.InputContract) -> sources.LoadedModel:
+    """The ``--surrogate`` model, adapted to the dataset like the model; a wrong one is one line before any suite.
+
+    Its input handling (size, channels, mean/std) is its own file's and sidecar's, gaps filled from
+    ``model``, the evaluated model's resolved contract: a surrogate is most often the same network
+    in a differentiable format, taking what the shipped one takes. Its class order is only its own
+    (else the dataset's). A robust-eval checkpoint normalises inside and takes none of it.
+    """
+    assert config.surrogate is not None
+    name = Path(config.surrogate).name
+    side = read_sidecar(config.surrogate)[1]
+    if info.needs_architecture and not (side.get("model") or info.meta.get("architecture")):
+        raise RobustEvalError(f"--surrogate {name} holds weights only ({info.format}) and names no architecture; "
+                              f"write {Path(config.surrogate).with_suffix('.json').name} beside it with "
+                              '{"model": "ARCH"} (see \'robust-eval list models\'), or pass a robust-eval checkpoint '
+                              "or TorchScript file")
+    declared = info.contract.classes or ()
+    if (info.num_classes not in (None, dataset.num_classes)
+            or (declared and sorted(map(str, declared)) != sorted(map(str, dataset.classes)))):
+        shown = f"{info.num_classes or len(declared)} classes"
+        shown += f" ({', '.join(map(str, declared[:5]))}...)" if declared else ""
+        raise RobustEvalError(f"--surrogate {name} predicts {shown} but {config.dataset} has {dataset.num_classes} "
+                              f"({', '.join(dataset.classes[:5])}...); pass a surrogate trained for the same classes "
+                              "as the model")
+    facts = {"num_classes": dataset.num_classes, "channels": dataset.channels, "size": tuple(dataset.size),
+             "classes": tuple(dataset.classes)}
+    loaded = sources.load_file(config.surrogate, info, architecture=None, contract=sources.InputContract(),
+                               device=str(device), **facts)
+    own = loaded.contract
+    if not loaded.normalises_inside:
+        loaded.contract = own.over(dataclasses.replace(model, classes=None))
+    inherited = [k for k, v in loaded.contract.describe().items() if v is not None and own.describe()[k] is None]
+    try:
+        loaded = sources.finish(loaded, what=f"the surrogate {name}", device=device, **facts)
+    except RobustEvalError as exc:
+        if not inherited:
+            raise
+        raise RobustEvalError(f"{exc} (the surrogate took the model's {', '.join(inherited)}; write "
+                              f"{Path(config.surrogate).with_suffix('.json').name} beside it with its own)") from None
+    if inherited:
+        log(f"surrogate: takes the model's {', '.join(inherited)} (its file says none; a sidecar "
+            f"{Path(config.surrogate).with_suffix('.json').name} sets its own)")
+    for line in loaded.adaptations:
+        log(f"surrogate: {line}")
+    return loaded
 
 
 def resolve_model(config: RunConfig, dataset: data_mod.ImageDataset, device: torch.device, log: Log,
@@ -187,6 +248,10 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         config, info, surrogate_info = prepare(config)
     config = dataclasses.replace(config, device=distributed.setup(config.device))  # joins a torchrun group
     log = distributed.main_log(log)
+    if surrogate_info is not None and "adversarial" not in config.suites:
+        distributed.main_log(print)(f"robust-eval: warning: --surrogate {Path(str(config.surrogate)).name} is not "
+                                    f"used: only the adversarial suite crafts attacks on it (suites: "
+                                    f"{', '.join(config.suites)}); add --suite adversarial or drop --surrogate")
     device = resolve_device(config.device)
 
     timings: dict[str, float] = {}
@@ -206,16 +271,10 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         )
     model = loaded.model.eval()
     attack_model = None
-    if config.surrogate:
-        assert surrogate_info is not None
-        surrogate = sources.finish(
-            sources.load_file(config.surrogate, surrogate_info, architecture=None, contract=sources.InputContract(),
-                              num_classes=dataset.num_classes, channels=dataset.channels, size=tuple(dataset.size),
-                              classes=tuple(dataset.classes), device=str(device)),
-            num_classes=dataset.num_classes, channels=dataset.channels, size=tuple(dataset.size),
-            classes=tuple(dataset.classes), what=Path(config.surrogate).name, device=device)
+    if surrogate_info is not None and "adversarial" in config.suites:
+        surrogate = _load_surrogate(config, surrogate_info, dataset, device, log, loaded.contract)
         attack_model = sources.with_surrogate(loaded, surrogate).eval()
-        log(f"model: attacks are crafted on the surrogate {Path(config.surrogate).name} and scored on the model")
+        log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the model")
     timings["load_model"] = time.perf_counter() - t0
 
     result = run_suites(model, dataset, config, device, meta, log,
@@ -225,7 +284,9 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
     if config.examples and distributed.is_main():
-        result.examples = _examples(attack_model or model, dataset, result, device, config)
+        # No attacked rows for a model without gradients unless a surrogate crafts them.
+        crafted_on = attack_model if attack_model is not None else (model if loaded.differentiable else None)
+        result.examples = _examples(model, dataset, result, device, config, crafted_on)
     return result
 
 
@@ -233,20 +294,21 @@ def _prepare_module(config: RunConfig) -> tuple[RunConfig, None, sources.FileInf
     config.validate()
     if config.checkpoint:
         raise RobustEvalError("pass an nn.Module or a model file, not both")
-    surrogate = sources.inspect_file(config.surrogate) if config.surrogate else None
+    surrogate = _inspect_surrogate(config)
     config = dataclasses.replace(config, dataset=config.dataset or DEFAULT_DATASET,
                                  suite_options=typed_options(config.suites, config.suite_options))
     return config, None, surrogate
 
 
 def _examples(model: nn.Module, dataset: data_mod.ImageDataset, result: EvaluationResult, device: torch.device,
-              config: RunConfig) -> dict[str, Any] | None:
+              config: RunConfig, attack_model: nn.Module | None) -> dict[str, Any] | None:
     """The report's example grid; an illustration, so a failure here warns and keeps the results."""
     from robustbench_lite.analysis.examples import build_examples
     from robustbench_lite.distributed import main_log
 
     try:
-        return build_examples(model, dataset, result.to_dict(), device, n=config.examples, seed=config.seed)
+        return build_examples(model, dataset, result.to_dict(), device, n=config.examples, seed=config.seed,
+                              attack_model=attack_model)
     except Exception as exc:  # noqa: BLE001 - losing the grid must not lose the run's results
         if config.debug:
             raise

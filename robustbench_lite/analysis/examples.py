@@ -10,7 +10,9 @@ Which conditions are shown, so a reader sees what broke:
   severity and profile; without that suite, a fixed illustrative set at severity 3.
 * adversarial: PGD at the adversarial suite's largest budget per norm (its steps); without that
   suite, PGD-10 at the dataset's default Linf budget. Rows not backed by a suite that ran are
-  marked ``illustrative`` in the JSON and the page.
+  marked ``illustrative`` in the JSON and the page. PGD is crafted on ``attack_model``: the model,
+  or the transfer model of a ``--surrogate`` run (the row names the surrogate); a model without
+  gradients and no surrogate gets no attacked rows.
 
 Every random choice is keyed by (seed, dataset index), as in the suites, so the grid is reproducible.
 """
@@ -21,6 +23,7 @@ import base64
 import io
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,9 +99,25 @@ def _attack_rows(results: Mapping[str, Any], dataset_name: str) -> list[dict[str
     return [{"name": "pgd", "kind": "adversarial", "norm": "Linf", "eps": eps, "steps": 10, "illustrative": True}]
 
 
+def _transfer_from(attack_model: nn.Module | None) -> str | None:
+    """The surrogate's file name when the attacks are transferred (a :class:`~robustbench_lite.sources.Transfer`)."""
+    from robustbench_lite.sources.runtimes import Transfer
+
+    return Path(attack_model.source).name if isinstance(attack_model, Transfer) else None
+
+
+#: ``attack_model``'s default: attack the model itself.
+_SAME: Any = object()
+
+
 def build_examples(model: nn.Module, dataset: ImageDataset, results: Mapping[str, Any], device: torch.device | str,
-                   n: int = DEFAULT_IMAGES, seed: int = 0) -> dict[str, Any]:
+                   n: int = DEFAULT_IMAGES, seed: int = 0, attack_model: nn.Module | None = _SAME) -> dict[str, Any]:
     """The example grid for ``results`` (a results JSON dict) from the model and the first ``n`` test images.
+
+    Args:
+        model: predicts every cell.
+        attack_model: what PGD is crafted on (default: ``model``); the transfer model of a run with
+            ``--surrogate``; None leaves the attacked rows out (a model without gradients).
 
     Returns:
         ``{"images": [{"index", "label", "label_name"}], "rows": [{"name", "kind", "title", "detail",
@@ -120,11 +139,15 @@ def build_examples(model: nn.Module, dataset: ImageDataset, results: Mapping[str
         rows.append({**spec, "title": spec["name"].replace("_", " "),
                      "detail": f"severity {spec['severity']}, {spec['profile']} profile",
                      "cells": _cells(model, out, labels, classes, device)})
-    for spec in _attack_rows(results, dataset.name):
+    crafted_on = model if attack_model is _SAME else attack_model
+    transfer = _transfer_from(crafted_on)
+    for spec in _attack_rows(results, dataset.name) if crafted_on is not None else []:
         attack = attacks.build("pgd", eps=spec["eps"], norm=spec["norm"], steps=spec["steps"], seed=seed)
-        adv = attack(model, images.to(device), labels.to(device), indices).cpu()
-        rows.append({**spec, "title": f"PGD {spec['norm']}",
-                     "detail": f"eps {spec['eps']:.4g}, {spec['steps']} steps",
+        adv = attack(crafted_on, images.to(device), labels.to(device), indices).cpu()
+        rows.append({**spec, "title": f"PGD {spec['norm']}" + (" (transfer)" if transfer else ""),
+                     "detail": f"eps {spec['eps']:.4g}, {spec['steps']} steps"
+                               + (f", crafted on the surrogate {transfer}" if transfer else ""),
+                     **({"transfer_from": transfer} if transfer else {}),
                      "cells": _cells(model, adv, labels, classes, device)})
     return {
         "images": [{"index": int(i), "label": int(y), "label_name": classes[int(y)]}

@@ -149,4 +149,4 @@ def with_surrogate(target: LoadedModel, surrogate: LoadedModel) -> nn.Module:
     if not surrogate.differentiable:
         raise RobustEvalError(f"the surrogate {surrogate.path} has no gradients ({surrogate.runtime}); pass a "
                               "PyTorch, TorchScript or torch.export model as --surrogate")
-    return Transfer(target.model, surrogate.model)
+    return Transfer(target.model, surrogate.model, surrogate.path)

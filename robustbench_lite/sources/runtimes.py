@@ -5,13 +5,15 @@
   padding rows' outputs are dropped, so results do not depend on the run's batch size.
 * :class:`Transfer`: a model without gradients (ONNX Runtime) attacked through a differentiable
   surrogate: the forward value is the target's logits (so every attack's success test, early exit
-  and robust accuracy are judged on the target), the gradient is the surrogate's.
+  and robust accuracy are judged on the target), the backward pass runs through the surrogate.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from robustbench_lite.errors import RobustEvalError
 
 
 class FixedBatch(nn.Module):
@@ -56,27 +58,46 @@ class Exported(nn.Module):
 
 
 class _StraightThrough(torch.autograd.Function):
-    """Forward: the target's logits exactly; backward: the gradient goes to the surrogate's logits."""
+    """Forward: the target's logits exactly (dtype included); backward: the gradient goes to the surrogate's logits."""
 
     @staticmethod
     def forward(ctx, surrogate_logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.surrogate_dtype = surrogate_logits.dtype
         return target_logits.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
-        return grad, None
+        # A half-precision surrogate takes its gradient in its own dtype; the target's logits were
+        # never cast, so a success test sees exactly what the target predicts.
+        return grad.to(ctx.surrogate_dtype), None
 
 
 class Transfer(nn.Module):
     """The target's predictions with the surrogate's gradients (a transfer attack's model).
 
-    Without gradients the target's logits are returned unchanged and the surrogate is not run.
+    Calling it returns the target's logits, unchanged, so an attack's success test, its early
+    exit and the robust accuracy are the target's. When the input requires a gradient the
+    surrogate runs too and the backward pass goes through it: the gradient of a loss L is
+    ``J_surrogate(x)^T dL/dz`` with ``dL/dz`` taken at the target's logits z. For cross-entropy
+    that is ``J_surrogate^T (softmax(z_target) - onehot(y))``: the surrogate's input geometry
+    steered by the target's scores (the scores are what a forward pass of the target reveals;
+    no target gradient is used). With the target's own network as the surrogate this is exactly
+    the white-box gradient, up to the float differences between the two runtimes.
+
+    Without gradients (clean passes, success checks, score-based attacks) the surrogate is not run.
+
+    Args:
+        target: the evaluated model, adapted to [0,1] images at the dataset's size.
+        surrogate: a differentiable model adapted the same way (its own input size and normalisation
+            inside), returning logits in the dataset's class order.
+        source: the surrogate in results and reports (its file; default: its class name).
     """
 
-    def __init__(self, target: nn.Module, surrogate: nn.Module) -> None:
+    def __init__(self, target: nn.Module, surrogate: nn.Module, source: str | None = None) -> None:
         super().__init__()
         self.target = target
         self.surrogate = surrogate
+        self.source = source or type(surrogate).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -85,8 +106,6 @@ class Transfer(nn.Module):
             return target
         surrogate = self.surrogate(x)
         if surrogate.shape != target.shape:
-            from robustbench_lite.errors import RobustEvalError
-
             raise RobustEvalError(f"the surrogate returns {tuple(surrogate.shape[1:])} logits per image but the "
                                   f"model returns {tuple(target.shape[1:])}; pass a surrogate for the same classes")
-        return _StraightThrough.apply(surrogate, target.to(surrogate.dtype))
+        return _StraightThrough.apply(surrogate, target.to(surrogate.device))

@@ -22,7 +22,8 @@ JSON (under ``adversarial``):
 * ``curve``: for sweeps (two or more budgets), per ``"<attack>.<norm>"``: the budgets, robust
   accuracies, their normalised area and a summary of each image's smallest successful budget.
 * ``clean_accuracy``, ``warnings`` (gradient-masking red flags), ``passes`` (forward / backward
-  images against the early-exit floor) and ``settings`` (everything resolved, defaults included).
+  images against the early-exit floor) and ``settings`` (everything resolved, defaults included;
+  with ``--surrogate``: ``transfer_from``, and ``masking_checks.skipped`` saying why).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -52,6 +54,9 @@ DEFAULT_STEPS = 10
 DEFAULT_RESTARTS = 1
 #: Images the gradient-masking checks look at (zero gradients, randomness; FGSM/PGD when not reused).
 MASKING_CHECK_IMAGES = 256
+#: Why a transfer run (``--surrogate``) skips the PGD-vs-FGSM and zero-gradient checks (settings and report say so).
+TRANSFER_SKIPS_CHECKS = ("PGD-vs-FGSM and zero-gradient checks skipped: with transferred attacks they would test the "
+                         "surrogate's gradients, not the model (iterative attacks often transfer worse than one step)")
 #: Below this many images the curve also lists every image's smallest successful budget.
 PER_IMAGE_MAX = 100
 #: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
@@ -141,6 +146,8 @@ class AdversarialResult(SuiteResult):
             out[f"{name} AUC"] = round(curve.auc, 4)
         if self.warnings:
             out["warnings"] = len(self.warnings)
+        if self.settings.get("transfer_from"):
+            out["transferred from"] = Path(str(self.settings["transfer_from"])).name
         return out
 
 
@@ -395,9 +402,13 @@ class AdversarialSuite(Suite):
 
         check_n = min(MASKING_CHECK_IMAGES, len(ds))
         check_eps = {}
+        transfer = getattr(ctx.attack_with, "source", None)  # sources.Transfer: crafted on a surrogate
+        if transfer and check_n and attacks.is_stochastic(ctx.model, images[:min(check_n, batch_size)]):
+            warnings.append("the model's logits differ between two identical forward passes in eval mode: it is "
+                            "randomised, so robust accuracy is approximate")
         for norm in opts.norms:
             eps = check_eps[norm] = budgets[norm][-1]
-            if check_n == 0:
+            if check_n == 0 or transfer:  # see TRANSFER_SKIPS_CHECKS
                 continue
             # Reuse the full runs' FGSM and PGD only as a pair: both must be measured on the same images.
             reuse = ("fgsm", norm) in evaluations and ("pgd", norm) in evaluations
@@ -434,10 +445,11 @@ class AdversarialSuite(Suite):
                                   for n, per in params.items()},
                 "seed": seed,
                 "batch_size": batch_size,
-                "masking_checks": {"images": check_n, "eps": check_eps},
+                "masking_checks": {"images": check_n, "eps": check_eps,
+                                   **({"skipped": TRANSFER_SKIPS_CHECKS} if transfer else {})},
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
                 # transfer: crafted on this surrogate's gradients, scored on the model
-                **({"transfer_from": ctx.config.surrogate} if ctx.config.surrogate else {}),
+                **({"transfer_from": transfer} if transfer else {}),
             },
         )
 
@@ -474,7 +486,9 @@ class AdversarialSuite(Suite):
                 for entry in block.get("results") or []
                 if isinstance(entry, Mapping) and entry.get("norm") == norm
                 and eps_key(entry.get("eps", math.nan)) == eps]
-            out += [Headline(cls.name, label, path, paths[path]) for label, path in candidates if path in paths]
+            # A transfer run's numbers are another measurement than white-box ones: label them apart.
+            kind = "transfer " if (block.get("settings") or {}).get("transfer_from") else ""
+            out += [Headline(cls.name, kind + label, path, paths[path]) for label, path in candidates if path in paths]
         return out
 
     @classmethod
@@ -514,5 +528,7 @@ class AdversarialSuite(Suite):
             "auc": [{"name": k, "auc": pct(c.get("auc")), "median": num((c.get("min_eps") or {}).get("median"), 3)}
                     for k, c in curves.items() if isinstance(c, Mapping)],
             "warnings": [str(w) for w in block.get("warnings") or []],
+            "transfer_from": Path(str(settings["transfer_from"])).name if settings.get("transfer_from") else None,
+            "checks_skipped": (settings.get("masking_checks") or {}).get("skipped"),
             "figure": figures.robust_curves(series, block.get("clean_accuracy")) if series else None,
         }
