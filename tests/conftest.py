@@ -36,6 +36,15 @@ def _restore_rng():
     random.setstate(py_state)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models on 2 shared cores, where a second OpenMP thread only waits on the busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def cache_home() -> Path:
     return Path(_HOME)

@@ -19,14 +19,7 @@ from robustbench_lite.sources import checkpoints
 from robustbench_lite.suites.adversarial import AdversarialResult, AdversarialSuite, _curve, eps_key, result_key
 from robustbench_lite.suites.base import EvalContext
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny model, 2 shared cores: a second OpenMP thread only waits on the busy other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *argv):

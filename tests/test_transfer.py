@@ -27,13 +27,7 @@ LIMIT = 100
 ATTACKS = {"attack": "fgsm,pgd"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, 2 shared cores: a second OpenMP thread only waits on the busy other core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Pool16(nn.Module):
