@@ -56,7 +56,11 @@ def inspect_file(path: str | Path) -> FileInfo:
     for name in sorted(FORMATS, key=lambda n: FORMATS.entry(n).order):
         fmt = FORMATS.entry(name)
         if fmt.sniff(path, head, names):
-            return fmt.inspect(path, names)
+            try:
+                return fmt.inspect(path, names)
+            except zipfile.BadZipFile as exc:  # a member that fails its CRC check
+                raise RobustEvalError(f"{path} is a damaged archive ({exc}); copy or write the model file "
+                                      "again") from None
     shown = head[:8].hex(" ") if head else "nothing (empty file)"
     raise RobustEvalError(f"{path} is not a model file robust-eval reads (it starts with {shown}); formats: "
                           f"{', '.join(sorted(FORMATS))} (see 'robust-eval list formats')")

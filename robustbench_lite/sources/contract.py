@@ -113,6 +113,19 @@ class InputContract(Options):
         if self.channels and n == 3 and self.channels != 3:
             raise RobustEvalError(f"--mean has 3 values but the model takes {self.channels} channel(s)")
 
+    @classmethod
+    def read(cls, values: Any, where: str) -> InputContract:
+        """The contract a file or sidecar states; a bad value is one line that names where it came from.
+
+        (The option parsers name the flag, ``--mean``, which the user did not pass here.)
+        """
+        try:
+            return cls.from_mapping(values, where)
+        except RobustEvalError as exc:
+            if where in str(exc):
+                raise
+            raise RobustEvalError(f"{where}: {exc}") from None
+
     @property
     def normalises(self) -> bool:
         return bool(self.mean) and bool(self.std)
@@ -155,7 +168,7 @@ def read_sidecar(path: str | Path) -> tuple[InputContract, dict[str, Any]]:
         raise RobustEvalError(f"model sidecar {side} must be a JSON object like {{\"input_size\": 224, "
                               "\"mean\": [0.485, 0.456, 0.406], ...}}")
     extra = {k: data.pop(k) for k in ("model", "format", "name", "description") if k in data}
-    return InputContract.from_mapping(data, f"model sidecar {side}"), extra
+    return InputContract.read(data, f"model sidecar {side}"), extra
 
 
 class Adapter(nn.Module):

@@ -40,9 +40,20 @@ def _zip_prefix(names: list[str]) -> str:
     return names[0].split("/", 1)[0] + "/" if names and "/" in names[0] else ""
 
 
-def _contract_values(data: dict[str, Any], where: str) -> tuple[InputContract, dict[str, Any]]:
+def _contract_values(data: Any, where: str) -> tuple[InputContract, dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise RobustEvalError(f"{where} must be a JSON object like {{\"input_size\": 224, \"mean\": [0.485, 0.456, "
+                              f"0.406], ...}}, got {type(data).__name__}; write it again")
     values = {k: v for k, v in data.items() if k in {"input_size", "channels", "mean", "std", "classes"}}
-    return InputContract.from_mapping(values, where), {k: v for k, v in data.items() if k not in values}
+    return InputContract.read(values, where), {k: v for k, v in data.items() if k not in values}
+
+
+def _json_or_text(text: str) -> Any:
+    """A metadata value: JSON (``[0.5, 0.5, 0.5]``, ``224``) or plain text (``0.5,0.5,0.5``, a model name)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +191,7 @@ class SafetensorsFormat(FileFormat):
                 raise RobustEvalError(f"{path} is a damaged safetensors file (unreadable header); "
                                       "write it again with safetensors.torch.save_file") from None
         meta = header.get("__metadata__") or {}
-        values = {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{0123456789" else v for k, v in meta.items()}
+        values = {k: _json_or_text(v) if isinstance(v, str) else v for k, v in meta.items()}
         contract, rest = _contract_values(values, f"{path}'s metadata")
         return FileInfo(self.name, contract, meta={"architecture": rest.get("model")}, needs_architecture=True)
 
@@ -218,7 +229,11 @@ class TorchScriptFormat(FileFormat):
         values: dict[str, Any] = {}
         with zipfile.ZipFile(path) as z:
             if f"{prefix}extra/{EXTRA_FILE}" in (names or []):
-                values = json.loads(z.read(f"{prefix}extra/{EXTRA_FILE}"))
+                try:
+                    values = json.loads(z.read(f"{prefix}extra/{EXTRA_FILE}"))
+                except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                    raise RobustEvalError(f"{path}'s extra file {EXTRA_FILE} is not valid JSON ({exc}); save it "
+                                          f"again with _extra_files={{'{EXTRA_FILE}': json.dumps({{...}})}}") from None
         contract, _ = _contract_values(values, f"{path}'s {EXTRA_FILE}")
         return FileInfo(self.name, contract)
 
@@ -240,8 +255,13 @@ def _check_no_pickles(path: Path, z: zipfile.ZipFile, names: list[str]) -> None:
     """Refuse archives whose loading would unpickle objects (``torch.export.load`` uses weights_only=False)."""
     for name in names:
         if name.endswith(("weights_config.json", "constants_config.json")):
-            config = json.loads(z.read(name)).get("config", {})
-            for fqn, entry in config.items():
+            try:
+                # {"config": {fqn: entry}}; AOTInductor's weights_config.json has no "config": nothing to check
+                entries = [(fqn, dict(entry)) for fqn, entry in json.loads(z.read(name)).get("config", {}).items()]
+            except (ValueError, TypeError, AttributeError):  # bad JSON, or not the layout torch writes
+                raise RobustEvalError(f"{path} is a damaged torch.export archive (its {name.rsplit('/', 1)[-1]} is "
+                                      "unreadable); save it again with torch.export.save") from None
+            for fqn, entry in entries:
                 pickled = entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(
                     ("weight_", "tensor_"))
                 if pickled:

@@ -139,7 +139,7 @@ class OnnxFormat(FileFormat):
         if values.get("channels") not in (None, 1, 3):
             raise RobustEvalError(f"{path} takes {values['channels']}-channel images; robust-eval evaluates grey (1) "
                                   "or RGB (3) image classifiers")
-        contract = InputContract.from_mapping(values, f"{path}'s metadata")
+        contract = InputContract.read(values, f"{path}'s metadata")
         out = _dims(graph.output[0])
         params = sum(math.prod(i.dims) for i in graph.initializer)
         weights = sum(len(i.raw_data) or math.prod(i.dims) * 4 for i in graph.initializer)
