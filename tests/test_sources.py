@@ -260,8 +260,14 @@ def test_adapter_from_the_sidecar(fashion_model, tmp_path, capsys):
     assert r["source"]["format"] == "onnx"
     assert_adapted(r, fashion_model)
     assert not any("no mean/std" in note for note in r["source"]["notes"])
-    # the report exists; its "Model" section (source, adaptations) is the lead's and is checked there
-    assert (tmp_path / "report.html").read_text().lower().count("<html") == 1
+    # the report's Model card says what was adapted, each adaptation in words
+    from markupsafe import escape
+
+    report = (tmp_path / "report.html").read_text()
+    assert report.lower().count("<html") == 1 and 'data-section="model"' in report
+    assert "onnx model, run in onnxruntime" in report
+    for adaptation in r["source"]["adaptations"]:
+        assert str(escape(adaptation)) in report
 
 
 def test_adapter_from_flags(fashion_model, tmp_path, capsys):
