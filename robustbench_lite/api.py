@@ -46,7 +46,7 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
     info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
     meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
     surrogate = _inspect_surrogate(config)
-    if info is not None and not sources.FORMATS.entry(_format_entry(info)).differentiable:
+    if info is not None and not info.differentiable:
         if "adversarial" in config.suites and surrogate is None:
             raise RobustEvalError(
                 f"the adversarial suite needs input gradients, and {Path(config.checkpoint or '').name} runs in "
@@ -63,16 +63,12 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
     return config, info, surrogate
 
 
-def _format_entry(info: sources.FileInfo) -> str:
-    return info.format if info.format in sources.FORMATS else "pytorch"
-
-
 def _inspect_surrogate(config: RunConfig) -> sources.FileInfo | None:
     """What the ``--surrogate`` file is; one that has no gradients itself is refused before any data is read."""
     if not config.surrogate:
         return None
     info = sources.inspect_file(config.surrogate)
-    if not sources.FORMATS.entry(_format_entry(info)).differentiable:
+    if not info.differentiable:
         raise RobustEvalError(f"--surrogate {Path(config.surrogate).name} runs in {info.format} without input "
                               "gradients, so attacks cannot be crafted on it; pass a differentiable model of the same "
                               "task (a robust-eval checkpoint, TorchScript or torch.export file)")

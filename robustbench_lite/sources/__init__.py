@@ -57,10 +57,12 @@ def inspect_file(path: str | Path) -> FileInfo:
         fmt = FORMATS.entry(name)
         if fmt.sniff(path, head, names):
             try:
-                return fmt.inspect(path, names)
+                info = fmt.inspect(path, names)
             except zipfile.BadZipFile as exc:  # a member that fails its CRC check
                 raise RobustEvalError(f"{path} is a damaged archive ({exc}); copy or write the model file "
                                       "again") from None
+            info.reader = name
+            return info
     shown = head[:8].hex(" ") if head else "nothing (empty file)"
     raise RobustEvalError(f"{path} is not a model file robust-eval reads (it starts with {shown}); formats: "
                           f"{', '.join(sorted(FORMATS))} (see 'robust-eval list formats')")
@@ -82,7 +84,7 @@ def load_file(path: str | Path, info: FileInfo, *, architecture: str | None, con
         architectures.check(architecture)
     merged = contract.over(side, info.contract)
     request = LoadRequest(path, info, merged, architecture, num_classes, channels, size, classes, device)
-    loaded = FORMATS.entry(info.format if info.format in FORMATS else "pytorch").load(request)
+    loaded = FORMATS.entry(info.reader or info.format).load(request)
     loaded.path = str(path)
     loaded.file_bytes = path.stat().st_size
     loaded.fixed_batch = info.fixed_batch

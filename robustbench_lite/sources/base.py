@@ -23,7 +23,8 @@ class FileInfo:
     """What :meth:`FileFormat.inspect` read from a file without building the model.
 
     Attributes:
-        format: the format's registry name.
+        format: what the file is: the format's registry name, or a finer kind the format tells
+            apart (the ``pytorch`` format reads a ``checkpoint`` or a ``state_dict``).
         contract: what the file says about the model's input (size, channels, mean/std, classes).
         num_classes: the number of logits, when the file says (ONNX / torch.export output shapes).
         fixed_batch: the batch size a graph was exported for, None when dynamic or unknown.
@@ -37,6 +38,12 @@ class FileInfo:
     fixed_batch: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     needs_architecture: bool = False
+    reader: str = ""  # the FORMATS entry that recognised the file (set by sources.inspect_file)
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether the model will have input gradients (attacks can run on it)."""
+        return FORMATS.entry(self.reader or self.format).differentiable
 
 
 @dataclass
