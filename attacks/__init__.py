@@ -13,6 +13,7 @@ Example:
     >>> res = attacks.evaluate_attack(model, pgd, images, labels, eps_list="2/255,4/255,8/255")
 """
 
+from attacks.autoattack import AutoAttack
 from attacks.base import (
     ATTACKS,
     NORMS,
@@ -33,6 +34,7 @@ from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX, TorchattacksAttack
 
 __all__ = [
     "ATTACKS",
+    "AutoAttack",
     "FGSM",
     "FGSMRS",
     "PGDKL",

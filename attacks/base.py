@@ -267,6 +267,7 @@ class AttackOutput:
     forward: int
     backward: int
     wasted_backward: int = 0
+    broken_by: torch.Tensor | None = None
 
 
 class Attack:
@@ -287,6 +288,9 @@ class Attack:
     norms: ClassVar[tuple[str, ...]] = NORMS
     #: ``perturb`` takes a ``batch_size`` keyword and manages its own working batch.
     streaming: ClassVar[bool] = False
+    #: parameters for a quick run of the attack (contract tests, smoke runs): a small step or query
+    #: budget, so a test exercises the whole algorithm without the full cost
+    quick: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, eps: float, *, norm: str = "Linf", targeted: bool = False, seed: int = 0) -> None:
         self.norm = check_norm(norm)
@@ -337,7 +341,8 @@ class Attack:
         Returns:
             ``(adversarial, success)``: adversarial images of the same shape, and a (N,) bool
             tensor saying which of them fool the model (``None`` if the attack does not know; the
-            base class then checks with one forward pass when the caller asks).
+            base class then checks with one forward pass when the caller asks). An ensemble
+            returns a third item, its ``broken_by`` (see :class:`AttackOutput`).
         """
         raise NotImplementedError
 
@@ -445,7 +450,7 @@ class Attack:
             success = torch.zeros(0, dtype=torch.bool, device=images.device)
             return AttackOutput(images.clone(), success if check_success else None, 0, 0)
         chunk = n if self.streaming or batch_size is None else batch_size
-        advs, successes = [], []
+        advs, successes, broken = [], [], []
         with attack_mode(model), torch.inference_mode(False):
             device = model_device(model, images.device)
             for start in range(0, n, chunk):
@@ -455,21 +460,24 @@ class Attack:
                 y = labels[start : start + chunk].to(device)
                 idx = index_list[start : start + chunk]
                 if self.streaming:
-                    adv, success = self.perturb(model, x, y, idx, batch_size=batch_size)  # type: ignore[call-arg]
+                    adv, success, *extra = self.perturb(model, x, y, idx, batch_size=batch_size)  # type: ignore[call-arg]
                 else:
-                    adv, success = self.perturb(model, x, y, idx)
+                    adv, success, *extra = self.perturb(model, x, y, idx)
                 adv, moved = self._project(adv.detach(), x)
                 if success is not None and moved.any():
                     success = None  # the attack's verdict was about a point outside the budget
                 if check_success and success is None:
                     with torch.no_grad():
                         success = self._success(self._logits(model, adv), y)
+                if extra:  # an ensemble's component per image; -1 where the (re)checked verdict is "not fooled"
+                    broken.append(extra[0].masked_fill(~success, -1) if success is not None else extra[0])
                 advs.append(adv.to(images.device))
                 successes.append(None if success is None else success.detach().to(images.device))
         forward, backward, wasted = self._counts
         out_success = None if any(s is None for s in successes) else torch.cat(successes)  # type: ignore[arg-type]
         adversarial = torch.cat(advs) if len(advs) > 1 else advs[0]
-        return AttackOutput(adversarial, out_success, forward, backward, wasted)
+        broken_by = torch.cat(broken).to(images.device) if broken and len(broken) == len(advs) else None
+        return AttackOutput(adversarial, out_success, forward, backward, wasted, broken_by)
 
     def _project(self, adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clamp into the eps-ball and [0, 1]; returns the images and which ones had to move.

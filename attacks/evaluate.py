@@ -66,6 +66,8 @@ class AttackEvaluation:
         mean_perturbation: (E,) mean ``norm`` of the successful perturbations at eps (NaN if none).
         seconds: wall-clock time of the evaluation.
         adversarial: (N, C, H, W) the returned adversarial images when ``keep_adversarial=True``.
+        broken_by: for an ensemble (``autoattack``), per image the component that fooled it at
+            its ``min_eps``, None where none did (or the image was misclassified clean).
     """
 
     attack: str
@@ -84,6 +86,7 @@ class AttackEvaluation:
     mean_perturbation: tuple[float, ...]
     seconds: float
     adversarial: torch.Tensor | None = None
+    broken_by: tuple[str | None, ...] | None = None
 
     @property
     def n(self) -> int:
@@ -128,13 +131,16 @@ class AttackEvaluation:
         adversarial = None
         if all(p.adversarial is not None for p in parts):
             adversarial = torch.cat([p.adversarial for p in parts])  # type: ignore[misc]
+        broken_by = None
+        if all(p.broken_by is not None for p in parts):
+            broken_by = tuple(b for p in parts for b in p.broken_by)  # type: ignore[union-attr]
         return cls(
             attack=first.attack, norm=first.norm, eps=first.eps, **cat,
             forward_passes=sum(p.forward_passes for p in parts),
             backward_passes=sum(p.backward_passes for p in parts),
             floor_passes=sum(p.floor_passes for p in parts),
             robust_accuracy=robust, attack_success_rate=asr, mean_perturbation=mean_pert,
-            seconds=sum(p.seconds for p in parts), adversarial=adversarial,
+            seconds=sum(p.seconds for p in parts), adversarial=adversarial, broken_by=broken_by,
         )
 
     def to_dict(self, per_image: bool = False) -> dict[str, Any]:
@@ -157,6 +163,8 @@ class AttackEvaluation:
             "floor_passes": self.floor_passes,
             "seconds": self.seconds,
         }
+        if self.broken_by is not None:
+            out["broken_by"] = broken_by_counts(self.broken_by)
         if per_image:
             out.update(
                 clean_correct=self.clean_correct.tolist(),
@@ -166,6 +174,15 @@ class AttackEvaluation:
                 l2=self.l2.tolist(),
             )
         return out
+
+
+def broken_by_counts(broken_by: Sequence[str | None]) -> dict[str, int]:
+    """How many images each component of an ensemble broke, in the order they first appear."""
+    counts: dict[str, int] = {}
+    for name in broken_by:
+        if name is not None:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _aggregates(
@@ -310,6 +327,7 @@ def evaluate_attack(
     min_eps[~clean_correct] = 0.0
     adversarial = images.detach().clone()
     alive = clean_correct.clone()
+    broken: list[str | None] | None = None
     backward = wasted = 0
     for j, atk in enumerate(attacks):
         rows = alive.nonzero().squeeze(1)
@@ -326,6 +344,12 @@ def evaluate_attack(
         wasted += out.wasted_backward
         adversarial[dev_rows] = out.adversarial
         hit = rows[out.success.cpu()]
+        if out.broken_by is not None:
+            names = getattr(atk, "components", ())
+            broken = broken if broken is not None else [None] * n
+            for row, k in zip(rows.tolist(), out.broken_by.cpu().tolist(), strict=True):
+                if k >= 0:
+                    broken[row] = names[k]
         fooled[hit, j:] = True
         min_eps[hit] = budgets[j]
         alive[hit] = False
@@ -351,4 +375,5 @@ def evaluate_attack(
         mean_perturbation=mean_pert,
         seconds=time.perf_counter() - start,
         adversarial=adversarial.cpu() if keep_adversarial else None,
+        broken_by=tuple(broken) if broken is not None else None,
     )

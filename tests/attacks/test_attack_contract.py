@@ -34,7 +34,8 @@ ALL_CASES = CASES + [
 
 
 def make(name: str, norm: str, **kw) -> attacks.Attack:
-    return attacks.build(name, eps=EPS[norm], norm=norm, **kw)
+    quick = ATTACKS.entry(name).quick if name in ATTACKS else {}
+    return attacks.build(name, eps=EPS[norm], norm=norm, **{**quick, **kw})
 
 
 @pytest.fixture
