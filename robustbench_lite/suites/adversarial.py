@@ -197,13 +197,15 @@ class AdversarialOptions(Options):
         "e.g. 1/255,2/255,4/255,8/255 (default: the dataset's conventional budget, see 'robust-eval list attacks')",
         parse=lambda v: tuple(attacks.parse_eps(v)), metavar="EPS[,EPS]", example="1/255,0.5")
     steps: int | None = option(
-        "--steps", f"PGD steps per restart (default: {DEFAULT_STEPS}; torchattacks: the class default)",
+        "--steps", f"steps per restart of every attack that takes them (default: each attack's own: PGD "
+        f"{DEFAULT_STEPS}, APGD 100, torchattacks classes theirs)",
         parse=int_in("--steps", 1), metavar="N", example="3")
     alpha: float | None = option(
         "--alpha", "step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)",
         parse=_alpha, metavar="A", example="2/255")
     restarts: int | None = option(
-        "--restarts", f"PGD random restarts (default: {DEFAULT_RESTARTS}; torchattacks: the class default)",
+        "--restarts", f"random restarts of every attack that takes them (default: each attack's own, PGD "
+        f"{DEFAULT_RESTARTS})",
         parse=int_in("--restarts", 1), metavar="R", example="2")
 
     @property
@@ -263,8 +265,9 @@ def _attack_params(opts: AdversarialOptions, norm: str, eps: float, seed: int = 
         steps = DEFAULT_STEPS if opts.steps is None else opts.steps
         restarts = DEFAULT_RESTARTS if opts.restarts is None else opts.restarts
         for setting, value in (("steps", steps), ("alpha", opts.alpha), ("restarts", restarts)):
-            # torchattacks classes keep their own defaults (CW takes 50 steps, not our 10) unless the user set one.
-            if value is None or (foreign and setting not in opts.explicit):
+            # Every attack keeps its own defaults (PGD 10 steps, APGD 100, torchattacks' CW 50) unless the
+            # user set one; DEFAULT_STEPS / DEFAULT_RESTARTS are PGD's own, recorded in the settings.
+            if value is None or setting not in opts.explicit:
                 continue
             if _accepts(name, setting, params, value, eps):
                 params[_TORCHATTACKS_ARGS[setting] if foreign else setting] = value
