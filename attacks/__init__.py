@@ -28,7 +28,7 @@ from attacks.base import (
 from attacks.catalogue import available, build, describe
 from attacks.checks import gradient_masking_checks, is_stochastic, zero_gradient_fraction
 from attacks.defaults import parse_eps
-from attacks.evaluate import AttackEvaluation, evaluate_attack
+from attacks.evaluate import AttackEvaluation, broken_by_counts, evaluate_attack
 from attacks.pgd import FGSM, FGSMRS, PGD, PGDKL
 from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX, TorchattacksAttack
 
@@ -48,6 +48,7 @@ __all__ = [
     "AttackProvider",
     "TorchattacksAttack",
     "available",
+    "broken_by_counts",
     "build",
     "describe",
     "evaluate_attack",

@@ -46,18 +46,17 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
     info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
     meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
     surrogate = _inspect_surrogate(config)
-    if info is not None and not info.differentiable:
-        if "adversarial" in config.suites and surrogate is None:
-            raise RobustEvalError(
-                f"the adversarial suite needs input gradients, and {Path(config.checkpoint or '').name} runs in "
-                f"{info.format} without them; pass --surrogate PATH (a differentiable model of the same task: attacks "
-                "are crafted on it and scored on this model) or leave the adversarial suite out")
+    typed = typed_options(config.suites, config.suite_options)
+    if info is not None:
+        what = f"{Path(config.checkpoint or '').name} ({info.format})"
+        for name in config.suites:
+            SUITES.entry(name).check_model(typed.get(name) or SUITES.entry(name).Options(), what,
+                                           info.differentiable, surrogate is not None)
     model = config.model or meta.get("model") or (None if info is not None else DEFAULT_MODEL)
     if model is not None:
         architectures.check(model)
     config = dataclasses.replace(
-        config, model=model, dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET,
-        suite_options=typed_options(config.suites, config.suite_options),
+        config, model=model, dataset=config.dataset or meta.get("dataset") or DEFAULT_DATASET, suite_options=typed,
     )
     data_mod.parse_name(config.dataset)
     return config, info, surrogate

@@ -98,6 +98,8 @@ class AttackResult:
     robust_accuracy: float
     attack_success_rate: float
     mean_perturbation: float
+    #: an ensemble's (``autoattack``) images fooled within eps, by the component that broke each
+    broken_by: dict[str, int] | None = None
 
 
 @dataclass
@@ -134,6 +136,9 @@ class AdversarialResult(SuiteResult):
     warnings: list[str] = field(default_factory=list)
     passes: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: per ensemble and norm (``autoattack.Linf``): each image's dataset index and the component that
+    #: broke it at its smallest fooling budget (None: not fooled, or misclassified clean)
+    broken_by: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"clean": round(self.clean_accuracy, 4)}
@@ -236,6 +241,15 @@ class AdversarialOptions(Options):
         # arguments an attack rejects surface here, before any model is loaded.
         for norm in self.norms:
             _attack_params(self, norm, self.eps[-1] if self.eps else 0.1)
+
+
+def gradients_needed(name: str) -> bool:
+    """Whether an attack cannot run at all without input gradients (a native attack's ``needs_gradients``;
+    ensembles that take ``gradients=False`` run their gradient-free part)."""
+    if name.startswith(TORCHATTACKS_PREFIX):
+        return True
+    cls = attacks.ATTACKS.entry(name)
+    return bool(getattr(cls, "needs_gradients", True)) and "gradients" not in inspect.signature(cls.__init__).parameters
 
 
 def _fmt_eps(eps: tuple[float, ...]) -> str:
@@ -347,6 +361,12 @@ class AdversarialSuite(Suite):
                 )
         seed = ctx.config.seed
         params = {norm: _attack_params(opts, norm, budgets[norm][-1], seed) for norm in opts.norms}
+        if ctx.source is not None and not ctx.source.differentiable and ctx.attack_with is None:
+            for per in params.values():  # ensembles keep the part that needs no gradients (checked up front)
+                for name, kwargs in per.items():
+                    if not name.startswith(TORCHATTACKS_PREFIX) and "gradients" in inspect.signature(
+                            attacks.ATTACKS.entry(name).__init__).parameters:
+                        kwargs["gradients"] = False
 
         images, labels, indices = ds.float_images(), ds.labels, ds.indices
         clean_correct = ctx.clean_logits().argmax(dim=1) == labels
@@ -355,6 +375,7 @@ class AdversarialSuite(Suite):
         chunk = batch_size * ATTACK_CHUNK
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
+        broken_by: dict[str, dict[str, list[Any]]] = {}
         entries: list[AttackResult] = []
         warnings: list[str] = []
         for norm in opts.norms:
@@ -383,7 +404,11 @@ class AdversarialSuite(Suite):
                         restarts=getattr(atk, "restarts", kwargs.get("n_restarts")),
                         robust_accuracy=ev.robust_accuracy[j], attack_success_rate=ev.attack_success_rate[j],
                         mean_perturbation=ev.mean_perturbation[j],
+                        broken_by=None if ev.broken_by is None else attacks.broken_by_counts(
+                            [who for who, hit in zip(ev.broken_by, ev.fooled[:, j].tolist(), strict=True) if hit]),
                     ))
+                if ev.broken_by is not None:
+                    broken_by[f"{name}.{norm}"] = {"indices": indices.tolist(), "component": list(ev.broken_by)}
                 differ = int((ev.clean_correct != clean_correct).sum())
                 if differ:
                     warnings.append(
@@ -436,6 +461,7 @@ class AdversarialSuite(Suite):
             curve=curves,
             warnings=warnings,
             passes=passes,
+            broken_by=broken_by,
             settings={
                 "attacks": list(opts.attacks),
                 "norms": list(opts.norms),
@@ -495,6 +521,18 @@ class AdversarialSuite(Suite):
         return out
 
     @classmethod
+    def check_model(cls, options: Any, what: str, differentiable: bool, surrogate: bool) -> None:
+        if differentiable or surrogate:
+            return
+        blocked = [a for a in options.attacks if gradients_needed(a)]
+        if blocked:
+            raise RobustEvalError(
+                f"{', '.join(blocked)} need{'s' if len(blocked) == 1 else ''} input gradients, and {what} has none; "
+                "pass --surrogate PATH (a differentiable model of the same task: attacks are crafted on it and "
+                "scored on this model), or a score-based attack (--attack square, or autoattack: its gradient-free "
+                "part), or leave the adversarial suite out")
+
+    @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
         from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
 
@@ -534,4 +572,7 @@ class AdversarialSuite(Suite):
             "transfer_from": Path(str(settings["transfer_from"])).name if settings.get("transfer_from") else None,
             "checks_skipped": (settings.get("masking_checks") or {}).get("skipped"),
             "figure": figures.robust_curves(series, block.get("clean_accuracy")) if series else None,
+            "breakdown": [{"attack": r.get("attack"), "norm": r.get("norm"), "eps": num(r.get("eps"), 4),
+                           "parts": ", ".join(f"{k} {v}" for k, v in r["broken_by"].items()) or "none fooled"}
+                          for r in entries if isinstance(r.get("broken_by"), Mapping)],
         }

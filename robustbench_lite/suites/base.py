@@ -154,6 +154,17 @@ class Suite:
         return cls.description
 
     @classmethod
+    def check_model(cls, options: Any, what: str, differentiable: bool, surrogate: bool) -> None:
+        """Refuse, before any data is read, a model this suite cannot run on with these options.
+
+        Args:
+            options: the suite's typed options.
+            what: the model, for messages (its file name).
+            differentiable: the model has input gradients.
+            surrogate: a ``--surrogate`` gives gradients to attacks in its place.
+        """
+
+    @classmethod
     def headline(cls, block: Mapping[str, Any], paths: Mapping[str, float | None]) -> list[Headline]:
         """This suite's headline metrics in a results JSON, in order; missing ones are left out.
 
