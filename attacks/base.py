@@ -28,7 +28,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -68,12 +68,15 @@ class AttackProvider:
         names: the NAMEs on offer, sorted; raises RobustEvalError when the provider cannot offer
             any here (e.g. its optional library is not installed).
         description: one line for ``robust-eval list attacks``.
+        notes: what a user must know about one NAME (shown in the listing, the attack's label and
+            the results' warnings), e.g. that it is weaker than the name suggests.
     """
 
     prefix: str
     build: Callable[..., Attack]
     names: Callable[[], list[str]]
     description: str
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 #: Attack providers by prefix: ``PROVIDERS.register(provider.prefix, provider)``.

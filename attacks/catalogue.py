@@ -81,9 +81,16 @@ def describe(name: str) -> str:
     its provider's description."""
     provider = _provider(name)
     if provider is not None:
-        return provider.description
+        note = provider.notes.get(name[len(provider.prefix):])
+        return f"{provider.description}: {note}" if note else provider.description
     lines = (ATTACKS.entry(name).__doc__ or "").strip().splitlines()
     return lines[0] if lines else ""
 
 
-__all__ = ["available", "build", "describe"]
+def note(name: str) -> str | None:
+    """What a user must know about an attack from a provider (``torchattacks:AutoAttack`` is not AutoAttack)."""
+    provider = _provider(name)
+    return provider.notes.get(name[len(provider.prefix):]) if provider is not None else None
+
+
+__all__ = ["available", "build", "describe", "note"]

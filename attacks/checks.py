@@ -6,7 +6,10 @@ attacks look weak. :func:`gradient_masking_checks` looks for the classic symptom
 
 * an iterative attack (PGD) does worse than a single step (FGSM) at the same budget;
 * many images have an input gradient that is exactly zero (saturated softmax, shattered gradients);
-* the model is randomised: two identical forward passes in eval mode give different logits.
+* the model is randomised: two identical forward passes in eval mode give different logits;
+* the model outputs probabilities (softmax rows summing to 1) instead of logits, which flattens
+  the cross-entropy gradient (AutoAttack's first sanity flag);
+* a score-based attack (Square) fools images the gradient attacks could not (:func:`square_flag`).
 
 Each finding is one line saying what was seen and what to run instead.
 """
@@ -31,7 +34,7 @@ from attacks.evaluate import AttackEvaluation, evaluate_attack
 from attacks.pgd import FGSM, PGD
 from robustbench_lite.errors import RobustEvalError
 
-FALLBACK = "evaluate with gradient-free or adaptive attacks (torchattacks:Square, torchattacks:AutoAttack)"
+FALLBACK = "evaluate with a gradient-free attack (--attack square) or the ensemble (--attack autoattack)"
 
 
 def _at(result: AttackEvaluation, eps: float, what: str) -> float:
@@ -75,6 +78,26 @@ def is_stochastic(model: nn.Module, images: torch.Tensor, rtol: float = 1e-4, at
         x = images.to(model_device(model, images.device))
         a, b = model(x).float(), model(x).float()
     return not torch.allclose(a, b, rtol=rtol, atol=atol)
+
+
+@torch.no_grad()
+def outputs_probabilities(model: nn.Module, images: torch.Tensor, atol: float = 1e-4) -> bool:
+    """Whether the model's outputs look like softmax probabilities (each row >= 0, summing to 1)."""
+    if images.shape[0] == 0:
+        return False
+    with attack_mode(model), torch.inference_mode(False):
+        out = model(images.to(model_device(model, images.device))).float()
+    return bool((out >= -atol).all()) and bool(torch.allclose(out.sum(dim=1), torch.ones(len(out), device=out.device),
+                                                           atol=atol))
+
+
+def square_flag(white_box: float, square: float, norm: str, eps: float, tolerance: float = 0.0) -> str | None:
+    """AutoAttack's flag: a score-based attack doing better than the gradient attacks means masked gradients."""
+    if square < white_box - tolerance:
+        return (f"Square (score-based) leaves {square:.3f} robust accuracy at {norm} eps={eps:.4g}, below the gradient "
+                f"attacks' {white_box:.3f}: the gradients mislead the white-box attacks (masking); trust the lower "
+                "number and evaluate with --attack autoattack")
+    return None
 
 
 def gradient_masking_checks(
@@ -145,6 +168,11 @@ def gradient_masking_checks(
         warnings.append(
             f"{frac:.0%} of images have an all-zero input gradient (threshold {zero_grad_threshold:.0%}): "
             f"gradient attacks cannot move them (saturated softmax or shattered gradients); {FALLBACK}"
+        )
+    if outputs_probabilities(model, images[:batch_size]):
+        warnings.append(
+            "the model's outputs are non-negative and sum to 1 per image: it returns probabilities, not logits, "
+            "which flattens the loss gradient attacks follow; return the logits (drop the final softmax)"
         )
     if is_stochastic(model, images[:batch_size]):
         warnings.append(

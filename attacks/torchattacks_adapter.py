@@ -150,7 +150,8 @@ class TorchattacksAttack(Attack):
 
     @property
     def label(self) -> str:
-        return f"{TORCHATTACKS_PREFIX}{self.attack_name}({self.norm}, eps={self.eps:.4g})"
+        note = "; APGD at 10 iterations" if self.attack_name == "AutoAttack" else ""
+        return f"{TORCHATTACKS_PREFIX}{self.attack_name}({self.norm}, eps={self.eps:.4g}{note})"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -246,6 +247,14 @@ class TorchattacksAttack(Attack):
         return adv, None
 
 
+#: What torchattacks' classes are not, said wherever they are used (torchattacks 3.5.1).
+NOTES = {
+    "AutoAttack": "not AutoAttack: it runs APGD and APGD-T for 10 iterations instead of the paper's 100 and "
+                  "overstates robustness; use the native 'autoattack'",
+    "APGD": "10 steps by default (the paper: 100); use the native 'apgd-ce' / 'apgd-dlr'",
+    "APGDT": "10 steps by default (the paper: 100); use the native 'apgd-t'",
+}
+
 PROVIDERS.register(TORCHATTACKS_PREFIX, AttackProvider(
-    TORCHATTACKS_PREFIX, TorchattacksAttack, torchattacks_names, "torchattacks (optional reference library)"
+    TORCHATTACKS_PREFIX, TorchattacksAttack, torchattacks_names, "torchattacks (optional reference library)", NOTES
 ))

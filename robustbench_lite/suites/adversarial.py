@@ -243,6 +243,27 @@ class AdversarialOptions(Options):
             _attack_params(self, norm, self.eps[-1] if self.eps else 0.1)
 
 
+def _score_based_flags(evaluations: Mapping[tuple[str, str], attacks.AttackEvaluation],
+                       entries: list[AttackResult]) -> list[str]:
+    """AutoAttack's flag: Square (needs no gradients) fooling images the gradient attacks could not."""
+    flags = []
+    for (name, norm), ev in evaluations.items():
+        if name != "square":
+            continue
+        white = [e for (a, n), e in evaluations.items() if n == norm and a != name and gradients_needed(a)]
+        for j, eps in enumerate(ev.eps):
+            best = min((w.robust_accuracy_at(eps) for w in white if eps in w.eps), default=None)
+            flag = None if best is None else attacks.checks.square_flag(best, ev.robust_accuracy[j], norm, eps)
+            if flag:
+                flags.append(flag)
+    for r in entries:  # inside an ensemble: Square broke what the gradient components left
+        n_square = (r.broken_by or {}).get("square", 0)
+        if n_square and r.eps == max(e.eps for e in entries if e.attack == r.attack and e.norm == r.norm):
+            flags.append(f"{r.attack}: Square broke {n_square} image(s) at {r.norm} eps={r.eps:.4g} that its gradient "
+                         "attacks could not: their gradients may be masked; trust the ensemble's number")
+    return flags
+
+
 def gradients_needed(name: str) -> bool:
     """Whether an attack cannot run at all without input gradients (a native attack's ``needs_gradients``;
     ensembles that take ``gradients=False`` run their gradient-free part)."""
@@ -416,6 +437,11 @@ class AdversarialSuite(Suite):
                         "output depends on the batch or is randomised, so robust accuracy is approximate"
                     )
 
+        for name in opts.attacks:  # what a borrowed attack is not (torchattacks' AutoAttack: APGD at 10 steps)
+            note = attacks.catalogue.note(name)
+            if note:
+                warnings.append(f"{name}: {note}")
+
         worst: dict[str, float] = {}
         if len(opts.attacks) > 1:
             for norm in opts.norms:
@@ -446,6 +472,8 @@ class AdversarialSuite(Suite):
                 fgsm_result=evaluations[("fgsm", norm)] if reuse else None,
                 pgd_result=evaluations[("pgd", norm)] if reuse else None,
             )
+
+        warnings += _score_based_flags(evaluations, entries)
 
         passes: dict[str, Any] = {f"{a}.{n}": _passes(ev) for (a, n), ev in evaluations.items()}
         totals = {k: sum(p[k] for p in passes.values()) for k in ("forward", "backward", "total", "floor")}

@@ -52,7 +52,7 @@ def test_zero_gradients_flagged(mlp, data):
     assert (
         len(warnings) == 1
         and "all-zero input gradient" in warnings[0]
-        and "torchattacks:Square" in warnings[0]
+        and "--attack square" in warnings[0]
     )
     assert all("\n" not in w for w in warnings)
 
@@ -74,3 +74,11 @@ def test_pgd_weaker_than_fgsm_flagged(mlp, data):
     assert len(warnings) == 1 and warnings[0].startswith("PGD robust accuracy")
     with pytest.raises(RobustEvalError, match="the given fgsm result has no eps 0.2"):
         gradient_masking_checks(mlp, images, labels, eps=0.2, pgd_result=pgd, fgsm_result=fgsm)
+
+
+def test_probabilities_instead_of_logits_flagged(mlp, data):
+    images, labels = data
+    softmaxed = nn.Sequential(mlp, nn.Softmax(dim=1)).eval()
+    warnings = gradient_masking_checks(softmaxed, images, labels, eps=0.1)
+    assert any("returns probabilities, not logits" in w for w in warnings)
+    assert not any("probabilities" in w for w in gradient_masking_checks(mlp, images, labels, eps=0.1))
