@@ -287,6 +287,9 @@ class Attack:
     norms: ClassVar[tuple[str, ...]] = NORMS
     #: ``perturb`` takes a ``batch_size`` keyword and manages its own working batch.
     streaming: ClassVar[bool] = False
+    #: The attack takes input gradients (``_input_grad``); False for score-based attacks (e.g. Square),
+    #: which read only logits and so run on models without gradients (ONNX Runtime, int8).
+    needs_gradients: ClassVar[bool] = True
 
     def __init__(self, eps: float, *, norm: str = "Linf", targeted: bool = False, seed: int = 0) -> None:
         self.norm = check_norm(norm)
