@@ -33,8 +33,12 @@ ALL_CASES = CASES + [
 ]
 
 
+#: Smaller budgets for attacks whose default would make these checks slow (the contract holds at any budget).
+QUICK = {"square": {"n_queries": 200}}
+
+
 def make(name: str, norm: str, **kw) -> attacks.Attack:
-    return attacks.build(name, eps=EPS[norm], norm=norm, **kw)
+    return attacks.build(name, eps=EPS[norm], norm=norm, **{**QUICK.get(name, {}), **kw})
 
 
 @pytest.fixture
