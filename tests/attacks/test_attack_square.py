@@ -206,3 +206,14 @@ def test_matches_original_slow(norm, eps, cnn, case, capsys):
         assert robust_accuracy(cnn, Square(eps, norm=norm, n_queries=QUERIES), images, labels) <= ta + SLACK
     with capsys.disabled():
         print(f"\nsquare {norm} eps={eps}, {QUERIES} queries:\n  " + "\n  ".join(lines))
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_streaming_batch_size_does_not_change_results(norm, cnn, case):
+    images, labels = case[0][:60], case[1][:60]
+    eps = 0.05 if norm == "Linf" else 0.5
+    whole = Square(eps, norm=norm, n_queries=150)
+    small = Square(eps, norm=norm, n_queries=150)
+    a, b = whole.run(cnn, images, labels), small.run(cnn, images, labels, batch_size=7)
+    assert torch.equal(a.success, b.success) and torch.equal(whole.queries, small.queries)
+    assert (a.adversarial - b.adversarial).abs().max() < 1e-5 and a.forward == b.forward
