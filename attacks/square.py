@@ -228,7 +228,7 @@ class Square(Attack):
                 u = rand[torch.arange(rows.numel(), device=dev), t.clamp(min=0) % _BLOCK]
                 s = side[t.clamp(min=0)]
                 step = self._linf_step if self.norm == "Linf" else self._l2_step
-                proposal = step(best, xr, s, u, etas, side)
+                proposal = step(best, xr, s, u, etas)
                 cand = torch.where(searching.view(-1, 1, 1, 1), proposal, best)
             logits = self._logits(model, cand)
             margin = self._margin(logits, y[rows])
@@ -297,7 +297,7 @@ class Square(Attack):
         return (x + self.eps * delta / _l2(delta).clamp_min(1e-12)).clamp(0, 1)
 
     def _linf_step(self, best: torch.Tensor, x: torch.Tensor, s: torch.Tensor, u: torch.Tensor,
-                   etas: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
+                   etas: torch.Tensor | None) -> torch.Tensor:
         """Set a random square of each image to +-eps around x, one sign per channel."""
         c = x.shape[1]
         window = _window(s, u[:, 0], u[:, 1], x.shape[2], x.shape[3])
@@ -306,7 +306,7 @@ class Square(Attack):
         return torch.minimum(torch.maximum(cand, x - self.eps), x + self.eps).clamp(0, 1)
 
     def _l2_step(self, best: torch.Tensor, x: torch.Tensor, s: torch.Tensor, u: torch.Tensor,
-                 etas: torch.Tensor | None, side: torch.Tensor) -> torch.Tensor:
+                 etas: torch.Tensor | None) -> torch.Tensor:
         """Move the perturbation of a second window into the first (plus a fresh +-eta), keeping
         the image's L2 norm at eps; per channel, as in the reference."""
         assert etas is not None
