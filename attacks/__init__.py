@@ -30,6 +30,7 @@ from attacks.checks import gradient_masking_checks, is_stochastic, zero_gradient
 from attacks.defaults import parse_eps
 from attacks.evaluate import AttackEvaluation, broken_by_counts, evaluate_attack
 from attacks.pgd import FGSM, FGSMRS, PGD, PGDKL
+from attacks.square import Square
 from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX, TorchattacksAttack
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "NORMS",
     "PGD",
     "PROVIDERS",
+    "Square",
     "TORCHATTACKS_PREFIX",
     "Attack",
     "AttackEvaluation",

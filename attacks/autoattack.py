@@ -58,7 +58,7 @@ class AutoAttack(Attack):
 
     name = "autoattack"
     streaming = True
-    quick = {"steps": 5, "queries": 40}
+    quick = {"steps": 5, "queries": 100}
     version_names: ClassVar[tuple[str, ...]] = tuple(VERSIONS)
 
     def __init__(self, eps: float, *, norm: str = "Linf", seed: int = 0, version: str = "standard",
@@ -97,8 +97,8 @@ class AutoAttack(Attack):
         accepted = cls.__init__.__code__.co_varnames
         if self.steps is not None and "steps" in accepted:
             params["steps"] = self.steps
-        if self.queries is not None and "queries" in accepted:
-            params["queries"] = self.queries
+        if self.queries is not None and "n_queries" in accepted:
+            params["n_queries"] = self.queries
         if self.norm not in cls.norms:
             raise RobustEvalError(f"autoattack component {name} does not support {self.norm}")
         return cls(**params)

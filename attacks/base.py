@@ -294,6 +294,9 @@ class Attack:
     #: parameters for a quick run of the attack (contract tests, smoke runs): a small step or query
     #: budget, so a test exercises the whole algorithm without the full cost
     quick: ClassVar[dict[str, Any]] = {}
+    #: The attack takes input gradients (``_input_grad``); False for score-based attacks (e.g. Square),
+    #: which read only logits and so run on models without gradients (ONNX Runtime, int8).
+    needs_gradients: ClassVar[bool] = True
 
     def __init__(self, eps: float, *, norm: str = "Linf", targeted: bool = False, seed: int = 0) -> None:
         self.norm = check_norm(norm)

@@ -19,6 +19,7 @@ from typing import Any
 
 import attacks.autoattack  # noqa: F401  (registers the ensemble)
 import attacks.pgd  # noqa: F401  (registers the native attacks)
+import attacks.square  # noqa: F401  (registers square)
 import attacks.torchattacks_adapter  # noqa: F401  (registers the torchattacks: provider)
 from attacks.base import ATTACKS, PROVIDERS, Attack, AttackProvider
 from robustbench_lite.errors import RobustEvalError
