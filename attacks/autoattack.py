@@ -111,6 +111,11 @@ class AutoAttack(Attack):
         return out
 
     @property
+    def random_start(self) -> bool:
+        """Whether the seed changes anything: some component draws random starts or queries."""
+        return any(getattr(a, "random_start", False) for a in self._built)
+
+    @property
     def label(self) -> str:
         return f"autoattack-{self.version}({self.norm}, eps={self.eps:.4g}: {'+'.join(self.components)})"
 
