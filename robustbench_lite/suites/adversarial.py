@@ -57,6 +57,9 @@ MASKING_CHECK_IMAGES = 256
 #: Why a transfer run (``--surrogate``) skips the PGD-vs-FGSM and zero-gradient checks (settings and report say so).
 TRANSFER_SKIPS_CHECKS = ("PGD-vs-FGSM and zero-gradient checks skipped: with transferred attacks they would test the "
                          "surrogate's gradients, not the model (iterative attacks often transfer worse than one step)")
+#: Why a run on a model without gradients skips them (only score-based attacks ran).
+NO_GRADIENT_SKIPS_CHECKS = ("gradient-masking checks skipped: the model has no input gradients, so only score-based "
+                            "attacks ran (there are no gradients to mask)")
 #: Below this many images the curve also lists every image's smallest successful budget.
 PER_IMAGE_MAX = 100
 #: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
@@ -457,12 +460,15 @@ class AdversarialSuite(Suite):
         check_n = min(MASKING_CHECK_IMAGES, len(ds))
         check_eps = {}
         transfer = getattr(ctx.attack_with, "source", None)  # sources.Transfer: crafted on a surrogate
-        if transfer and check_n and attacks.is_stochastic(ctx.model, images[:min(check_n, batch_size)]):
+        no_gradients = ctx.source is not None and not ctx.source.differentiable and ctx.attack_with is None
+        skipped = TRANSFER_SKIPS_CHECKS if transfer else NO_GRADIENT_SKIPS_CHECKS if no_gradients else None
+        stochastic_check = (transfer or no_gradients) and check_n
+        if stochastic_check and attacks.is_stochastic(ctx.model, images[:min(check_n, batch_size)]):
             warnings.append("the model's logits differ between two identical forward passes in eval mode: it is "
                             "randomised, so robust accuracy is approximate")
         for norm in opts.norms:
             eps = check_eps[norm] = budgets[norm][-1]
-            if check_n == 0 or transfer:  # see TRANSFER_SKIPS_CHECKS
+            if check_n == 0 or skipped:  # see TRANSFER_SKIPS_CHECKS, NO_GRADIENT_SKIPS_CHECKS
                 continue
             # Reuse the full runs' FGSM and PGD only as a pair: both must be measured on the same images.
             reuse = ("fgsm", norm) in evaluations and ("pgd", norm) in evaluations
@@ -473,7 +479,7 @@ class AdversarialSuite(Suite):
                 pgd_result=evaluations[("pgd", norm)] if reuse else None,
             )
 
-        warnings += _score_based_flags(evaluations, entries)
+        warnings += _score_based_flags(evaluations, entries if not no_gradients else [])
 
         passes: dict[str, Any] = {f"{a}.{n}": _passes(ev) for (a, n), ev in evaluations.items()}
         totals = {k: sum(p[k] for p in passes.values()) for k in ("forward", "backward", "total", "floor")}
@@ -503,7 +509,7 @@ class AdversarialSuite(Suite):
                 "seed": seed,
                 "batch_size": batch_size,
                 "masking_checks": {"images": check_n, "eps": check_eps,
-                                   **({"skipped": TRANSFER_SKIPS_CHECKS} if transfer else {})},
+                                   **({"skipped": skipped} if skipped else {})},
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
                 # transfer: crafted on this surrogate's gradients, scored on the model
                 **({"transfer_from": transfer} if transfer else {}),
