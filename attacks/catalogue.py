@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+import attacks.apgd  # noqa: F401  (registers apgd-ce, apgd-dlr, apgd-t)
 import attacks.pgd  # noqa: F401  (registers the native attacks)
 import attacks.torchattacks_adapter  # noqa: F401  (registers the torchattacks: provider)
 from attacks.base import ATTACKS, PROVIDERS, Attack, AttackProvider
