@@ -24,6 +24,8 @@ from robustbench_lite.seeding import generators, normal_rows, uniform_rows
 
 #: Momentum weight of the previous update (the paper's alpha); the first step has none.
 MOMENTUM = 0.75
+#: Relative loss differences below this are float noise, not an increase (see ``_track_best``).
+LOSS_TOL = 1e-5
 
 
 def checkpoint_windows(steps: int) -> list[int]:
@@ -283,10 +285,13 @@ class APGD(Attack):
         first = s["t"] == 0
         s["best"] = torch.where(first, loss, s["best"])
         s["best_at_check"] = torch.where(first, loss, s["best_at_check"])
+        # A loss counts as higher only by more than float noise: the model's batched and per-image
+        # forward passes differ in the last bits, and a decision taken on them would make an image's
+        # trajectory depend on its batch.
         # The reference compares its first step with an unset (zero) loss; the start's loss is meant.
-        s["ups"] = s["ups"] + (~first & (loss > s["prev"])).float()
+        s["ups"] = s["ups"] + (~first & (loss > s["prev"] + LOSS_TOL * (1 + s["prev"].abs()))).float()
         s["prev"] = loss
-        s["improved"] = loss > s["best"]
+        s["improved"] = loss > s["best"] + LOSS_TOL * (1 + s["best"].abs())
         s["best"] = torch.where(s["improved"], loss, s["best"])
         s["x_best"] = torch.where(_rows(s["improved"]), s["adv"], s["x_best"])
 
