@@ -108,6 +108,9 @@ class APGD(Attack):
     random_start: ClassVar[bool] = True
     #: Smallest number of classes the loss is defined for.
     min_classes: ClassVar[int] = 2
+    #: Loss magnitude below which float noise is absolute, not relative: cross-entropy's noise
+    #: shrinks with it (0), DLR's (a ratio of logit gaps, of order 1) does not.
+    loss_floor: ClassVar[float] = 0.0
 
     def __init__(
         self,
@@ -289,9 +292,10 @@ class APGD(Attack):
         # forward passes differ in the last bits, and a decision taken on them would make an image's
         # trajectory depend on its batch.
         # The reference compares its first step with an unset (zero) loss; the start's loss is meant.
-        s["ups"] = s["ups"] + (~first & (loss > s["prev"] + LOSS_TOL * (1 + s["prev"].abs()))).float()
+        noise = LOSS_TOL * s["prev"].abs().clamp(min=self.loss_floor)
+        s["ups"] = s["ups"] + (~first & (loss > s["prev"] + noise)).float()
         s["prev"] = loss
-        s["improved"] = loss > s["best"] + LOSS_TOL * (1 + s["best"].abs())
+        s["improved"] = loss > s["best"] + LOSS_TOL * s["best"].abs().clamp(min=self.loss_floor)
         s["best"] = torch.where(s["improved"], loss, s["best"])
         s["x_best"] = torch.where(_rows(s["improved"]), s["adv"], s["x_best"])
 
@@ -365,6 +369,7 @@ class APGDDLR(APGD):
 
     name = "apgd-dlr"
     min_classes = 3
+    loss_floor = 1.0
 
     def _per_image_loss(
         self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None
@@ -393,6 +398,7 @@ class APGDT(APGD):
 
     name = "apgd-t"
     min_classes = 4
+    loss_floor = 1.0
 
     def __init__(
         self,
