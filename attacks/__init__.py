@@ -13,6 +13,7 @@ Example:
     >>> res = attacks.evaluate_attack(model, pgd, images, labels, eps_list="2/255,4/255,8/255")
 """
 
+from attacks.apgd import APGD, APGDDLR, APGDT
 from attacks.autoattack import AutoAttack
 from attacks.base import (
     ATTACKS,
@@ -34,6 +35,9 @@ from attacks.square import Square
 from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX, TorchattacksAttack
 
 __all__ = [
+    "APGD",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "AutoAttack",
     "FGSM",

@@ -17,6 +17,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+import attacks.apgd  # noqa: F401  (registers apgd-ce, apgd-dlr, apgd-t)
 import attacks.autoattack  # noqa: F401  (registers the ensemble)
 import attacks.pgd  # noqa: F401  (registers the native attacks)
 import attacks.square  # noqa: F401  (registers square)

@@ -1,0 +1,191 @@
+"""Auto-PGD (apgd-ce, apgd-dlr, apgd-t) against Croce & Hein's own code and torchattacks.
+
+The reference numbers below are the robust accuracy (correct on the clean image and not fooled) of
+the first 200 test digits 1000..1199 under the session ``digits_cnn`` (tests/attacks/conftest.py),
+measured once with the original AutoAttack code (/work/ref/auto-attack, not a dependency):
+
+    APGDAttack(cnn, norm=NORM, eps=EPS, n_iter=100, n_restarts=1, loss=LOSS, seed=0, device="cpu")
+    APGDAttack_targeted(cnn, norm=NORM, eps=EPS, n_iter=100, n_restarts=1, seed=0, n_target_classes=9,
+                        device="cpu")
+    robust = (clean_correct & (cnn(ref.perturb(x, y)).argmax(1) == y)).float().mean()
+
+(``test_matches_original_autoattack`` below recomputes them with ``-m slow`` when ``autoattack`` is
+importable.) Torchattacks 3.5.1 (``APGD(..., steps=100)``, ``APGDT(..., steps=100)``) gave the same
+numbers on every case. Ours may be weaker by at most one image (0.5 points), the issue's bar: the
+random starts differ (ours are drawn per image).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from torch import nn
+
+import attacks
+from attacks.apgd import APGD, APGDDLR, APGDT, checkpoint_windows, dlr_loss
+from robustbench_lite.errors import RobustEvalError
+
+#: (name, norm, eps) -> the original AutoAttack's robust accuracy on the fixed case (see above).
+REFERENCE = {
+    ("apgd-ce", "Linf", 0.1): 0.435,
+    ("apgd-dlr", "Linf", 0.1): 0.455,
+    ("apgd-t", "Linf", 0.1): 0.425,
+    ("apgd-ce", "Linf", 0.03): 0.900,
+    ("apgd-dlr", "Linf", 0.03): 0.900,
+    ("apgd-t", "Linf", 0.03): 0.900,
+    ("apgd-ce", "L2", 1.0): 0.000,
+    ("apgd-dlr", "L2", 1.0): 0.000,
+    ("apgd-t", "L2", 1.0): 0.000,
+    ("apgd-ce", "L2", 0.3): 0.770,
+    ("apgd-dlr", "L2", 0.3): 0.770,
+    ("apgd-t", "L2", 0.3): 0.770,
+}
+#: The issue's bar: ours may exceed the original's robust accuracy by at most 0.5 points.
+SLACK = 0.005 + 1e-9
+#: apgd-t takes ~2.5 s per case here (9 rounds); the default suite checks one, the slow test all.
+FAST = [case for case in REFERENCE if case[0] != "apgd-t" or case[1:] == ("Linf", 0.1)]
+
+
+@pytest.fixture
+def case(cnn, digits):
+    images, labels = digits
+    x, y = images[1000:1200], labels[1000:1200]
+    with torch.no_grad():
+        clean = cnn(x).argmax(1) == y
+    return cnn, x, y, clean
+
+
+def robust_accuracy(attack: attacks.Attack, model, x, y, clean) -> float:
+    out = attack.run(model, x, y)
+    return float((clean & ~out.success).float().mean())
+
+
+@pytest.mark.parametrize(("name", "norm", "eps"), FAST)
+def test_not_weaker_than_original_autoattack(name, norm, eps, case):
+    model, x, y, clean = case
+    ours = robust_accuracy(attacks.build(name, eps=eps, norm=norm), model, x, y, clean)
+    assert ours <= REFERENCE[name, norm, eps] + SLACK, f"{name} {norm} eps={eps}: ours {ours}"
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("Linf", 0.03), ("L2", 0.3)])
+def test_apgd_ce_not_weaker_than_pgd10(norm, eps, case):
+    model, x, y, clean = case
+    apgd = robust_accuracy(APGD(eps, norm=norm), model, x, y, clean)
+    pgd = robust_accuracy(attacks.PGD(eps, norm=norm, steps=10), model, x, y, clean)
+    assert apgd <= pgd
+
+
+def test_checkpoint_schedule_follows_the_paper():
+    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), times 100 iterations."""
+    windows = checkpoint_windows(100)
+    ends = [i + 1 for i, w in enumerate(windows) if w]
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    assert ends == [round(100 * q) for q in p[1:]] == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert [windows[e - 1] for e in ends] == [22, 19, 16, 13, 10, 7, 6, 6]
+    assert sum(w > 0 for w in checkpoint_windows(1)) == 1  # never an empty window
+
+
+def test_dlr_loss_definition():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, 5.0]])
+    labels = torch.tensor([0, 1])
+    # correct: -(3 - 1) / (3 - 0); wrong: -(2 - 5) / (5 - 1)
+    assert torch.allclose(dlr_loss(logits, labels), torch.tensor([-2 / 3, 3 / 4]))
+    # invariant to shifting and scaling the logits
+    assert torch.allclose(dlr_loss(7 * logits + 2, labels), dlr_loss(logits, labels))
+
+
+class FewClasses(nn.Module):
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(64, classes)
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+
+@pytest.mark.parametrize(("cls", "classes"), [(APGDDLR, 2), (APGDT, 3)])
+def test_too_few_classes_is_one_line_error(cls, classes, digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    with pytest.raises(RobustEvalError, match=rf"needs a model with >= {classes + 1} classes, got {classes}") as err:
+        cls(0.1).run(FewClasses(classes), images[:4], labels[:4] % classes)
+    assert "\n" not in str(err.value)
+
+
+def test_target_classes_capped_at_classes_minus_one(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    model = FewClasses(4).eval()
+    x, y = images[:16], labels[:16] % 4
+    capped = APGDT(0.05, steps=5, n_target_classes=9).run(model, x, y)
+    exact = APGDT(0.05, steps=5, n_target_classes=3).run(model, x, y)
+    assert torch.equal(capped.adversarial, exact.adversarial) and capped.forward == exact.forward
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-t"])
+def test_streaming_batch_and_early_exit(name, case):
+    model, x, y, _ = case
+    x, y = x[:60], y[:60]
+    attack = attacks.build(name, eps=0.1, steps=20)
+    whole = attack.run(model, x, y)
+    streamed = attack.run(model, x, y, batch_size=7)
+    assert torch.equal(whole.success, streamed.success)
+    assert ((whole.adversarial - streamed.adversarial).abs() > 1e-5).float().mean() < 1e-3
+    # Same iterates, same forward passes; the backward wasted on images leaving depends on the batch.
+    assert whole.forward == streamed.forward
+    assert whole.backward - whole.wasted_backward == streamed.backward - streamed.wasted_backward
+    # Early exit: fooled images stop, so far fewer passes than 60 images x 21 iterates per run.
+    rounds = 9 if name == "apgd-t" else 1
+    assert whole.success.any() and whole.forward < rounds * 60 * 21
+    with torch.no_grad():
+        assert torch.equal(model(whole.adversarial).argmax(1) != y, whole.success)
+
+
+def test_restarts_only_attack_survivors(case):
+    model, x, y, _ = case
+    one = APGD(0.05, steps=10).run(model, x, y)
+    two = APGD(0.05, steps=10, restarts=2).run(model, x, y)
+    assert torch.all(two.success >= one.success)  # the first restart is the same run
+    survivors = int((~one.success).sum())
+    assert two.forward - one.forward <= survivors * 11
+
+
+def test_params_round_trip():
+    attack = APGDT(0.1, norm="L2", steps=50, restarts=2, n_target_classes=5, seed=3)
+    assert type(attack)(**attack.params()).params() == attack.params()
+    assert attacks.build("apgd-dlr", eps=0.1).label == "apgd-dlr(Linf, eps=0.1, steps=100, restarts=1)"
+    assert attack.with_eps(0.2).eps == 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "norm", "eps"), list(REFERENCE))
+def test_matches_original_autoattack(name, norm, eps, case):
+    """Recompute REFERENCE with the original code (PYTHONPATH=/work/ref/auto-attack) and torchattacks."""
+    pytest.importorskip("autoattack")
+    from autoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+    model, x, y, clean = case
+    if name == "apgd-t":
+        ref = APGDAttack_targeted(model, norm=norm, eps=eps, n_iter=100, n_restarts=1, seed=0,
+                                  n_target_classes=9, device="cpu")
+    else:
+        ref = APGDAttack(model, norm=norm, eps=eps, n_iter=100, n_restarts=1, loss=name[5:], seed=0, device="cpu")
+    with torch.no_grad():
+        original = float((clean & (model(ref.perturb(x, y)).argmax(1) == y)).float().mean())
+    assert original == pytest.approx(REFERENCE[name, norm, eps])
+    ours = robust_accuracy(attacks.build(name, eps=eps, norm=norm), model, x, y, clean)
+    assert ours <= original + SLACK
+    if importlib.util.find_spec("torchattacks") is not None:
+        import torchattacks
+
+        if name == "apgd-t":
+            ta = torchattacks.APGDT(model, norm=norm, eps=eps, steps=100, n_restarts=1, seed=0, n_classes=10)
+        else:
+            ta = torchattacks.APGD(model, norm=norm, eps=eps, steps=100, n_restarts=1, loss=name[5:], seed=0)
+        with torch.no_grad():
+            theirs = float((clean & (model(ta(x, y)).argmax(1) == y)).float().mean())
+        assert ours <= theirs + SLACK
