@@ -104,6 +104,7 @@ class APGD(Attack):
 
     name = "apgd-ce"
     streaming = True
+    quick = {"steps": 20}
     #: APGD always starts from a random point of the ball's surface (the reference's ``use_rs``).
     random_start: ClassVar[bool] = True
     #: Smallest number of classes the loss is defined for.
@@ -399,6 +400,7 @@ class APGDT(APGD):
     name = "apgd-t"
     min_classes = 4
     loss_floor = 1.0
+    quick = {"steps": 20, "n_target_classes": 3}
 
     def __init__(
         self,
