@@ -400,6 +400,7 @@ class AdversarialSuite(Suite):
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
         broken_by: dict[str, dict[str, list[Any]]] = {}
+        ensembles: dict[str, dict[str, list[str]]] = {}
         entries: list[AttackResult] = []
         warnings: list[str] = []
         for norm in opts.norms:
@@ -433,6 +434,8 @@ class AdversarialSuite(Suite):
                     ))
                 if ev.broken_by is not None:
                     broken_by[f"{name}.{norm}"] = {"indices": indices.tolist(), "component": list(ev.broken_by)}
+                    ensembles[name] = {"components": list(getattr(atk, "components", ())),
+                                       "left_out": list(getattr(atk, "missing", ()))}
                 differ = int((ev.clean_correct != clean_correct).sum())
                 if differ:
                     warnings.append(
@@ -511,6 +514,8 @@ class AdversarialSuite(Suite):
                 "masking_checks": {"images": check_n, "eps": check_eps,
                                    **({"skipped": skipped} if skipped else {})},
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
+                # what each ensemble ran, and what it left out (not implemented natively, or needing gradients)
+                **({"ensembles": ensembles} if ensembles else {}),
                 # transfer: crafted on this surrogate's gradients, scored on the model
                 **({"transfer_from": transfer} if transfer else {}),
             },
