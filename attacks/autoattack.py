@@ -51,18 +51,18 @@ class AutoAttack(Attack):
         components: the component attack names in order, instead of the version's
             (e.g. ``"apgd-ce,square"``); unknown names are an error.
         steps: iterations of the gradient components (default: theirs, 100 for APGD).
-        queries: query budget of the score-based components (default: theirs, 5000 for Square).
+        n_queries: query budget of the score-based components (default: theirs, 5000 for Square).
         gradients: whether the model has input gradients (default True); False keeps only the
             components that need none.
     """
 
     name = "autoattack"
     streaming = True
-    quick = {"steps": 5, "queries": 100}
+    quick = {"steps": 5, "n_queries": 100}
     version_names: ClassVar[tuple[str, ...]] = tuple(VERSIONS)
 
     def __init__(self, eps: float, *, norm: str = "Linf", seed: int = 0, version: str = "standard",
-                 components: Any = None, steps: int | None = None, queries: int | None = None,
+                 components: Any = None, steps: int | None = None, n_queries: int | None = None,
                  gradients: bool = True, targeted: bool = False) -> None:
         super().__init__(eps, norm=norm, seed=seed)
         if targeted:
@@ -71,7 +71,7 @@ class AutoAttack(Attack):
             raise RobustEvalError(f"autoattack version {version!r} is not valid; choose one of {', '.join(VERSIONS)}")
         self.version = version
         self.steps = None if steps is None else check_int("steps", steps, 1)
-        self.queries = None if queries is None else check_int("queries", queries, 1)
+        self.queries = None if n_queries is None else check_int("n_queries", n_queries, 1)
         self.gradients = bool(gradients)
         self.requested = _names(components) if components is not None else VERSIONS[version]
         self.custom = components is not None
@@ -105,7 +105,7 @@ class AutoAttack(Attack):
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "seed": self.seed, "version": self.version,
-                               "steps": self.steps, "queries": self.queries, "gradients": self.gradients}
+                               "steps": self.steps, "n_queries": self.queries, "gradients": self.gradients}
         if self.custom:
             out["components"] = ",".join(self.requested)
         return out

@@ -63,7 +63,9 @@ NO_GRADIENT_SKIPS_CHECKS = ("gradient-masking checks skipped: the model has no i
 #: Below this many images the curve also lists every image's smallest successful budget.
 PER_IMAGE_MAX = 100
 #: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
-_TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts"}
+_TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts", "queries": "n_queries"}
+#: Our option -> the constructor argument of native attacks that take it.
+_NATIVE_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "restarts", "queries": "n_queries"}
 #: Fields of a result entry that gates reach as ``adversarial.<key>.<field>``.
 GATE_FIELDS = ("robust_accuracy", "attack_success_rate", "mean_perturbation")
 
@@ -196,7 +198,7 @@ class AdversarialOptions(Options):
     attack: tuple[str, ...] | None = option(
         "--attack", f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "
         f"(default: {','.join(DEFAULT_ATTACKS)}); see 'robust-eval list attacks'",
-        parse=lambda v: comma_list(v, "--attack", "fgsm,pgd"), metavar="NAME[,NAME]", example="fgsm,pgd")
+        parse=lambda v: comma_list(v, "--attack", "fgsm,pgd"), metavar="NAME[,NAME]", example="fgsm,pgd,square")
     norm: tuple[str, ...] | None = option(
         "--norm", f"threat model, Linf or L2, or both comma-separated (default: {DEFAULT_NORM})",
         parse=_norms, metavar="Linf|L2", example="L2")
@@ -211,6 +213,9 @@ class AdversarialOptions(Options):
     alpha: float | None = option(
         "--alpha", "step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)",
         parse=_alpha, metavar="A", example="2/255")
+    queries: int | None = option(
+        "--queries", "query budget per image of score-based attacks (Square, and autoattack's Square) (default: "
+        "each attack's own, Square 5000)", parse=int_in("--queries", 1), metavar="Q", example="500")
     restarts: int | None = option(
         "--restarts", f"random restarts of every attack that takes them (default: each attack's own, PGD "
         f"{DEFAULT_RESTARTS})",
@@ -283,7 +288,7 @@ def _fmt_eps(eps: tuple[float, ...]) -> str:
 def _accepts(name: str, option: str, params: dict[str, Any], value: Any, eps: float) -> bool:
     """Whether the attack ``name`` takes ``option`` (our name; torchattacks classes may call it otherwise)."""
     if not name.startswith(TORCHATTACKS_PREFIX):
-        return option in inspect.signature(attacks.ATTACKS.entry(name).__init__).parameters
+        return _NATIVE_ARGS[option] in inspect.signature(attacks.ATTACKS.entry(name).__init__).parameters
     arg = _TORCHATTACKS_ARGS[option]
     try:
         attacks.build(name, **params, eps=eps, **{arg: value})
@@ -302,20 +307,21 @@ def _attack_params(opts: AdversarialOptions, norm: str, eps: float, seed: int = 
         foreign = name.startswith(TORCHATTACKS_PREFIX)
         steps = DEFAULT_STEPS if opts.steps is None else opts.steps
         restarts = DEFAULT_RESTARTS if opts.restarts is None else opts.restarts
-        for setting, value in (("steps", steps), ("alpha", opts.alpha), ("restarts", restarts)):
-            # Every attack keeps its own defaults (PGD 10 steps, APGD 100, torchattacks' CW 50) unless the
-            # user set one; DEFAULT_STEPS / DEFAULT_RESTARTS are PGD's own, recorded in the settings.
+        for setting, value in (("steps", steps), ("alpha", opts.alpha), ("restarts", restarts),
+                               ("queries", opts.queries)):
+            # Every attack keeps its own defaults (PGD 10 steps, APGD 100, Square 5000 queries, torchattacks'
+            # CW 50) unless the user set one; DEFAULT_STEPS / DEFAULT_RESTARTS are PGD's own, in the settings.
             if value is None or setting not in opts.explicit:
                 continue
             if _accepts(name, setting, params, value, eps):
-                params[_TORCHATTACKS_ARGS[setting] if foreign else setting] = value
+                params[(_TORCHATTACKS_ARGS if foreign else _NATIVE_ARGS)[setting]] = value
                 used.add(setting)
         out[name] = params
-    unused = sorted((opts.explicit & {"steps", "alpha", "restarts"}) - used)
+    unused = sorted((opts.explicit & {"steps", "alpha", "restarts", "queries"}) - used)
     if unused:
         raise RobustEvalError(
             f"--{unused[0]} does not apply to {', '.join(opts.attacks)} (none takes it); drop it or add an "
-            "attack that does, e.g. --attack pgd"
+            f"attack that does, e.g. --attack {'square' if unused[0] == 'queries' else 'pgd'}"
         )
     return out
 
