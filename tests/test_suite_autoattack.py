@@ -74,3 +74,28 @@ def test_torchattacks_autoattack_says_what_it_is(files, tmp_path, capsys):
     code, block, _ = run(capsys, tmp_path, files["checkpoint"], "--attack", "torchattacks:AutoAttack", "--limit", "16")
     assert code == 0
     assert any("not AutoAttack" in w and "'autoattack'" in w for w in block["warnings"])
+
+
+class _Quantised(torch.nn.Module):
+    """Rounds its input to 8 grey levels first: the input gradient is zero almost everywhere (masked)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 7) / 7)
+
+
+def test_masked_gradients_are_caught_by_square(digits_checkpoint, tmp_path):
+    import robustbench_lite
+
+    net, _ = checkpoints.load_checkpoint(str(digits_checkpoint))
+    run = robustbench_lite.evaluate(_Quantised(net.eval()), "digits", suites=["adversarial"], limit=100,
+                                    attack="pgd,square", queries=300, eps=0.1)
+    robust = {r.attack: r.robust_accuracy for r in run.suites["adversarial"].results}
+    assert robust["pgd"] > robust["square"] + 0.3, robust  # PGD sees no gradient; Square does not need one
+    warnings = run.suites["adversarial"].warnings
+    assert any("Square (score-based) leaves" in w and "masking" in w for w in warnings), warnings
+    assert any("all-zero input gradient" in w for w in warnings)
+    assert "Square (score-based) leaves" in run.write_html(tmp_path / "r.html").read_text()
