@@ -1,4 +1,5 @@
-"""Adversarial attacks in pixel space: FGSM, FGSM-RS, PGD (Linf, L2), PGD-KL (TRADES) and torchattacks' catalogue.
+"""Adversarial attacks in pixel space: FGSM, FGSM-RS, PGD (Linf, L2), PGD-KL (TRADES), Auto-PGD (APGD-CE,
+APGD-DLR, APGD-T), Square (score-based), the AutoAttack-grade ensemble and torchattacks' catalogue.
 
 Images are float NCHW in [0, 1], models normalise inside, eps is in pixel units (the conventional
 budget of each dataset is :func:`robustbench_lite.data.default_eps`). Native attacks are registered

@@ -43,7 +43,7 @@ def _names(value: Any) -> tuple[str, ...]:
 
 @register_attack
 class AutoAttack(Attack):
-    """The ensemble: each component attacks only the images no earlier component fooled.
+    """AutoAttack-grade ensemble (APGD-CE, APGD-T, Square): each attacks only the images no earlier one fooled.
 
     Args:
         eps, norm, seed: as every attack; each component gets them.
