@@ -89,6 +89,8 @@ class APGD(Attack):
         steps: iterations per restart (the reference's ``n_iter``; default 100).
         restarts: random restarts; each re-attacks only images not yet fooled (default 1).
         rho: the fraction of loss-raising steps below which the step size halves (default 0.75).
+        eot_iter: gradients averaged per step (expectation over transformation, for randomised
+            models; AutoAttack's ``rand`` version uses 20; default 1).
         seed: run seed; with each image's dataset index it fixes the random start (default 0).
 
     Shapes:
@@ -121,12 +123,14 @@ class APGD(Attack):
         steps: int = 100,
         restarts: int = 1,
         rho: float = 0.75,
+        eot_iter: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__(eps, norm=norm, targeted=False, seed=seed)
         self.steps = check_int("steps", steps, 1)
         self.restarts = check_int("restarts", restarts, 1)
         self.rho = check_positive("rho", rho)
+        self.eot_iter = check_int("eot_iter", eot_iter, 1)
         self._windows = checkpoint_windows(self.steps)
 
     def params(self) -> dict[str, Any]:
@@ -136,6 +140,7 @@ class APGD(Attack):
             "steps": self.steps,
             "restarts": self.restarts,
             "rho": self.rho,
+            "eot_iter": self.eot_iter,
             "seed": self.seed,
         }
 
@@ -242,6 +247,15 @@ class APGD(Attack):
                 if needs_step and bool(keep.any()):
                     grad = self._input_grad(loss[keep].sum(), adv_g)[keep]
                     self._counts[2] += int(leave.sum())  # the backward ran over images that leave
+                    # Expectation over transformation (randomised models): average the gradient of
+                    # eot_iter forward/backward passes, as the reference does for AutoAttack's 'rand'.
+                    for _ in range(self.eot_iter - 1):
+                        adv_e = adv[keep].detach().requires_grad_(True)
+                        loss_e = self._per_image_loss(self._logits(model, adv_e).float(), ya[keep],
+                                                      None if ta is None else ta[keep])
+                        grad = grad + self._input_grad(loss_e.sum(), adv_e)
+                    if self.eot_iter > 1:
+                        grad = grad / self.eot_iter
             self._track_best(s, loss.detach())
             if bool(hit.any()):
                 out[rows[hit]] = adv[hit]
@@ -411,9 +425,10 @@ class APGDT(APGD):
         restarts: int = 1,
         rho: float = 0.75,
         n_target_classes: int = 9,
+        eot_iter: int = 1,
         seed: int = 0,
     ) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, rho=rho, seed=seed)
+        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, rho=rho, eot_iter=eot_iter, seed=seed)
         self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
 
     def params(self) -> dict[str, Any]:

@@ -11,8 +11,8 @@ Versions (components run in this order; each is a registered native attack):
 * ``standard``: ``apgd-ce``, ``apgd-t``, ``fab-t``, ``square`` -- AutoAttack's standard version.
   ``fab-t`` is not implemented natively; components that are not registered are left out and
   named in :attr:`AutoAttack.missing` (the results say so).
-* ``rand``: ``apgd-ce``, ``apgd-dlr`` -- the version for randomised defences (AutoAttack's runs
-  them with expectation over transformation; ours runs them as they are and says so).
+* ``rand``: ``apgd-ce``, ``apgd-dlr`` with expectation over transformation (each step's gradient
+  averaged over :data:`EOT_ITER` passes), AutoAttack's version for randomised defences.
 
 On a model without input gradients only gradient-free components run (Square); with a transfer
 model (``--surrogate``) the gradient components are transfer attacks and Square is still judged on
@@ -29,6 +29,8 @@ from torch import nn
 from attacks.base import ATTACKS, Attack, check_int, register_attack
 from robustbench_lite.errors import RobustEvalError
 
+#: Gradients averaged per step in the ``rand`` version (AutoAttack's ``eot_iter``).
+EOT_ITER = 20
 VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "rand": ("apgd-ce", "apgd-dlr"),
@@ -99,6 +101,8 @@ class AutoAttack(Attack):
             params["steps"] = self.steps
         if self.queries is not None and "n_queries" in accepted:
             params["n_queries"] = self.queries
+        if self.version == "rand" and "eot_iter" in accepted:
+            params["eot_iter"] = EOT_ITER
         if self.norm not in cls.norms:
             raise RobustEvalError(f"autoattack component {name} does not support {self.norm}")
         return cls(**params)

@@ -49,3 +49,17 @@ def test_bad_configurations_are_one_line():
         AutoAttack(eps=0.1, components="pgd", targeted=True)
     with pytest.raises(RobustEvalError, match="no component it can run"):
         AutoAttack(eps=0.1, components="pgd", gradients=False)
+
+
+def test_the_rand_version_averages_gradients_over_transformations(case):
+    model, images, labels = case
+    ens = AutoAttack(eps=0.1, version="rand", steps=3)
+    assert ens.components == ("apgd-ce", "apgd-dlr")
+    assert all(part.eot_iter == 20 for part in ens._built)
+    out = ens.run(model, images[:8], labels[:8])
+    one = AutoAttack(eps=0.1, version="rand", steps=3)
+    one._built = [type(p)(**{**p.params(), "eot_iter": 1}) for p in one._built]
+    base = one.run(model, images[:8], labels[:8])
+    # a deterministic model: the averaged gradient is the single one, at 20x the backward passes
+    assert torch.equal(out.success, base.success)
+    assert out.backward > 10 * base.backward
