@@ -63,3 +63,20 @@ def test_the_rand_version_averages_gradients_over_transformations(case):
     # a deterministic model: the averaged gradient is the single one, at 20x the backward passes
     assert torch.equal(out.success, base.success)
     assert out.backward > 10 * base.backward
+
+
+#: The original AutoAttack (Croce & Hein's code, github.com/fra31/auto-attack @a392200) on the digits CNN of
+#: conftest.py, digits 1000-1199, `AutoAttack(cnn, norm, eps, version="custom", attacks_to_run=["apgd-ce",
+#: "apgd-t", "square"], seed=0, device="cpu")` with n_iter 100, 9 target classes and square.n_queries 1000:
+#: robust accuracy of its run_standard_evaluation (the standard version without FAB-T, which we do not have).
+ORIGINAL = {("Linf", 0.1): 0.425, ("Linf", 0.05): 0.820, ("L2", 1.0): 0.0}
+
+
+@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("L2", 1.0),
+                                           pytest.param("Linf", 0.05, marks=pytest.mark.slow)])
+def test_not_weaker_than_the_original_autoattack(digits_cnn, digits, norm, eps):
+    images, labels = digits
+    x, y = images[1000:1200], labels[1000:1200]
+    ours = evaluate_attack(digits_cnn.eval(), AutoAttack(eps=eps, norm=norm, n_queries=1000), x, y,
+                           list(range(1000, 1200)))
+    assert ours.robust_accuracy[0] <= ORIGINAL[(norm, eps)] + 0.005  # the bar: at most 0.5 points above
