@@ -9,7 +9,8 @@ attacks look weak. :func:`gradient_masking_checks` looks for the classic symptom
 * the model is randomised: two identical forward passes in eval mode give different logits;
 * the model outputs probabilities (softmax rows summing to 1) instead of logits, which flattens
   the cross-entropy gradient (AutoAttack's first sanity flag);
-* a score-based attack (Square) fools images the gradient attacks could not (:func:`square_flag`).
+* a score-based attack (Square) fools images the gradient attacks could not (:func:`square_flag`);
+* the model changes its own parameters or buffers at inference (test-time optimisation).
 
 Each finding is one line saying what was seen and what to run instead.
 """
@@ -91,6 +92,18 @@ def outputs_probabilities(model: nn.Module, images: torch.Tensor, atol: float = 
                                                            atol=atol))
 
 
+@torch.no_grad()
+def changes_at_inference(model: nn.Module, images: torch.Tensor) -> bool:
+    """Whether a forward pass in eval mode changes the model's parameters or buffers (AutoAttack's dynamic flag)."""
+    if images.shape[0] == 0:
+        return False
+    before = [t.detach().clone() for t in (*model.parameters(), *model.buffers())]
+    with attack_mode(model), torch.inference_mode(False):
+        model(images.to(model_device(model, images.device)))
+    after = [t.detach() for t in (*model.parameters(), *model.buffers())]
+    return len(before) != len(after) or any(not torch.equal(a, b) for a, b in zip(before, after, strict=False))
+
+
 def square_flag(white_box: float, square: float, norm: str, eps: float, tolerance: float = 0.0) -> str | None:
     """AutoAttack's flag: a score-based attack doing better than the gradient attacks means masked gradients."""
     if square < white_box - tolerance:
@@ -168,6 +181,11 @@ def gradient_masking_checks(
         warnings.append(
             f"{frac:.0%} of images have an all-zero input gradient (threshold {zero_grad_threshold:.0%}): "
             f"gradient attacks cannot move them (saturated softmax or shattered gradients); {FALLBACK}"
+        )
+    if changes_at_inference(model, images[:batch_size]):
+        warnings.append(
+            "a forward pass in eval mode changed the model's parameters or buffers: it optimises itself at "
+            "inference, so attacks chase a moving target; evaluate it with attacks adapted to the defence"
         )
     if outputs_probabilities(model, images[:batch_size]):
         warnings.append(

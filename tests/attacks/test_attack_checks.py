@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from torch import nn
 
 from attacks import FGSM, PGD, evaluate_attack, gradient_masking_checks, is_stochastic, zero_gradient_fraction
@@ -82,3 +83,23 @@ def test_probabilities_instead_of_logits_flagged(mlp, data):
     warnings = gradient_masking_checks(softmaxed, images, labels, eps=0.1)
     assert any("returns probabilities, not logits" in w for w in warnings)
     assert not any("probabilities" in w for w in gradient_masking_checks(mlp, images, labels, eps=0.1))
+
+
+class _SelfUpdating(nn.Module):
+    """Test-time adaptation in miniature: every forward pass moves a running input mean it subtracts."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("running", torch.zeros(1))
+
+    def forward(self, x):
+        self.running += 0.01 * (x.mean() - self.running)
+        return self.net(x - self.running)
+
+
+def test_a_model_that_changes_at_inference_is_flagged(mlp, data):
+    images, labels = data
+    warnings = gradient_masking_checks(_SelfUpdating(mlp).eval(), images, labels, eps=0.1)
+    assert any("optimises itself at inference" in w for w in warnings)
+    assert not any("inference" in w for w in gradient_masking_checks(mlp, images, labels, eps=0.1))
