@@ -59,6 +59,7 @@ test-all: $(STAMP) data browser
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/bench_attacks.py
 	$(BIN)/python benchmarks/bench_corruptions.py
+	$(BIN)/python benchmarks/bench_autoattack.py
 
 bench-defences: $(STAMP) data
 	$(BIN)/python benchmarks/bench_defences.py --out reports/bench_defences

@@ -16,6 +16,9 @@ Models:
 Usage:
     python benchmarks/bench_attacks.py --n 2000 --steps 10 --eps 0.1
     python benchmarks/bench_attacks.py --model shufflenetv2 --dataset fashion-mnist --checkpoint ck.pt
+
+The AutoAttack ensemble (ours vs the original and torchattacks') is benchmarked by
+``benchmarks/bench_autoattack.py``, which reuses this script's model loading.
 """
 
 from __future__ import annotations
