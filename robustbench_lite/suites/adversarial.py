@@ -28,30 +28,31 @@ JSON (under ``adversarial``):
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 import attacks
-from attacks.base import check_norm
-from attacks.torchattacks_adapter import TORCHATTACKS_PREFIX
 from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import num, parse_number, pct
-from robustbench_lite.options import Options, comma_list, int_in, option
 from robustbench_lite.results import SuiteResult
+from robustbench_lite.suites._adversarial_options import (
+    DEFAULT_RESTARTS,
+    DEFAULT_STEPS,
+    AdversarialOptions,
+    attack_params,
+    eps_key,
+    gradients_needed,
+    result_key,
+)
 from robustbench_lite.suites.base import EvalContext, Headline, Suite, register_suite, stats
 
-DEFAULT_ATTACKS = ("fgsm", "pgd")
-DEFAULT_NORM = "Linf"
-DEFAULT_STEPS = 10
-DEFAULT_RESTARTS = 1
 #: Images the gradient-masking checks look at (zero gradients, randomness; FGSM/PGD when not reused).
 MASKING_CHECK_IMAGES = 256
 #: Why a transfer run (``--surrogate``) skips the PGD-vs-FGSM and zero-gradient checks (settings and report say so).
@@ -62,27 +63,8 @@ NO_GRADIENT_SKIPS_CHECKS = ("gradient-masking checks skipped: the model has no i
                             "attacks ran (there are no gradients to mask)")
 #: Below this many images the curve also lists every image's smallest successful budget.
 PER_IMAGE_MAX = 100
-#: Our option -> the constructor argument it becomes, for torchattacks classes that take it.
-_TORCHATTACKS_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "n_restarts", "queries": "n_queries"}
-#: Our option -> the constructor argument of native attacks that take it.
-_NATIVE_ARGS = {"steps": "steps", "alpha": "alpha", "restarts": "restarts", "queries": "n_queries"}
 #: Fields of a result entry that gates reach as ``adversarial.<key>.<field>``.
 GATE_FIELDS = ("robust_accuracy", "attack_success_rate", "mean_perturbation")
-
-
-def eps_key(eps: float) -> str:
-    """The budget as written in result keys: ``%g`` with 6 significant digits.
-
-    Example:
-        >>> eps_key(0.1), eps_key(8 / 255), eps_key(1.5)
-        ('0.1', '0.0313725', '1.5')
-    """
-    return format(float(eps), ".6g")
-
-
-def result_key(attack: str, norm: str, eps: float) -> str:
-    """``"<attack>.<norm>[<eps>]"``, the key of :attr:`AdversarialResult.robust_accuracy`."""
-    return f"{attack}.{norm}[{eps_key(eps)}]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,96 +143,6 @@ class AdversarialResult(SuiteResult):
         return out
 
 
-# ---------------------------------------------------------------------------------------------
-# Options: parsed and checked before any model is loaded, resolved against the dataset in run()
-
-
-def _norms(value: Any) -> tuple[str, ...]:
-    out: list[str] = []
-    for name in comma_list(value, "--norm", "Linf"):
-        try:
-            norm = check_norm(name)
-        except RobustEvalError:
-            raise RobustEvalError(f"unknown norm {name!r}; valid norms: Linf, L2 (e.g. --norm L2)") from None
-        if norm not in out:
-            out.append(norm)
-    return tuple(out)
-
-
-def _alpha(value: Any) -> float:
-    """A step size: a positive number or an ``a/b`` fraction (``2/255``)."""
-    try:
-        (alpha,) = attacks.parse_eps([value])
-    except RobustEvalError:
-        raise RobustEvalError(
-            f"--alpha must be a positive step size in pixel units, got {value!r}; e.g. --alpha 2/255 "
-            "(omit it for the attack's default)"
-        ) from None
-    return alpha
-
-
-@dataclass(frozen=True)
-class AdversarialOptions(Options):
-    """The adversarial suite's settings; None means the default (the dataset's eps, 10 steps...)."""
-
-    owner: ClassVar[str] = "adversarial"
-
-    attack: tuple[str, ...] | None = option(
-        "--attack", f"attacks, comma-separated; torchattacks:NAME for torchattacks' catalogue "
-        f"(default: {','.join(DEFAULT_ATTACKS)}); see 'robust-eval list attacks'",
-        parse=lambda v: comma_list(v, "--attack", "fgsm,pgd"), metavar="NAME[,NAME]", example="fgsm,pgd,square")
-    norm: tuple[str, ...] | None = option(
-        "--norm", f"threat model, Linf or L2, or both comma-separated (default: {DEFAULT_NORM})",
-        parse=_norms, metavar="Linf|L2", example="L2")
-    eps: tuple[float, ...] | None = option(
-        "--eps", "budget(s) in [0,1] pixel units, decimals or fractions; several make a sweep, "
-        "e.g. 1/255,2/255,4/255,8/255 (default: the dataset's conventional budget, see 'robust-eval list attacks')",
-        parse=lambda v: tuple(attacks.parse_eps(v)), metavar="EPS[,EPS]", example="1/255,0.5")
-    steps: int | None = option(
-        "--steps", f"steps per restart of every attack that takes them (default: each attack's own: PGD "
-        f"{DEFAULT_STEPS}, APGD 100, torchattacks classes theirs)",
-        parse=int_in("--steps", 1), metavar="N", example="3")
-    alpha: float | None = option(
-        "--alpha", "step size in pixel units, e.g. 2/255 (default: the attack's, PGD 2.5*eps/steps)",
-        parse=_alpha, metavar="A", example="2/255")
-    queries: int | None = option(
-        "--queries", "query budget per image of score-based attacks (Square, and autoattack's Square) (default: "
-        "each attack's own, Square 5000)", parse=int_in("--queries", 1), metavar="Q", example="500")
-    restarts: int | None = option(
-        "--restarts", f"random restarts of every attack that takes them (default: each attack's own, PGD "
-        f"{DEFAULT_RESTARTS})",
-        parse=int_in("--restarts", 1), metavar="R", example="2")
-
-    @property
-    def attacks(self) -> tuple[str, ...]:
-        return self.attack or DEFAULT_ATTACKS
-
-    @property
-    def norms(self) -> tuple[str, ...]:
-        return self.norm or (DEFAULT_NORM,)
-
-    @property
-    def explicit(self) -> frozenset[str]:
-        return frozenset(self.set_fields())
-
-    def validate(self) -> None:
-        if self.eps is not None:
-            if len(self.norms) > 1:
-                raise RobustEvalError(
-                    f"--eps {_fmt_eps(self.eps)} is ambiguous with several norms ({', '.join(self.norms)}): budgets "
-                    "differ between Linf and L2; pass one --norm with --eps, or omit --eps for each norm's default"
-                )
-            attacks.parse_eps(self.eps, self.norms[0])  # Linf budgets above 1
-            keys = [eps_key(e) for e in self.eps]
-            if len(set(keys)) < len(keys):
-                raise RobustEvalError(f"--eps {_fmt_eps(self.eps)} has budgets equal to 6 significant digits; "
-                                      "make them differ (result keys use 6 digits)")
-        # Build every attack once at a valid budget: unknown names, a missing torchattacks and
-        # arguments an attack rejects surface here, before any model is loaded.
-        for norm in self.norms:
-            _attack_params(self, norm, self.eps[-1] if self.eps else 0.1)
-
-
 def _score_based_flags(evaluations: Mapping[tuple[str, str], attacks.AttackEvaluation],
                        entries: list[AttackResult]) -> list[str]:
     """AutoAttack's flag: Square (needs no gradients) fooling images the gradient attacks could not."""
@@ -270,60 +162,6 @@ def _score_based_flags(evaluations: Mapping[tuple[str, str], attacks.AttackEvalu
             flags.append(f"{r.attack}: Square broke {n_square} image(s) at {r.norm} eps={r.eps:.4g} that its gradient "
                          "attacks could not: their gradients may be masked; trust the ensemble's number")
     return flags
-
-
-def gradients_needed(name: str) -> bool:
-    """Whether an attack cannot run at all without input gradients (a native attack's ``needs_gradients``;
-    ensembles that take ``gradients=False`` run their gradient-free part)."""
-    if name.startswith(TORCHATTACKS_PREFIX):
-        return True
-    cls = attacks.ATTACKS.entry(name)
-    return bool(getattr(cls, "needs_gradients", True)) and "gradients" not in inspect.signature(cls.__init__).parameters
-
-
-def _fmt_eps(eps: tuple[float, ...]) -> str:
-    return ",".join(eps_key(e) for e in eps)
-
-
-def _accepts(name: str, option: str, params: dict[str, Any], value: Any, eps: float) -> bool:
-    """Whether the attack ``name`` takes ``option`` (our name; torchattacks classes may call it otherwise)."""
-    if not name.startswith(TORCHATTACKS_PREFIX):
-        return _NATIVE_ARGS[option] in inspect.signature(attacks.ATTACKS.entry(name).__init__).parameters
-    arg = _TORCHATTACKS_ARGS[option]
-    try:
-        attacks.build(name, **params, eps=eps, **{arg: value})
-    except RobustEvalError:
-        return False
-    return True
-
-
-def _attack_params(opts: AdversarialOptions, norm: str, eps: float, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Constructor arguments (all but eps) per attack; --steps/--alpha/--restarts go where they are taken."""
-    out: dict[str, dict[str, Any]] = {}
-    used: set[str] = set()
-    for name in opts.attacks:
-        params: dict[str, Any] = {"norm": norm, "seed": seed}
-        attacks.build(name, **params, eps=eps)  # unknown names, norms the attack lacks, missing torchattacks
-        foreign = name.startswith(TORCHATTACKS_PREFIX)
-        steps = DEFAULT_STEPS if opts.steps is None else opts.steps
-        restarts = DEFAULT_RESTARTS if opts.restarts is None else opts.restarts
-        for setting, value in (("steps", steps), ("alpha", opts.alpha), ("restarts", restarts),
-                               ("queries", opts.queries)):
-            # Every attack keeps its own defaults (PGD 10 steps, APGD 100, Square 5000 queries, torchattacks'
-            # CW 50) unless the user set one; DEFAULT_STEPS / DEFAULT_RESTARTS are PGD's own, in the settings.
-            if value is None or setting not in opts.explicit:
-                continue
-            if _accepts(name, setting, params, value, eps):
-                params[(_TORCHATTACKS_ARGS if foreign else _NATIVE_ARGS)[setting]] = value
-                used.add(setting)
-        out[name] = params
-    unused = sorted((opts.explicit & {"steps", "alpha", "restarts", "queries"}) - used)
-    if unused:
-        raise RobustEvalError(
-            f"--{unused[0]} does not apply to {', '.join(opts.attacks)} (none takes it); drop it or add an "
-            f"attack that does, e.g. --attack {'square' if unused[0] == 'queries' else 'pgd'}"
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,13 +228,9 @@ class AdversarialSuite(Suite):
                     f"{math.sqrt(pixels):.4g}); pass a smaller budget"
                 )
         seed = ctx.config.seed
-        params = {norm: _attack_params(opts, norm, budgets[norm][-1], seed) for norm in opts.norms}
-        if ctx.source is not None and not ctx.source.differentiable and ctx.attack_with is None:
-            for per in params.values():  # ensembles keep the part that needs no gradients (checked up front)
-                for name, kwargs in per.items():
-                    if not name.startswith(TORCHATTACKS_PREFIX) and "gradients" in inspect.signature(
-                            attacks.ATTACKS.entry(name).__init__).parameters:
-                        kwargs["gradients"] = False
+        # a model without gradients (and no surrogate) gets only gradient-free attacks (checked up front)
+        gradients = ctx.source is None or ctx.source.differentiable or ctx.attack_with is not None
+        params = {norm: attack_params(opts, norm, budgets[norm][-1], seed, gradients) for norm in opts.norms}
 
         images, labels, indices = ds.float_images(), ds.labels, ds.indices
         clean_correct = ctx.clean_logits().argmax(dim=1) == labels
@@ -469,7 +303,7 @@ class AdversarialSuite(Suite):
         check_n = min(MASKING_CHECK_IMAGES, len(ds))
         check_eps = {}
         transfer = getattr(ctx.attack_with, "source", None)  # sources.Transfer: crafted on a surrogate
-        no_gradients = ctx.source is not None and not ctx.source.differentiable and ctx.attack_with is None
+        no_gradients = not gradients
         skipped = TRANSFER_SKIPS_CHECKS if transfer else NO_GRADIENT_SKIPS_CHECKS if no_gradients else None
         stochastic_check = (transfer or no_gradients) and check_n
         if stochastic_check and attacks.is_stochastic(ctx.model, images[:min(check_n, batch_size)]):
