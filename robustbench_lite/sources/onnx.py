@@ -53,6 +53,9 @@ def _meta_value(text: str) -> Any:
 class OnnxModule(nn.Module):
     """An ONNX Runtime session as a module: float32 NCHW tensor in, logits tensor out (no gradients)."""
 
+    #: Its computation happens in ONNX Runtime: PyTorch cannot trace, freeze or differentiate it.
+    runs_outside_torch = True
+
     def __init__(self, path: Path, device: str, params: int, weights_bytes: int) -> None:
         super().__init__()
         ort = _import("onnxruntime", path)

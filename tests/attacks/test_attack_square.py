@@ -56,9 +56,11 @@ def test_queries_counted_per_image_with_early_exit(cnn, case):
     q = attack.queries
     assert out.backward == 0 and q.shape == (len(images),)
     assert int(q.sum()) == out.forward, "every forward pass is some image's query"
-    assert int(q.min()) >= 1 and int(q.max()) <= 201  # the start, then at most n_queries iterations
-    assert torch.all(q[~out.success] == 201), "an image still resisting used the whole budget"
-    assert torch.all(q[out.success] < 201) and float(q[out.success].float().median()) < 100, "no early exit"
+    full = 201 + int(attack.optimised)  # the start, n_queries iterations, the model's check of the copy's verdict
+    assert attack.optimised, "the session CNN traces: its queries go to the optimised copy"
+    assert int(q.min()) >= 1 and int(q.max()) <= full
+    assert torch.all(q[~out.success] == full), "an image still resisting used the whole budget"
+    assert torch.all(q[out.success] < full) and float(q[out.success].float().median()) < 100, "no early exit"
     # Images misclassified from the start are fooled by the starting point or soon after, never queried on.
     wrong = cnn(images).argmax(1) != labels
     assert torch.all(out.success[wrong])
@@ -217,3 +219,56 @@ def test_streaming_batch_size_does_not_change_results(norm, cnn, case):
     a, b = whole.run(cnn, images, labels), small.run(cnn, images, labels, batch_size=7)
     assert torch.equal(a.success, b.success) and torch.equal(whole.queries, small.queries)
     assert (a.adversarial - b.adversarial).abs().max() < 1e-5 and a.forward == b.forward
+
+
+def test_optimised_copy_steers_the_search_and_the_model_judges(cnn, case):
+    images, labels = case[0][:80], case[1][:80]
+    fast, plain = Square(0.05, n_queries=300), Square(0.05, n_queries=300, optimise=False)
+    a, b = fast.run(cnn, images, labels), plain.run(cnn, images, labels)
+    assert fast.optimised and not plain.optimised
+    with torch.no_grad():
+        assert torch.equal(a.success, cnn(a.adversarial).argmax(1) != labels), "the verdict is the model's own"
+    # Rounding in the copy may change which of two nearly equal candidates is kept, never the strength.
+    assert abs(int(a.success.sum()) - int(b.success.sum())) <= 2
+    assert (a.success == b.success).float().mean() >= 0.95
+
+
+class Noisy(nn.Module):
+    """A randomised defence: Gaussian noise on the input at every call."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + 0.05 * torch.randn_like(x))
+
+
+def test_optimised_copy_refused_where_it_would_lie(cnn, mlp, digits, tmp_path):
+    from attacks.inference import optimised_copy
+
+    images = digits[0][:10]
+    assert optimised_copy(cnn.eval(), images) is not None
+    assert optimised_copy(Noisy(cnn).eval(), images) is None, "a stochastic model must keep its randomness"
+    assert optimised_copy(nn.Identity(), images) is None, "no parameters: nothing to optimise"
+    assert optimised_copy(cnn.train(), images) is None, "a model in training mode"
+    cnn.eval()
+    pytest.importorskip("onnxruntime")
+    from robustbench_lite.sources.onnx import OnnxModule
+
+    path = tmp_path / "mlp.onnx"
+    with pytest.warns(DeprecationWarning):  # the legacy exporter
+        torch.onnx.export(mlp, (images[:2],), str(path), input_names=["x"], output_names=["logits"], dynamo=False,
+                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
+    onnx_model = OnnxModule(path, "cpu", 0, 0)
+
+    class WithParams(nn.Module):  # an engine behind a module that also holds PyTorch parameters
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+            self.engine = onnx_model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.engine(x) * self.scale
+
+    assert optimised_copy(WithParams().eval(), images) is None
