@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from robustbench_lite import data as data_mod
-from robustbench_lite import sources
+from robustbench_lite import sources, statistics
 from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
 from robustbench_lite.engine import resolve_device
 from robustbench_lite.errors import RobustEvalError
@@ -24,6 +24,7 @@ from robustbench_lite.results import EvaluationResult, environment
 from robustbench_lite.sources import architectures
 from robustbench_lite.sources.contract import read_sidecar
 from robustbench_lite.suites import SUITES, EvalContext, typed_options
+from robustbench_lite.suites.base import suite_intervals
 from robustbench_lite.training import load_or_train_baseline
 
 Log = Callable[[str], None]
@@ -346,15 +347,21 @@ def run_suites(
         source=source.describe() if source is not None else {},
     )
     timings: dict[str, float] = {}
+    resampler = statistics.Resampler(seed=config.seed)
     for name in config.suites:
         t0 = time.perf_counter()
         suite = SUITES.get(name)
         # Under torchrun, latency and memory are measured by rank 0 alone (the others wait); every
         # other suite shares its work across ranks and gathers the single-process numbers.
         result.suites[name] = on_main(lambda s=suite: s.run(ctx)) if suite.rank0_only else suite.run(ctx)
+        result.intervals[name] = suite_intervals(suite, result.suites[name].to_dict(), ctx.records, resampler)
         timings[name] = time.perf_counter() - t0
         # after the suite, not before: a user error inside a suite stays the only line printed
         log(f"{name}: done on {len(dataset)} images in {timings[name]:.1f} s")
     timings["total"] = sum(timings.values())
     result.timings = timings
+    result.records = ctx.records
+    result.statistics = {"level": statistics.LEVEL, "accuracy": "wilson score interval",
+                         "derived": "paired percentile bootstrap over images (every condition resampled together)",
+                         "resamples": resampler.resamples, "seed": resampler.seed}
     return result

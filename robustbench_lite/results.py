@@ -66,6 +66,14 @@ class EvaluationResult:
     timings: dict[str, float] = field(default_factory=dict)
     examples: dict[str, Any] | None = None
     command: list[str] | None = None
+    #: per suite, ``{path in its block: [low, high]}`` (95% intervals; see robustbench_lite.statistics)
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: how the intervals were computed (level, methods, bootstrap resamples and seed)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    #: per-image outcomes (robustbench_lite.records.Records); written with --records, not in the JSON
+    records: Any = None
+    #: where the records were written: path, sha256, conditions (set by the output step)
+    records_file: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -83,6 +91,12 @@ class EvaluationResult:
         }
         for name, result in self.suites.items():
             out[name] = result.to_dict()
+            if self.intervals.get(name):
+                out[name]["ci"] = self.intervals[name]
+        if self.statistics:
+            out["statistics"] = plain(self.statistics)
+        if self.records_file is not None:
+            out["records"] = plain(self.records_file)
         if self.command is not None:
             out["command"] = list(self.command)
         if self.examples is not None:

@@ -23,6 +23,7 @@ from robustbench_lite.engine import Transform, predict
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import format_value
 from robustbench_lite.options import Options
+from robustbench_lite.records import TEST, Records
 from robustbench_lite.registry import Registry
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.sources.base import LoadedModel
@@ -80,6 +81,8 @@ class EvalContext:
         log: progress messages for the user.
         source: what the model is (format, runtime, the model as shipped and its input shape).
         attack_with: the transfer model when attacks are crafted on a surrogate.
+        records: per-image outcomes; a suite adds one condition per accuracy it reports (its gate
+            path), on the image set ``"test"`` (declared here) or on its own.
     """
 
     model: nn.Module
@@ -90,7 +93,11 @@ class EvalContext:
     log: Callable[[str], None] = print
     source: LoadedModel | None = None
     attack_with: nn.Module | None = None
+    records: Records = field(default_factory=Records)
     _clean_logits: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.records.add_images(TEST, self.dataset.indices, self.dataset.labels)
 
     @property
     def attack_model(self) -> nn.Module:
@@ -180,6 +187,24 @@ class Suite:
         return out
 
     @classmethod
+    def derived(cls, block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
+        """The suite's numbers computed from several recorded accuracies, as functions of them.
+
+        The intervals of means, ratios and worst cases come from evaluating this on bootstrap
+        replicates, so it must compute each number exactly as the suite did, with arithmetic that
+        works on floats and numpy arrays alike (``+ - * /``, ``np.minimum``...).
+
+        Args:
+            block: the suite's results block (constants such as an mCE reference).
+            acc: each recorded condition's accuracy by path: floats (the run's own values) or
+                arrays of bootstrap replicates.
+
+        Returns:
+            The derived numbers by path relative to the block (``mean_accuracy``, ``ce.fog``).
+        """
+        return {}
+
+    @classmethod
     def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
         """Gate paths besides the block's own keys: (path, value) pairs, walked before the block.
 
@@ -233,6 +258,26 @@ def options_from_args(args: argparse.Namespace, suites: list[str]) -> dict[str, 
                                   f"(suites: {', '.join(suites)}); add --suite {name} or drop it")
         if name in suites and opts.set_fields():
             out[name] = opts
+    return out
+
+
+def suite_intervals(suite: type[Suite], block: Mapping[str, Any], records: Records,
+                    resampler: Any) -> dict[str, list[float]]:
+    """``ci`` of a suite's block: each recorded accuracy's interval and each derived number's.
+
+    Keys are paths relative to the block (``accuracy``, ``accuracy.fog.3``, ``mean_accuracy``);
+    values ``[low, high]`` at :data:`robustbench_lite.statistics.LEVEL`.
+    """
+    from robustbench_lite import statistics
+
+    conditions = records.suite(suite.name)
+    if not conditions:
+        return {}
+    prefix = suite.name + "."
+    out = {c.path.removeprefix(prefix): list(c.interval(resampler)) for c in conditions}
+    derived = suite.derived(block, records.replicates(resampler, [c.path for c in conditions]))
+    for path, reps in derived.items():
+        out[path] = list(statistics.percentile_interval(reps))
     return out
 
 

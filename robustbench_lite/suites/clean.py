@@ -41,7 +41,13 @@ class CleanSuite(Suite):
 
     def run(self, ctx: EvalContext) -> CleanResult:
         logits = ctx.clean_logits()
-        report = classification_report(logits, ctx.dataset.labels, ctx.dataset.num_classes)
+        labels = ctx.dataset.labels
+        report = classification_report(logits, labels, ctx.dataset.num_classes)
+        predicted = logits.argmax(dim=1)
+        ctx.records.add("clean.accuracy", predicted=predicted)
+        for c in range(ctx.dataset.num_classes):  # per-class accuracy: the images of class c
+            if bool((labels == c).any()):
+                ctx.records.add(f"clean.per_class_accuracy[{c}]", predicted=predicted, weights=labels == c)
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report)
 
     @classmethod

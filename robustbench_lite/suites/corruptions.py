@@ -18,7 +18,6 @@ Ratios are reported as fractions (1.0 = as robust as the reference), not percent
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -161,24 +160,40 @@ def _reference(path: str, names: list[str], severities: list[int]) -> tuple[dict
     return block["accuracy"], float(block["clean_accuracy"])
 
 
-def scores(acc: dict[str, dict[str, float]], clean_acc: float, names: list[str], severities: list[int],
+def scores(acc: dict[str, dict[str, Any]], clean_acc: Any, names: list[str], severities: list[int],
            reference: tuple[dict[str, dict[str, float]], float] | None) -> dict[str, Any]:
-    """CE/mCE and relative CE/mCE (see the module docstring)."""
+    """CE/mCE and relative CE/mCE (see the module docstring).
+
+    Accuracies may be floats or numpy arrays of bootstrap replicates: the arithmetic is the same.
+    """
     ce, rel = {}, {}
     clean_err = 1 - clean_acc
     for c in names:
         err = _errors(acc, c, severities)
         if reference is None:
-            ce[c] = statistics.fmean(err)
-            rel[c] = statistics.fmean(e - clean_err for e in err)
+            ce[c] = sum(err) / len(err)
+            rel[c] = sum(e - clean_err for e in err) / len(err)
         else:
             ref_acc, ref_clean = reference
             ref_err = _errors(ref_acc, c, severities)
             ce[c] = sum(err) / sum(ref_err) if sum(ref_err) > 0 else float("nan")
             ref_deg = sum(e - (1 - ref_clean) for e in ref_err)
             rel[c] = sum(e - clean_err for e in err) / ref_deg if ref_deg > 0 else float("nan")
-    return {"ce": ce, "mce": statistics.fmean(ce.values()), "relative_ce": rel,
-            "relative_mce": statistics.fmean(rel.values())}
+    return {"ce": ce, "mce": sum(ce.values()) / len(ce), "relative_ce": rel,
+            "relative_mce": sum(rel.values()) / len(rel)}
+
+
+def means(acc: dict[str, dict[str, Any]], names: list[str], severities: list[int]) -> dict[str, Any]:
+    """Mean accuracy overall, per severity and per family (floats or bootstrap replicate arrays)."""
+    from corruptions import family_of
+
+    cells = [acc[c][str(s)] for c in names for s in severities]
+    families: dict[str, list[Any]] = {}
+    for c in names:
+        families.setdefault(family_of(c), []).extend(acc[c][str(s)] for s in severities)
+    return {"mean_accuracy": sum(cells) / len(cells),
+            "accuracy_by_severity": {str(s): sum(acc[c][str(s)] for c in names) / len(names) for s in severities},
+            "accuracy_by_family": {f: sum(v) / len(v) for f, v in families.items()}}
 
 
 def image_source(ctx: EvalContext, severities: list[int], profile: str, backend: str,
@@ -228,7 +243,7 @@ class CorruptionSuite(Suite):
     Options = CorruptionOptions
 
     def run(self, ctx: EvalContext) -> CorruptionResult:
-        from corruptions import family_of, profile_for_size
+        from corruptions import profile_for_size
 
         opts: CorruptionOptions = ctx.options(self.name)
         names = resolve_corruptions(opts.corruptions)
@@ -255,6 +270,7 @@ class CorruptionSuite(Suite):
             raise RobustEvalError("no selected corruption is available: " + "; ".join(unavailable.values()))
 
         clean_acc = float((ctx.clean_logits().argmax(1) == ctx.dataset.labels).float().mean())
+        ctx.records.add("corruptions.clean_accuracy", predicted=ctx.clean_logits().argmax(1))
         labels = ctx.dataset.labels
         acc: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
@@ -265,25 +281,40 @@ class CorruptionSuite(Suite):
                 got = source.images(name, severity)
                 logits = (ctx.predict(got.transform, desc=desc) if got.images is None
                           else self._predict_stored(ctx, got.images, desc))
-                acc[name][str(severity)] = float((logits.argmax(1) == labels).float().mean())
+                predicted = logits.argmax(1)
+                acc[name][str(severity)] = float((predicted == labels).float().mean())
+                ctx.records.add(f"corruptions.accuracy.{name}.{severity}", predicted=predicted)
             ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
         corrupt_seconds = source.corruption_seconds
 
-        mean_acc = statistics.fmean(acc[c][str(s)] for c in names for s in severities)
-        by_sev = {str(s): statistics.fmean(acc[c][str(s)] for c in names) for s in severities}
-        families: dict[str, list[float]] = {}
-        for c in names:
-            families.setdefault(family_of(c), []).extend(acc[c][str(s)] for s in severities)
         return CorruptionResult(
             profile=source.profile, backend=source.backend, corruptions=names, severities=severities,
-            clean_accuracy=clean_acc,
-            accuracy=acc, mean_accuracy=mean_acc, accuracy_by_severity=by_sev,
-            accuracy_by_family={f: statistics.fmean(v) for f, v in families.items()},
+            clean_accuracy=clean_acc, accuracy=acc, **means(acc, names, severities),
             **scores(acc, clean_acc, names, severities, reference),
             normalised=reference is not None, mce_reference=opts.mce_reference, unavailable=unavailable,
             corruption_seconds=corrupt_seconds, inference_seconds=total - corrupt_seconds, cache=source.cache_info(),
         )
+
+    @classmethod
+    def derived(cls, block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
+        names, severities = list(block["corruptions"]), [int(s) for s in block["severities"]]
+        table = {c: {str(s): acc[f"corruptions.accuracy.{c}.{s}"] for s in severities} for c in names}
+        clean = acc["corruptions.clean_accuracy"]
+        found = means(table, names, severities)
+        try:  # CE normalised by a reference needs its file; a results JSON read later may have lost it
+            reference = _reference(block["mce_reference"], names, severities) if block.get("normalised") else None
+        except RobustEvalError:
+            pass
+        else:
+            found.update(scores(table, clean, names, severities, reference))
+        flat: dict[str, Any] = {}
+        for key, value in found.items():
+            if isinstance(value, dict):
+                flat.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[key] = value
+        return flat
 
     @staticmethod
     def _predict_stored(ctx: EvalContext, images: torch.Tensor, desc: str) -> torch.Tensor:
