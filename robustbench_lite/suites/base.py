@@ -27,6 +27,7 @@ from robustbench_lite.records import TEST, Records
 from robustbench_lite.registry import Registry
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.sources.base import LoadedModel
+from robustbench_lite.statistics import as_interval, interval_text
 
 SUITES: Registry[type[Suite]] = Registry("suite", "robust-eval list suites")
 #: Names that stand for every suite on the command line (``--suite full``).
@@ -44,6 +45,8 @@ class Headline:
         value: None where the metric is undefined.
         higher_is_better: direction, for marking the best run.
         unit: ``fraction`` (shown as %), ``ratio`` (3 decimals), ``ms``, ``MB`` or ``count``.
+        ci: its 95% interval (low, high) from the block's ``ci``, or None (no interval: a
+            measurement such as latency, or results written before intervals existed).
     """
 
     suite: str
@@ -52,10 +55,24 @@ class Headline:
     value: float | None
     higher_is_better: bool = True
     unit: str = "fraction"
+    ci: tuple[float, float] | None = None
 
     @property
     def text(self) -> str:
         return format_value(self.value, self.unit)
+
+    @property
+    def text_with_interval(self) -> str:
+        """``91.2% [90.6, 91.7]`` when there is an interval, else :attr:`text`."""
+        if self.ci is None or self.unit not in ("fraction", "ratio"):
+            return self.text
+        return interval_text(self.value, self.ci, self.unit)
+
+
+def block_interval(block: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """The interval of ``key`` (a path relative to a suite's block) from the block's ``ci``, or None."""
+    ci = block.get("ci")
+    return as_interval(ci.get(key)) if isinstance(ci, Mapping) else None
 
 
 @dataclass(frozen=True)
@@ -183,7 +200,8 @@ class Suite:
         for m in cls.headline_metrics:
             path = f"{cls.name}.{m.key}"
             if path in paths:
-                out.append(Headline(cls.name, m.label, path, paths[path], m.higher_is_better, m.unit))
+                out.append(Headline(cls.name, m.label, path, paths[path], m.higher_is_better, m.unit,
+                                    block_interval(block, m.key)))
         return out
 
     @classmethod
