@@ -1,8 +1,24 @@
 """Comparison tables: several results (checkpoints evaluated alike, or saved results) side by side.
 
 One row per headline metric (:func:`robustbench_lite.gates.headline`: each suite's, suite by
-suite in order), one column per run, and each run's delta against the first. ``robust-eval
-compare`` and ``robust-eval sweep`` print and write these tables.
+suite in order), one column per run with the value and its 95% interval, and each run's delta
+against the first. ``robust-eval compare`` and ``robust-eval sweep`` print and write these tables.
+
+Each delta that has intervals is tested:
+
+* **paired**, when both runs have per-image records (:mod:`robustbench_lite.records`) on the same
+  images: McNemar's exact test for a recorded accuracy, the paired bootstrap over images for a
+  number derived from several accuracies (a mean, mCE): both runs' conditions are resampled by one
+  :class:`~robustbench_lite.statistics.Resampler` seeded by the first run's seed, so replicate ``r``
+  of both runs is scored on the same drawn images, and the suite's ``derived`` turns them into the
+  number.
+* **unpaired**, when the images differ or records are missing: a delta counts as significant only
+  if the two 95% intervals do not overlap. This is conservative: intervals can overlap while the
+  difference is real (non-overlap corresponds to p well below 0.05), so an unmarked unpaired delta
+  means "not shown", never "shown equal". Each run compared this way gets a footnote saying why.
+
+Runs that are seeds of one recipe (:func:`recipe_key`) also get a column with their mean and
+standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -11,16 +27,52 @@ import csv
 import io
 import json
 import math
+import statistics as stdlib_statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from robustbench_lite import statistics
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import format_value
 from robustbench_lite.gates import headline
+from robustbench_lite.records import Records
+from robustbench_lite.records import paired as same_images
+from robustbench_lite.suites import SUITES
 
 FORMATS = (".md", ".csv", ".json", ".txt")
+#: The test of a delta between runs that could not be paired image by image.
+UNPAIRED = "unpaired intervals"
+
+
+@dataclass(frozen=True)
+class DeltaTest:
+    """Whether one delta against the first run is more than noise.
+
+    Attributes:
+        test: ``mcnemar``, ``paired bootstrap`` or ``unpaired intervals``.
+        significant: p < 0.05 (paired), or the two 95% intervals do not overlap (unpaired).
+        p_value: two-sided p-value; None for the unpaired check, which has none.
+        ci: the 95% interval of the difference (paired tests only).
+    """
+
+    test: str
+    significant: bool
+    p_value: float | None = None
+    ci: tuple[float, float] | None = None
+
+    @classmethod
+    def from_difference(cls, diff: statistics.Difference) -> DeltaTest:
+        p = diff.p_value if math.isfinite(diff.p_value) else None
+        ci = diff.ci if all(math.isfinite(c) for c in diff.ci) else None
+        return cls(diff.test, diff.significant, p, ci)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": self.test, "p_value": self.p_value, "significant": self.significant,
+                "ci": None if self.ci is None else list(self.ci)}
 
 
 @dataclass
@@ -31,6 +83,10 @@ class Row:
     unit: str
     higher_is_better: bool
     values: list[float | None]
+    #: each run's 95% interval (None: no interval)
+    cis: list[tuple[float, float] | None] = field(default_factory=list)
+    #: each run's delta test against the first (None for the first run, and where nothing was tested)
+    tests: list[DeltaTest | None] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
@@ -42,14 +98,42 @@ class Row:
             return None
         return value - first
 
+    def ci(self, i: int) -> tuple[float, float] | None:
+        return self.cis[i] if i < len(self.cis) else None
+
+    def test(self, i: int) -> DeltaTest | None:
+        return self.tests[i] if i < len(self.tests) else None
+
+    def spread(self, runs: Sequence[int]) -> tuple[float, float, int] | None:
+        """Mean, sample standard deviation and count of ``runs``' values; None with fewer than 2."""
+        values = [v for i in runs if (v := self.values[i]) is not None and math.isfinite(v)]
+        if len(values) < 2:
+            return None
+        return stdlib_statistics.fmean(values), stdlib_statistics.stdev(values), len(values)
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """Runs (column indices) trained with one recipe and different seeds (:func:`recipe_key`)."""
+
+    runs: list[int]
+    seeds: list[Any]
+
 
 @dataclass
 class Comparison:
-    """Runs side by side; ``info`` rows (dataset, defence, training time...) are text."""
+    """Runs side by side; ``info`` rows (dataset, defence, training time...) are text.
+
+    Attributes:
+        unpaired: per run label, why its deltas could not be tested image by image.
+        groups: seeds of one recipe, each shown as an extra mean ± sd column.
+    """
 
     labels: list[str]
     rows: list[Row]
     info: dict[str, list[str]] = field(default_factory=dict)
+    groups: list[SeedGroup] = field(default_factory=list)
+    unpaired: dict[str, list[str]] = field(default_factory=dict)
 
     # -- formatting --------------------------------------------------------------------------------
 
@@ -64,46 +148,116 @@ class Comparison:
             return f"{d / first:+.0%}"
         return f"{d:+.3g}"
 
+    def _value_text(self, row: Row, i: int) -> str:
+        ci = row.ci(i)
+        if ci is None or row.unit not in ("fraction", "ratio"):
+            return format_value(row.values[i], row.unit)
+        return statistics.interval_text(row.values[i], ci, row.unit)
+
+    def group_header(self, group: SeedGroup) -> str:
+        head = f"mean ± sd over seeds ({len(group.runs)})"
+        return head if len(self.groups) == 1 else f"{head} of {', '.join(self.labels[i] for i in group.runs)}"
+
+    @staticmethod
+    def _spread_text(row: Row, group: SeedGroup) -> str:
+        found = row.spread(group.runs)
+        if found is None:
+            return "n/a"
+        mean, sd, _ = found
+        if row.unit == "fraction":
+            return f"{100 * mean:.1f}% ± {100 * sd:.1f}"
+        if row.unit == "ratio":
+            return f"{mean:.3f} ± {sd:.3f}"
+        return f"{format_value(mean, row.unit)} ± {format_value(sd, row.unit)}"
+
     def cells(self) -> tuple[list[str], list[list[str]]]:
         """Header and body of the table (deltas in parentheses after the first column)."""
-        header = ["metric", *self.labels]
-        body = [[name, *values] for name, values in self.info.items()]
+        header = ["metric", *self.labels, *[self.group_header(g) for g in self.groups]]
+        body = []
+        for name, values in self.info.items():
+            common = [_common([values[i] for i in g.runs]) for g in self.groups]
+            body.append([name, *values, *common])
         for row in self.rows:
-            cells = [format_value(row.values[0], row.unit)]
+            cells = [self._value_text(row, 0)]
             for i in range(1, len(self.labels)):
-                cells.append(f"{format_value(row.values[i], row.unit)} ({self._delta_text(row, i)})")
+                test = row.test(i)
+                mark = "" if test is None else "*" if test.significant else " n.s."
+                cells.append(f"{self._value_text(row, i)} ({self._delta_text(row, i)}){mark}")
+            cells += [self._spread_text(row, g) for g in self.groups]
             body.append([row.metric, *cells])
         return header, body
+
+    def notes(self) -> list[str]:
+        """Footnotes after the first line: what the marks mean, which runs are unpaired and why."""
+        out = []
+        if any(t is not None for r in self.rows for t in r.tests):
+            out.append("* significant at 5% (McNemar's exact test for one accuracy, paired bootstrap over images "
+                       "for derived numbers); n.s. = no detectable difference at 5%")
+        for label, reasons in self.unpaired.items():
+            out.append(f"{label} unpaired: {'; '.join(reasons)}; its deltas count as significant only where the two "
+                       "95% intervals do not overlap (conservative: a real difference can stay unmarked)")
+        if self.groups:
+            out.append("mean ± sd over seeds: runs of one recipe that differ only in the training seed "
+                       "(sd: sample standard deviation)")
+        return out
 
     def to_text(self) -> str:
         header, body = self.cells()
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines) + f"\n(deltas against {self.labels[0]}; pts = percentage points)\n"
+        lines.append(f"(deltas against {self.labels[0]}; pts = percentage points)")
+        return "\n".join(lines + self.notes()) + "\n"
 
     def to_markdown(self) -> str:
         header, body = self.cells()
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
-        return "\n".join(out) + f"\n\nDeltas against {self.labels[0]}; pts = percentage points.\n"
+        # '*' escaped: two marks on one line would otherwise turn the text between them italic
+        out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in body]
+        notes = "".join(f"\n{_md(n)}\n" for n in self.notes())
+        return "\n".join(out) + f"\n\nDeltas against {self.labels[0]}; pts = percentage points.\n" + notes
 
     def to_csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["metric", "path", "unit", *self.labels, *[f"delta {lbl}" for lbl in self.labels[1:]]])
+        others = self.labels[1:]
+        heads = [self.group_header(g) for g in self.groups]
+        w.writerow(["metric", "path", "unit", *self.labels, *[f"delta {lbl}" for lbl in others],
+                    *[f"ci_low {lbl}" for lbl in self.labels], *[f"ci_high {lbl}" for lbl in self.labels],
+                    *[f"{k} {lbl}" for lbl in others for k in ("p", "test", "significant")],
+                    *[f"{k} {h}" for h in heads for k in ("mean", "sd", "n")]])
+        blank = [""] * (len(others) + 2 * len(self.labels) + 3 * len(others) + 3 * len(heads))
         for name, values in self.info.items():
-            w.writerow([name, "", "text", *values, *[""] * (len(self.labels) - 1)])
+            w.writerow([name, "", "text", *values, *blank])
         for row in self.rows:
+            cis = [row.ci(i) for i in range(len(self.labels))]
+            tests = [row.test(i) for i in range(1, len(self.labels))]
+            spreads = [row.spread(g.runs) for g in self.groups]
             w.writerow([row.metric, row.path, row.unit, *["" if v is None else v for v in row.values],
-                        *["" if (d := row.delta(i)) is None else d for i in range(1, len(self.labels))]])
+                        *["" if (d := row.delta(i)) is None else d for i in range(1, len(self.labels))],
+                        *["" if c is None else c[0] for c in cis], *["" if c is None else c[1] for c in cis],
+                        *[x for t in tests for x in (("", "", "") if t is None else (
+                            "" if t.p_value is None else t.p_value, t.test, t.significant))],
+                        *[x for s in spreads for x in (("", "", "") if s is None else s)]])
         return buf.getvalue()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"runs": self.labels, "baseline": self.labels[0], "info": self.info,
-                "metrics": [{"metric": r.metric, "path": r.path, "unit": r.unit,
-                             "higher_is_better": r.higher_is_better, "values": r.values,
-                             "deltas": [r.delta(i) for i in range(1, len(self.labels))]} for r in self.rows]}
+        n = len(self.labels)
+        metrics = []
+        for r in self.rows:
+            metrics.append({
+                "metric": r.metric, "path": r.path, "unit": r.unit, "higher_is_better": r.higher_is_better,
+                "values": r.values, "ci": [None if (c := r.ci(i)) is None else list(c) for i in range(n)],
+                "deltas": [r.delta(i) for i in range(1, n)],
+                "tests": [None if (t := r.test(i)) is None else t.to_dict() for i in range(1, n)],
+            })
+        groups = []
+        for g in self.groups:
+            spreads = {r.path: s for r in self.rows if (s := r.spread(g.runs)) is not None}
+            groups.append({"runs": [self.labels[i] for i in g.runs], "seeds": g.seeds,
+                           "metrics": {p: {"mean": m, "sd": sd, "n": k} for p, (m, sd, k) in spreads.items()}})
+        return {"runs": self.labels, "baseline": self.labels[0], "info": self.info, "metrics": metrics,
+                "significance_level": statistics.ALPHA, "unpaired": self.unpaired, "seed_groups": groups}
 
     def write(self, path: str | Path) -> Path:
         """Write the table as Markdown, CSV, JSON or text, by the file's extension (atomically)."""
@@ -119,6 +273,15 @@ class Comparison:
         return atomic_write(path, lambda f: f.write(text))
 
 
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def _common(values: list[str]) -> str:
+    """An info cell for a group of runs: the value they share, else each distinct value once."""
+    return ", ".join(dict.fromkeys(values))
+
+
 def _info(run: Mapping[str, Any]) -> dict[str, str]:
     ckpt = run.get("checkpoint") if isinstance(run.get("checkpoint"), Mapping) else {}
     defence = ckpt.get("defence") if isinstance(ckpt.get("defence"), Mapping) else {}
@@ -129,6 +292,7 @@ def _info(run: Mapping[str, Any]) -> dict[str, str]:
         "test images": str(run.get("n_examples")),
         "defence": str(defence.get("label", "—")) if ckpt else "—",
         "init": str(ckpt.get("init") or ("imagenet" if ckpt.get("pretrained") else "scratch")) if ckpt else "—",
+        "train seed": str(ckpt["seed"]) if "seed" in ckpt else "—",
         "train minutes": f"{seconds / 60:.1f}" if isinstance(seconds, (int, float)) else "—",
     }
 
@@ -143,8 +307,142 @@ def unique_labels(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> Comparison:
-    """The comparison table of ``runs`` (results dicts), deltas against the first."""
+# ---------------------------------------------------------------------------------------------
+# Seeds of one recipe
+
+
+def recipe_key(run: Mapping[str, Any]) -> str | None:
+    """What a run's model was trained and evaluated with, except the training seed; None if unknown.
+
+    Two runs are seeds of the same recipe, and their numbers may be averaged, when all of these
+    are equal:
+
+    * the model (architecture name), the dataset it was trained on, how many training images,
+      its initialisation (scratch or ImageNet) and its input size;
+    * the optimisation recipe (epochs, batch size, learning rate, weight decay, schedule, label
+      smoothing) and the defences with every setting;
+    * how it was evaluated: the dataset, the number of test images, the suites and their options.
+
+    The training seed is left out, and so are the outcomes of training (the selected epoch,
+    early stopping, accuracy, time, creation date). A run whose checkpoint block records no
+    recipe and seed (a pretrained or foreign model) belongs to no recipe.
+    """
+    ckpt = run.get("checkpoint")
+    if not isinstance(ckpt, Mapping) or "seed" not in ckpt or not isinstance(ckpt.get("recipe"), Mapping):
+        return None
+    defence = ckpt.get("defence") if isinstance(ckpt.get("defence"), Mapping) else {}
+    config = run.get("config") if isinstance(run.get("config"), Mapping) else {}
+    key = {"model": run.get("model"), "trained_on": ckpt.get("dataset"), "train_images": ckpt.get("train_images"),
+           "init": ckpt.get("init"), "pretrained": ckpt.get("pretrained"), "input_size": ckpt.get("input_size"),
+           "recipe": ckpt["recipe"], "defences": defence.get("names"), "defence_settings": defence.get("settings"),
+           "evaluated_on": run.get("dataset"), "test_images": run.get("n_examples"), "suites": run.get("suites"),
+           "suite_options": config.get("suite_options")}
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def seed_groups(runs: Sequence[Mapping[str, Any]]) -> list[SeedGroup]:
+    """Runs sharing a :func:`recipe_key` with at least two distinct training seeds (one run per seed)."""
+    by_key: dict[str, dict[Any, int]] = {}
+    for i, run in enumerate(runs):
+        key = recipe_key(run)
+        if key is not None:
+            by_key.setdefault(key, {}).setdefault(json.dumps(run["checkpoint"]["seed"], default=str), i)
+    return [SeedGroup(list(seeds.values()), [runs[i]["checkpoint"]["seed"] for i in seeds.values()])
+            for seeds in by_key.values() if len(seeds) >= 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Significance of the deltas
+
+
+class _Tester:
+    """Tests each delta against the first run; remembers why a run could not be paired."""
+
+    def __init__(self, runs: Sequence[Mapping[str, Any]], labels: list[str],
+                 records: Sequence[Records | None] | None, reasons: Sequence[str] | None) -> None:
+        self.runs, self.labels = runs, labels
+        self.records = list(records) if records is not None else [None] * len(runs)
+        self.reasons = list(reasons) if reasons is not None else [""] * len(runs)
+        if len(self.records) != len(runs) or len(self.reasons) != len(runs):
+            raise ValueError(f"records and reasons need one entry per run ({len(runs)})")
+        stats = runs[0].get("statistics") if isinstance(runs[0].get("statistics"), Mapping) else {}
+        self.resampler = statistics.Resampler(seed=int(stats.get("seed", runs[0].get("seed")) or 0))
+        self._derived: dict[tuple[int, str], dict[str, Any]] = {}
+        self.unpaired: dict[str, list[str]] = {}
+
+    def test(self, row: Row, i: int) -> DeltaTest | None:
+        if row.delta(i) is None:
+            return None
+        found = self._paired(row, i)
+        if isinstance(found, statistics.Difference):
+            return DeltaTest.from_difference(found)
+        a, b = row.ci(0), row.ci(i)
+        if a is None or b is None or row.unit not in ("fraction", "ratio"):
+            return None  # no interval (latency, FLOPs...): the delta stays untested
+        self.unpaired.setdefault(self.labels[i], [])
+        if found not in self.unpaired[self.labels[i]]:
+            self.unpaired[self.labels[i]].append(found)
+        return DeltaTest(UNPAIRED, a[1] < b[0] or b[1] < a[0])
+
+    def _why_missing(self, i: int) -> str:
+        return self.reasons[i] or "no per-image records"
+
+    def _paired(self, row: Row, i: int) -> statistics.Difference | str:
+        """The paired test of row's delta for run ``i``, or why there is none."""
+        first, other = self.records[0], self.records[i]
+        if first is None:
+            why = f" ({self.reasons[0]})" if self.reasons[0] else ""
+            return f"the baseline {self.labels[0]} has no per-image records{why}"
+        if other is None:
+            return self._why_missing(i)
+        if row.path in first or row.path in other:
+            if not same_images(first, other, row.path):
+                return f"{row.path} was not scored on the same images as in {self.labels[0]}"
+            a, b = first[row.path], other[row.path]
+            if a.weights is None:
+                return statistics.mcnemar_difference(a.correct, b.correct)
+            if np.all((a.weights == 0) | (a.weights == 1)):  # an accuracy on a subset of the images
+                subset = a.weights == 1
+                return statistics.mcnemar_difference(a.correct[subset], b.correct[subset])
+            reps = [r.replicates(self.resampler, [row.path])[row.path] for r in (first, other)]
+            return statistics.paired_difference(reps[0], reps[1], row.delta(i) or 0.0)
+        paths = sorted(c.path for c in first.suite(row.suite))
+        if not paths:
+            return f"{self.labels[0]} has no per-image records for the {row.suite} suite"
+        if paths != sorted(c.path for c in other.suite(row.suite)):
+            return f"its {row.suite} conditions differ from {self.labels[0]}'s"
+        if not all(same_images(first, other, p) for p in paths):
+            return f"its {row.suite} suite was not scored on the same images as in {self.labels[0]}"
+        key = row.path.removeprefix(row.suite + ".")
+        a_derived, b_derived = self._derived_of(0, row.suite, paths), self._derived_of(i, row.suite, paths)
+        if key not in a_derived or key not in b_derived:
+            return f"{row.path} cannot be recomputed from the per-image records"
+        return statistics.paired_difference(a_derived[key], b_derived[key], row.delta(i) or 0.0)
+
+    def _derived_of(self, i: int, suite: str, paths: list[str]) -> dict[str, Any]:
+        """The suite's derived numbers for run ``i`` on the shared bootstrap draws (cached per run and suite)."""
+        if (i, suite) not in self._derived:
+            records, block = self.records[i], self.runs[i].get(suite)
+            assert records is not None
+            try:
+                found = SUITES.entry(suite).derived(block, records.replicates(self.resampler, paths))
+            except (KeyError, TypeError, ValueError, RobustEvalError):
+                found = {}  # a block from another version: that number is compared unpaired
+            self._derived[(i, suite)] = found
+        return self._derived[(i, suite)]
+
+
+def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: Sequence[Records | None] | None = None,
+            *, reasons: Sequence[str] | None = None) -> Comparison:
+    """The comparison table of ``runs`` (results dicts), deltas against the first, tested for significance.
+
+    Args:
+        runs: results dicts.
+        labels: one column name per run.
+        records: each run's per-image records, or None where there are none; None: none at all
+            (every delta is then compared through the intervals).
+        reasons: per run, why its records are missing (a footnote of the table); "" where they are not.
+    """
     if not runs:
         raise RobustEvalError("nothing to compare; pass at least one checkpoint or results file")
     heads = [{(h.suite, h.label): h for h in headline(r)} for r in runs]
@@ -155,8 +453,13 @@ def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> Compari
     for key in keys:
         first = next(hs[key] for hs in heads if key in hs)
         rows.append(Row(key[0], key[1], first.path, first.unit, first.higher_is_better,
-                        [hs[key].value if key in hs else None for hs in heads]))
+                        [hs[key].value if key in hs else None for hs in heads],
+                        [hs[key].ci if key in hs else None for hs in heads]))
+    labels = unique_labels(list(labels))
+    tester = _Tester(runs, labels, records, reasons)
+    for row in rows:
+        row.tests = [None, *[tester.test(row, i) for i in range(1, len(runs))]]
     infos = [_info(r) for r in runs]
     info = {k: [i[k] for i in infos] for k in infos[0]}
     info = {k: v for k, v in info.items() if any(x != "—" for x in v)}
-    return Comparison(unique_labels(list(labels)), rows, info)
+    return Comparison(labels, rows, info, seed_groups(runs), tester.unpaired)

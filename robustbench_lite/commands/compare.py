@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from robustbench_lite.commands import args as a
 from robustbench_lite.errors import RobustEvalError
+
+if TYPE_CHECKING:
+    from robustbench_lite.records import Records
 
 
 def parser() -> argparse.ArgumentParser:
@@ -15,7 +19,10 @@ def parser() -> argparse.ArgumentParser:
                 description="Compare models side by side: checkpoints are evaluated here with the same suites, "
                             "images and seed; saved results JSON files (or history runs) are read as they are. "
                             "One table: clean, adversarial, corruption, shift and efficiency scores per model, "
-                            "with deltas against the first.",
+                            "with deltas against the first. Each delta is tested: on the same images (checkpoints "
+                            "evaluated here, or results saved with --records) by McNemar's test or the paired "
+                            "bootstrap, otherwise by whether the 95% intervals overlap; * marks a significant delta, "
+                            "n.s. one with no detectable difference. Seeds of one recipe get their mean ± sd.",
                 epilog="example:\n  robust-eval compare standard.pt pgd.pt augmix.pt --suite full --limit 1000 "
                        "-o reports/defences.md --html reports/defences.html",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,6 +58,33 @@ def _compare_input(spec: str) -> str:
     return "results" if path.suffix == ".json" else "checkpoint"
 
 
+def _load_records_for(results: Mapping[str, Any], json_path: str | None) -> tuple[Records | None, str]:
+    """The per-image records a results JSON points to, or None and why not (the table's footnote).
+
+    A path written relative is looked for as given, then beside the JSON. A file whose sha256
+    differs from the one recorded belongs to another run and is not used.
+    """
+    # TODO(merge): use outputs.load_records_for once that helper is on this branch, and drop this copy.
+    from robustbench_lite import records
+    from robustbench_lite.files import sha256_file
+
+    info = results.get("records")
+    if not isinstance(info, Mapping) or not isinstance(info.get("path"), str):
+        return None, "its results were saved without --records"
+    path = Path(info["path"])
+    if not path.is_file() and not path.is_absolute() and json_path is not None:
+        path = Path(json_path).parent / path
+    if not path.is_file():
+        return None, f"its records file {info['path']} is missing"
+    digest = info.get("sha256")
+    if isinstance(digest, str) and sha256_file(path) != digest:
+        return None, f"its records file {path} changed since the results were written (sha256 differs)"
+    try:
+        return records.load(path), ""
+    except RobustEvalError as exc:
+        return None, str(exc)
+
+
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite import compare, history
     from robustbench_lite.api import evaluate
@@ -70,11 +104,18 @@ def run(argv: Sequence[str]) -> int:
     for name in suites:
         SUITES.entry(name)
     suite_options = options_from_args(args, suites)
-    runs, names = [], []
+    runs, names, records, reasons = [], [], [], []
     for spec, kind in zip(args.inputs, kinds, strict=True):
         if kind == "results":
             data, label = history.load_results(spec)
-            names.append(label if label.startswith("run:") else Path(label).stem)
+            if label.startswith("run:"):
+                names.append(label)
+                found, why = None, "a history run keeps no per-image records"
+            else:
+                names.append(Path(label).stem)
+                found, why = _load_records_for(data, label)
+            records.append(found)
+            reasons.append(why)
         else:
             a.log(f"== {spec}")
             config = RunConfig(dataset=args.dataset, suites=suites, checkpoint=spec, limit=args.limit,
@@ -86,8 +127,10 @@ def run(argv: Sequence[str]) -> int:
             if not args.no_history:
                 history.record(data)
             names.append(Path(spec).stem)
+            records.append(result.records)  # evaluated here: the records are in memory
+            reasons.append("" if result.records is not None else "no per-image records")
         runs.append(data)
-    table = compare.compare(runs, labels or names)
+    table = compare.compare(runs, labels or names, records, reasons=reasons)
     print(table.to_text())
     path = table.write(args.output)
     print(f"table: {Path(path).resolve()}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 from robustbench_lite.commands import args as a
+from robustbench_lite.errors import RobustEvalError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,7 +18,8 @@ def parser() -> argparse.ArgumentParser:
                 epilog="defences: 'robust-eval list defences'. Examples:\n"
                        "  robust-eval train --defence pgd-at --eps 0.1 --epochs 4 --output pgd.pt\n"
                        "  robust-eval train --defence augmix,trades --beta 6 --output at.pt\n"
-                       "  robust-eval train --defence fgsm-rs --output fast.pt --resume   # after an interruption",
+                       "  robust-eval train --defence fgsm-rs --output fast.pt --resume   # after an interruption\n"
+                       "  robust-eval train --defence pgd-at --seeds 0,1,2 --output pgd.pt  # pgd-seed0.pt ... + sd",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default="shufflenetv2", help="model name (default: shufflenetv2)")
@@ -43,8 +46,27 @@ def parser() -> argparse.ArgumentParser:
                         "(model, dataset) baseline; ./checkpoints/<model>--<dataset>--<defences>... otherwise)")
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run whose state file (<output>.resume) is next to the checkpoint")
+    g.add_argument("--seeds", default=None, metavar="N,N[,N]",
+                   help="train the same recipe once per seed (at least two, instead of --seed), each checkpoint "
+                        "named with -seed<N> before the suffix of --output, and print the mean and standard "
+                        "deviation over seeds of what training reports (default: one run, --seed)")
     a.add_run_arguments(p)
+    p.set_defaults(seed=None)  # None: --seed not given, so --seeds may be; it means 0 otherwise
     return p
+
+
+def _summary(runs: list[tuple[dict, Path]], seeds: list[int]) -> str:
+    """Per-seed checkpoints, then a table: each metric per seed, its mean and standard deviation."""
+    from robustbench_lite.training.seeds import summarise
+
+    lines = [f"checkpoint (seed {s}): {path}" for s, (_, path) in zip(seeds, runs, strict=True)]
+    table = [["metric", *[f"seed {s}" for s in seeds], "mean", "sd"]]
+    for name, row in summarise([meta for meta, _ in runs]).items():
+        table.append([name, *[f"{v:.4f}" for v in row["values"]], f"{row['mean']:.4f}", f"{row['sd']:.4f}"])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines.append(f"over {len(seeds)} seeds ({', '.join(map(str, seeds))}):")
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return "\n".join(lines)
 
 
 def run(argv: Sequence[str]) -> int:
@@ -53,13 +75,29 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.training.defences import DefenceOptions
 
     args = a.parse(parser(), argv)
+    seeds = None
+    if args.seeds is not None:
+        from robustbench_lite.training.seeds import parse_seeds
+
+        if args.seed is not None:
+            raise RobustEvalError(f"--seeds {args.seeds} and --seed {args.seed} both given; --seeds trains one run "
+                                  "per seed, so drop --seed")
+        seeds = parse_seeds(args.seeds)
     cfg = TrainConfig(
         model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed, output=args.output,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, seed=args.seed or 0, output=args.output,
         device=args.device, data_dir=args.data_dir, pretrained=args.pretrained, limit=args.limit,
         eval_limit=args.eval_limit, show_progress=a.show_progress(args),
         defences=DefenceOptions.from_args(args), resume=args.resume,
     )
+    if seeds is not None:
+        from robustbench_lite.training.seeds import train_seeds
+
+        runs = train_seeds(cfg, seeds, log=a.log)
+        if a.leave_group():
+            return 0
+        print(_summary(runs, seeds))
+        return 0
     _, meta, path = train(cfg, log=a.log)
     if a.leave_group():
         return 0

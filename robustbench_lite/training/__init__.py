@@ -5,6 +5,7 @@
 - :mod:`.recipes`: :class:`Recipe`, :data:`QUICK`, checkpoint paths and the baseline cache path.
 - :mod:`.resume`: the resume state file and stopping between steps.
 - :mod:`.defences`: the defence registry, each defence's typed parameters and flags, the pipeline.
+- :mod:`.seeds`: one recipe under several seeds (``train --seeds``) and the spread of its results.
 """
 
 from robustbench_lite import shift as _shift  # noqa: F401  (registers the <dataset>:subpop-* views --dataset takes)
