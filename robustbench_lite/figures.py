@@ -4,6 +4,11 @@ Each figure is an SVG embedded as ``data:image/svg+xml;base64,...`` in an ``<img
 prints sharply, and isolated, so the ids matplotlib writes into SVGs cannot clash between figures.
 Text stays text (``svg.fonttype: none``) in the page's font; output is deterministic (no date, a
 fixed hash salt).
+
+Where a plotted value has a confidence interval (the block's ``ci``), the figure draws it: error
+bars on bars and severity points, a shaded band along robustness curves. Interval arguments are
+optional, so figures of results written before intervals existed look as they did. The interval
+artists carry SVG ids starting ``ci-`` (:data:`INTERVAL_ID`), so a page or a test can find them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
+from robustbench_lite.formatting import finite
 from robustbench_lite.pixels import LUMA
 
 RC = {
@@ -46,6 +52,10 @@ RC = {
 COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"]
 CLEAN_COLOR = "#111827"
 HEATMAP = "viridis"
+#: SVG id prefix of every artist that draws a confidence interval (error bars, bands).
+INTERVAL_ID = "ci-"
+#: A value's confidence interval (low, high), or None where it has none.
+Interval = tuple[float, float] | None
 
 
 @contextmanager
@@ -67,6 +77,28 @@ def _pct_axis(ax: Any, axis: str = "y") -> None:
     from matplotlib.ticker import PercentFormatter
 
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
+def _errors(values: Sequence[float | None], intervals: Sequence[Interval] | None) -> np.ndarray | None:
+    """Distances below and above each value, shape (2, n), for ``errorbar``; None when no value has an interval.
+
+    A value without an interval gets NaN (nothing drawn). The distances are clipped at 0: a
+    bootstrap interval of a ratio need not contain the point estimate, and matplotlib refuses
+    negative lengths.
+    """
+    if not intervals or all(c is None for c in intervals):
+        return None
+    err = np.full((2, len(values)), np.nan)
+    for i, (v, c) in enumerate(zip(values, intervals, strict=True)):
+        if c is not None and finite(v) and finite(c[0]) and finite(c[1]):
+            err[0, i], err[1, i] = max(v - c[0], 0.0), max(c[1] - v, 0.0)
+    return None if np.isnan(err).all() else err
+
+
+def _mark_intervals(container: Any, name: str) -> None:
+    """Give an errorbar container's bar lines an SVG id (``ci-<name>``)."""
+    for k, lines in enumerate(container.lines[2]):
+        lines.set_gid(f"{INTERVAL_ID}{name}-{k}")
 
 
 def confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
@@ -122,8 +154,16 @@ def reliability(curves: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return out[0]
 
 
-def robust_curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], clean_accuracy: float | None) -> str:
-    """Robust accuracy against eps, one panel per norm; each series starts at (0, clean accuracy)."""
+def robust_curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], clean_accuracy: float | None,
+                  intervals: Mapping[str, Sequence[Interval]] | None = None, clean_interval: Interval = None) -> str:
+    """Robust accuracy against eps, one panel per norm; each series starts at (0, clean accuracy).
+
+    Args:
+        series: per label (``pgd.Linf``, ``worst case.Linf``), the budgets and robust accuracies.
+        clean_accuracy: the eps-0 point of every series, or None for none.
+        intervals: per label, each budget's interval (or None), drawn as a shaded band.
+        clean_interval: the clean accuracy's interval, the band's width at eps 0 (else none there).
+    """
     norms: dict[str, list[str]] = {}
     for label in series:
         norm = label.split(".")[-1] if "." in label else label.split(" ")[0]
@@ -135,15 +175,24 @@ def robust_curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
             for k, label in enumerate(labels):
                 eps, acc = series[label]
                 xs, ys = list(eps), list(acc)
+                cis = list((intervals or {}).get(label) or [None] * len(xs))
                 if clean_accuracy is not None:
                     xs, ys = [0.0, *xs], [clean_accuracy, *ys]
-                pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
+                    cis = [clean_interval or (clean_accuracy, clean_accuracy), *cis]
+                pts = [(x, y, c) for x, y, c in zip(xs, ys, cis, strict=True) if y is not None]
                 if not pts:
                     continue
-                px, py = zip(*pts, strict=True)
+                px, py, pc = zip(*pts, strict=True)
                 worst = label.startswith("worst")
+                color = CLEAN_COLOR if worst else COLORS[k % len(COLORS)]
                 ax.plot(px, py, marker="o", ms=4, lw=2.2 if worst else 1.5, ls="--" if worst else "-",
-                        color=CLEAN_COLOR if worst else COLORS[k % len(COLORS)], label=label)
+                        color=color, label=label)
+                band = [(x, c) for x, c in zip(px, pc, strict=True) if c is not None]
+                if len(band) > 1 and any(c[0] != c[1] for _, c in band):
+                    band_x = [x for x, _ in band]
+                    fill = ax.fill_between(band_x, [c[0] for _, c in band], [c[1] for _, c in band], color=color,
+                                           alpha=0.15, lw=0)
+                    fill.set_gid(f"{INTERVAL_ID}band-{norm}-{k}")
             ax.set_xlabel(f"eps ({norm}, pixel units)")
             ax.set_ylabel("robust accuracy")
             ax.set_ylim(-0.02, 1.02)
@@ -180,19 +229,30 @@ def corruption_heatmap(accuracy: Mapping[str, Mapping[str, float | None]], corru
 
 
 def corruption_bars(by_family: Mapping[str, float], by_severity: Mapping[str, float],
-                    clean_accuracy: float | None) -> str:
-    """Mean accuracy per corruption family (bars) and per severity (line), clean accuracy for reference."""
+                    clean_accuracy: float | None, family_intervals: Mapping[str, Interval] | None = None,
+                    severity_intervals: Mapping[str, Interval] | None = None, clean_interval: Interval = None) -> str:
+    """Mean accuracy per corruption family (bars) and per severity (line), clean accuracy for reference.
+
+    ``family_intervals`` and ``severity_intervals`` (by the same keys) and ``clean_interval`` are
+    drawn as error bars where given.
+    """
     out: list[str] = []
     with _figure(7.2, 2.8, out) as fig:
         ax1, ax2 = fig.subplots(1, 2, width_ratios=[1.2, 1])
         fams = list(by_family)
         vals = [by_family[f] for f in fams]
-        ax1.barh(range(len(fams)), vals, color=COLORS[0], height=0.6)
+        xerr = _errors(vals, [(family_intervals or {}).get(f) for f in fams])
+        bars = ax1.barh(range(len(fams)), vals, color=COLORS[0], height=0.6, xerr=xerr,
+                        error_kw={"ecolor": CLEAN_COLOR, "capsize": 2, "lw": 0.9})
+        if xerr is not None:
+            _mark_intervals(bars.errorbar, "family")
         ax1.set_yticks(range(len(fams)), fams)
         ax1.set_ylim(max(len(fams), 4) - 0.5, -0.5)  # top-down, bars as thick as with the four families
         for i, v in enumerate(vals):
             inside = v > 0.3
-            ax1.text(v - 0.01 if inside else v + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8,
+            # outside labels start past the error bar, so the bar's end stays readable
+            right = v + (0.0 if xerr is None or math.isnan(xerr[1, i]) else xerr[1, i])
+            ax1.text(v - 0.01 if inside else right + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8,
                      ha="right" if inside else "left", color="white" if inside else CLEAN_COLOR)
         if clean_accuracy is not None:
             ax1.axvline(clean_accuracy, color=CLEAN_COLOR, ls="--", lw=1, label="clean")
@@ -204,7 +264,13 @@ def corruption_bars(by_family: Mapping[str, float], by_severity: Mapping[str, fl
         sev = list(by_severity)
         xs = [0] + [int(s) for s in sev] if clean_accuracy is not None else [int(s) for s in sev]
         ys = ([clean_accuracy] if clean_accuracy is not None else []) + [by_severity[s] for s in sev]
+        cis = ([clean_interval] if clean_accuracy is not None else []) + [(severity_intervals or {}).get(s)
+                                                                          for s in sev]
         ax2.plot(xs, ys, marker="o", color=COLORS[1], lw=1.6)
+        yerr = _errors(ys, cis)
+        if yerr is not None:
+            _mark_intervals(ax2.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor=COLORS[1], capsize=3, lw=0.9),
+                            "severity")
         ax2.set_xticks(xs, ["clean" if x == 0 else str(x) for x in xs])
         ax2.set_ylim(0, 1.02)
         _pct_axis(ax2)
@@ -214,19 +280,26 @@ def corruption_bars(by_family: Mapping[str, float], by_severity: Mapping[str, fl
     return out[0]
 
 
-def shift_bars(splits: Sequence[tuple[str, float | None, float | None]]) -> str:
-    """Accuracy per shift split (bars) against its reference accuracy (tick)."""
+def shift_bars(splits: Sequence[tuple[str, float | None, float | None]],
+               intervals: Mapping[str, Interval] | None = None) -> str:
+    """Accuracy per shift split (bars, with error bars from ``intervals`` by split name) against its
+    reference accuracy (tick)."""
     out: list[str] = []
     with _figure(6.4, 0.9 + 0.3 * len(splits), out) as fig:
         ax = fig.add_subplot()
         names = [s[0] for s in splits]
         accs = [np.nan if s[1] is None else s[1] for s in splits]
         refs = [np.nan if s[2] is None else s[2] for s in splits]
-        ax.barh(range(len(names)), accs, color=COLORS[0], height=0.6, label="accuracy")
+        xerr = _errors(accs, [(intervals or {}).get(n) for n in names])
+        bars = ax.barh(range(len(names)), accs, color=COLORS[0], height=0.6, label="accuracy", xerr=xerr,
+                       error_kw={"ecolor": "#6b7280", "capsize": 2, "lw": 0.9})
+        if xerr is not None:
+            _mark_intervals(bars.errorbar, "split")
         ax.scatter(refs, range(len(names)), marker="|", s=160, color=CLEAN_COLOR, zorder=3, label="reference")
         for i, v in enumerate(accs):
             if math.isfinite(v):
-                ax.text(v + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8)
+                right = v + (0.0 if xerr is None or math.isnan(xerr[1, i]) else xerr[1, i])
+                ax.text(right + 0.01, i, f"{100 * v:.1f}%", va="center", fontsize=8)
         ax.set_yticks(range(len(names)), names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1.12)

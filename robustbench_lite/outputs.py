@@ -55,14 +55,44 @@ def load_gates(exprs: Sequence[str] | None, baseline_spec: str | None,
     return parsed, baseline, label
 
 
+def interval_lines(result: EvaluationResult) -> dict[str, str]:
+    """Per suite, its headline metrics that have an interval (``accuracy 91.2% [90.6, 91.7]``); suites
+    without intervals (older results, efficiency) are left out."""
+    from robustbench_lite import gates
+    from robustbench_lite.statistics import interval_text
+    from robustbench_lite.suites.base import block_interval
+
+    if not any(result.intervals.values()):
+        return {}
+    data = result.to_dict()
+    lines: dict[str, list[str]] = {}
+    for head in gates.headline(data):
+        block = data.get(head.suite)
+        # a suite's own headline may not carry its interval (adversarial aliases): look its path up in the block
+        ci = head.ci or (block_interval(block, head.path.removeprefix(f"{head.suite}."))
+                         if isinstance(block, dict) else None)
+        if ci is not None and head.unit in ("fraction", "ratio"):
+            lines.setdefault(head.suite, []).append(f"{head.label} {interval_text(head.value, ci, head.unit)}")
+    return {suite: "  ".join(parts) for suite, parts in lines.items()}
+
+
 def print_table(result: EvaluationResult, out: Print = print) -> None:
+    """One line per suite (its summary and time), and under it its headline metrics with their intervals."""
     out(f"\n{result.model} on {result.dataset} ({result.n_examples} test images, seed {result.seed})")
+    intervals = interval_lines(result)
     for name, suite in result.suites.items():
         summary = suite.summary()
         if not summary:
             continue
         cells = "  ".join(f"{k} {v}" for k, v in summary.items())
         out(f"  {name:<12} {cells}   [{result.timings.get(name, 0):.1f} s]")
+        if name in intervals:
+            out(f"  {'':<12} {intervals[name]}")
+    if intervals:
+        from robustbench_lite.statistics import LEVEL
+
+        level = result.statistics.get("level", LEVEL)
+        out(f"  [...] = {100 * level:g}% interval (Wilson; means: paired bootstrap over images)")
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -4,6 +4,11 @@ The report reads only the results JSON (what :meth:`EvaluationResult.to_dict` wr
 optional ``examples`` and ``gates`` keys), so ``robust-eval report RESULTS.json`` rebuilds it
 without the model. Every section is optional: a suite that did not run is left out, and a section
 whose data has an unexpected shape is replaced by a one-line note instead of failing the report.
+
+Confidence intervals come from each suite block's ``ci`` (``{path in the block: [low, high]}``)
+and are shown beside the numbers as ``[low, high]`` (the ``interval`` filter), with a note saying
+what they are (from the results' ``statistics`` block). Results written before intervals existed
+have no ``ci``: their report is drawn as it always was, without brackets or note.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from robustbench_lite import figures
 from robustbench_lite import gates as gates_mod
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import finite, num, pct, signed
+from robustbench_lite.statistics import LEVEL, as_interval, interval_text
 from robustbench_lite.suites import SUITES, ordered_suites
+from robustbench_lite.suites.base import Headline, block_interval
 
 #: Where each suite's section template lives (``partials/clean.html``); it gets the section as ``s``.
 PARTIAL = "partials/{}.html"
@@ -54,6 +61,59 @@ def examples_section(block: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+# ---------------------------------------------------------------------------------------------
+# Confidence intervals
+
+
+def interval_cell(ci: Any, unit: str = "fraction") -> str:
+    """An interval as a report cell shows it beside its value: ``[90.6, 91.7]`` (fractions in
+    percent), ``[0.906, 0.917]`` (ratios); "" without one. The report's ``interval`` filter."""
+    pair = as_interval(ci)
+    if pair is None:
+        return ""
+    return interval_text(0.5, pair, unit).partition(" ")[2]  # the bracket only; the value is shown already
+
+
+def headline_interval(head: Headline, data: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A headline's interval: the one it carries, else its path's entry in its suite block's ``ci``."""
+    if head.unit not in ("fraction", "ratio"):
+        return None  # latency, size, counts: measurements, not proportions
+    if head.ci is not None:
+        return head.ci
+    block = data.get(head.suite)
+    return block_interval(block, head.path.removeprefix(f"{head.suite}.")) if isinstance(block, Mapping) else None
+
+
+def has_intervals(data: Mapping[str, Any]) -> bool:
+    """Whether any suite block of a results dict carries intervals."""
+    return any(isinstance(data.get(s.name), Mapping) and isinstance(data[s.name].get("ci"), Mapping)
+               and data[s.name]["ci"] for s in ordered_suites())
+
+
+def interval_note(data: Mapping[str, Any]) -> str | None:
+    """What the brackets are, from the results' ``statistics`` block; None when nothing has an interval."""
+    if not has_intervals(data):
+        return None
+    info = data.get("statistics") if isinstance(data.get("statistics"), Mapping) else {}
+    level = info.get("level") if finite(info.get("level")) else LEVEL
+    sentences = [f"[low, high] beside a number is its {100 * level:g}% confidence interval"]
+    resampling = ", ".join(part for part in (
+        f"{num(info['resamples'])} resamples" if finite(info.get("resamples")) else "",
+        f"seed {info['seed']}" if finite(info.get("seed")) else "") if part)
+    methods = info.get("methods")
+    if isinstance(methods, Mapping) and methods:
+        sentences += [f"{str(k).capitalize()}: {v}" for k, v in methods.items()]
+        if resampling:
+            sentences.append(f"Bootstrap: {resampling}")
+    else:
+        if info.get("accuracy"):
+            sentences.append(f"Accuracies: {info['accuracy']}")
+        if info.get("derived"):
+            sentences.append(f"Means, mCE, ratios and worst cases: {info['derived']}"
+                             + (f", {resampling}" if resampling else ""))
+    return ". ".join(sentences) + "."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +228,8 @@ def run_context(data: Mapping[str, Any], index: int, multi: bool) -> dict[str, A
         scorecard.append({
             "suite": suite, "title": meta.title, "ran": suite in present, "status": status,
             "anchor": prefix + suite,
-            "metrics": [{"label": h.label, "value": h.text, "path": h.path} for h in heads if h.suite == suite],
+            "metrics": [{"label": h.label, "value": h.text, "path": h.path,
+                         "ci": interval_cell(headline_interval(h, data), h.unit)} for h in heads if h.suite == suite],
             "gates": [{"expr": g.get("expr"), "passed": bool(g.get("passed"))} for g in suite_gates],
         })
     gate_rows = [{"expr": str(g.get("expr")), "value": num(g.get("value")), "threshold": num(g.get("threshold")),
@@ -193,7 +254,7 @@ def run_context(data: Mapping[str, Any], index: int, multi: bool) -> dict[str, A
     return {
         "index": index, "prefix": prefix, "model": str(data.get("model")), "dataset": str(data.get("dataset")),
         "title": f"{data.get('model')} on {data.get('dataset')}", "n_examples": num(data.get("n_examples")),
-        "seed": str(data.get("seed")), "suites": suites, "scorecard": scorecard,
+        "seed": str(data.get("seed")), "suites": suites, "scorecard": scorecard, "ci_note": interval_note(data),
         "gates": {"total": len(outcomes), "failed": sum(not g.get("passed") for g in outcomes),
                   "baseline": (gate_block or {}).get("baseline"), "rows": gate_rows} if gate_block else None,
         "sections": sections, "examples": examples, "source": source_section(data.get("source")),
@@ -225,8 +286,9 @@ def comparison_context(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     keys: list[tuple[str, str]] = []
     for hs in heads:
         keys += [k for k in hs if k not in keys]
-    rows = [{"metric": "dataset", "cells": [{"text": str(r.get("dataset")), "best": False} for r in runs]},
-            {"metric": "test images", "cells": [{"text": num(r.get("n_examples")), "best": False} for r in runs]}]
+    rows = [{"metric": "dataset", "cells": [{"text": str(r.get("dataset")), "best": False, "ci": ""} for r in runs]},
+            {"metric": "test images", "cells": [{"text": num(r.get("n_examples")), "best": False, "ci": ""}
+                                                for r in runs]}]
     for key in keys:
         cells = [hs.get(key) for hs in heads]
         values = [h.value for h in cells if h is not None and finite(h.value)]
@@ -235,13 +297,14 @@ def comparison_context(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             higher = next(h for h in cells if h is not None).higher_is_better
             best = max(values) if higher else min(values)
         rows.append({"metric": f"{key[0]} {key[1]}", "path": next(h for h in cells if h is not None).path,
-                     "cells": [{"text": "—" if h is None else h.text, "best": h is not None and h.value == best}
-                               for h in cells]})
+                     "cells": [{"text": "—" if h is None else h.text, "best": h is not None and h.value == best,
+                                "ci": "" if h is None else interval_cell(headline_interval(h, r), h.unit)}
+                               for h, r in zip(cells, runs, strict=True)]})
     gate_cells = []
     for r in runs:
         g = r.get("gates") if isinstance(r.get("gates"), Mapping) else None
         gate_cells.append({"text": "—" if not g else ("pass" if g.get("passed") else f"{g.get('failed')} failed"),
-                           "best": False})
+                           "best": False, "ci": ""})
     rows.append({"metric": "gates", "cells": gate_cells})
     suite = next((s for s in gates_mod.robustness_order()
                   if all(gates_mod.robustness_score(r, s)[1] is not None for r in runs)), None)
@@ -255,7 +318,8 @@ def comparison_context(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             points.append((label, eff.get("latency_ms"), eff.get("size_mb"), y))
         if sum(p[1] is not None for p in points) >= 2:
             pareto = figures.pareto(points, metric)
-    return {"runs": labels, "rows": rows, "pareto": pareto, "metric": metric}
+    note = next((n for n in map(interval_note, runs) if n), None)
+    return {"runs": labels, "rows": rows, "pareto": pareto, "metric": metric, "ci_note": note}
 
 
 def _environment() -> jinja2.Environment:
@@ -264,6 +328,7 @@ def _environment() -> jinja2.Environment:
             *name.split("/")).read_text(encoding="utf-8")),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
+    env.filters["interval"] = interval_cell
     return env
 
 

@@ -414,26 +414,33 @@ class AdversarialSuite(Suite):
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
         from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+        from robustbench_lite.suites.base import block_interval
+
+        def ci(key: str) -> tuple[float, float] | None:
+            return block_interval(block, key)
 
         entries = [r for r in block.get("results") or [] if isinstance(r, Mapping)]
         series: dict[str, tuple[list[float], list[float]]] = {}
+        bands: dict[str, list[tuple[float, float] | None]] = {}  # each point's interval, in series order
         for r in sorted(entries, key=lambda r: (r.get("attack"), r.get("norm"), r.get("eps"))):
             eps, acc = series.setdefault(f"{r.get('attack')}.{r.get('norm')}", ([], []))
             eps.append(float(r["eps"]))
             acc.append(r.get("robust_accuracy"))
-        worst: dict[str, list[tuple[float, float]]] = {}
+            bands.setdefault(f"{r.get('attack')}.{r.get('norm')}", []).append(ci(f"robust_accuracy.{r.get('key')}"))
+        worst: dict[str, list[tuple[float, float, tuple[float, float] | None]]] = {}
         for key, value in (block.get("worst_case") or {}).items():
             norm, _, rest = str(key).partition("[")
             budget = parse_number(rest.rstrip("]"))
             if budget is not None:
-                worst.setdefault(norm, []).append((budget, value))
+                worst.setdefault(norm, []).append((budget, value, ci(f"worst_case.{key}")))
         for norm, pts in worst.items():
-            pts.sort()
+            pts.sort(key=lambda p: p[0])
             series[f"worst case.{norm}"] = ([p[0] for p in pts], [p[1] for p in pts])
+            bands[f"worst case.{norm}"] = [p[2] for p in pts]
         curves = block.get("curve") or {}
         settings = block.get("settings") or {}
         return {
-            "stats": stats(("clean accuracy", pct(block.get("clean_accuracy"))),
+            "stats": stats(("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
                            ("attacks", ", ".join(map(str, settings.get("attacks", []))) or
                             ", ".join(sorted({str(r.get("attack")) for r in entries}))),
                            ("norms", ", ".join(map(str, settings.get("norms", []))) or
@@ -443,14 +450,18 @@ class AdversarialSuite(Suite):
             "rows": [{"attack": r.get("attack"), "norm": r.get("norm"), "eps": num(r.get("eps"), 4),
                       "robust_accuracy": pct(r.get("robust_accuracy")), "asr": pct(r.get("attack_success_rate")),
                       "perturbation": num(r.get("mean_perturbation"), 3), "steps": num(r.get("steps")),
-                      "gate_path": f"{cls.name}.{r.get('key')}.robust_accuracy"} for r in entries],
-            "worst": [{"key": k, "value": pct(v)} for k, v in (block.get("worst_case") or {}).items()],
-            "auc": [{"name": k, "auc": pct(c.get("auc")), "median": num((c.get("min_eps") or {}).get("median"), 3)}
-                    for k, c in curves.items() if isinstance(c, Mapping)],
+                      "gate_path": f"{cls.name}.{r.get('key')}.robust_accuracy",
+                      "ci": ci(f"robust_accuracy.{r.get('key')}")} for r in entries],
+            "worst": [{"key": k, "value": pct(v), "ci": ci(f"worst_case.{k}")}
+                      for k, v in (block.get("worst_case") or {}).items()],
+            "auc": [{"name": k, "auc": pct(c.get("auc")), "median": num((c.get("min_eps") or {}).get("median"), 3),
+                     "ci": ci(f"curve.{k}.auc")} for k, c in curves.items() if isinstance(c, Mapping)],
             "warnings": [str(w) for w in block.get("warnings") or []],
             "transfer_from": Path(str(settings["transfer_from"])).name if settings.get("transfer_from") else None,
             "checks_skipped": (settings.get("masking_checks") or {}).get("skipped"),
-            "figure": figures.robust_curves(series, block.get("clean_accuracy")) if series else None,
+            "figure": figures.robust_curves(series, block.get("clean_accuracy"), bands, ci("clean_accuracy"))
+            if series else None,
+            "bands": any(c is not None for b in bands.values() for c in b),
             "breakdown": [{"attack": r.get("attack"), "norm": r.get("norm"), "eps": num(r.get("eps"), 4),
                            "parts": ", ".join(f"{k} {v}" for k, v in r["broken_by"].items()) or "none fooled"}
                           for r in entries if isinstance(r.get("broken_by"), Mapping)],

@@ -303,9 +303,15 @@ def register_suite(cls: type[Suite]) -> type[Suite]:
     return SUITES.register(cls.name, cls)
 
 
-def stats(*pairs: tuple[str, str]) -> list[dict[str, str]]:
-    """The key figures line at the top of a report section: (label, value text) pairs."""
-    return [{"label": k, "value": v} for k, v in pairs]
+def stats(*items: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """The key figures line at the top of a report section: (label, value text[, interval[, unit]]) items.
+
+    The optional interval is the value's (low, high) (:func:`block_interval`), in ``unit``
+    (``fraction``, shown as %, or ``ratio``); the report shows it under the value, and nothing
+    where it is None.
+    """
+    return [{"label": i[0], "value": i[1], "ci": i[2] if len(i) > 2 else None,
+             "unit": i[3] if len(i) > 3 else "fraction"} for i in items]
 
 
 def ordered_suites() -> list[type[Suite]]:

@@ -9,7 +9,7 @@ from typing import Any
 from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
 from robustbench_lite.results import SuiteResult
-from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, block_interval, register_suite, stats
 
 
 @dataclass
@@ -57,11 +57,12 @@ class CleanSuite(Suite):
         classes = [str(c) for c in block.get("classes", [])]
         per_class = block.get("per_class_accuracy") or []
         out: dict[str, Any] = {
-            "stats": stats(("accuracy", pct(block.get("accuracy"))), ("macro-F1", num(block.get("f1_macro"), 3)),
+            "stats": stats(("accuracy", pct(block.get("accuracy")), block_interval(block, "accuracy")),
+                           ("macro-F1", num(block.get("f1_macro"), 3)),
                            ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
                            ("images", num(block.get("n_examples")))),
-            "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a}
-                          for i, a in enumerate(per_class)],
+            "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a,
+                           "ci": block_interval(block, f"per_class_accuracy[{i}]")} for i, a in enumerate(per_class)],
             "confusion": None, "reliability": None,
         }
         if block.get("confusion_matrix"):

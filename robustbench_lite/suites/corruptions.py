@@ -29,7 +29,8 @@ from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import pct
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
-from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
+from robustbench_lite.statistics import interval_text
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, block_interval, register_suite, stats
 
 if TYPE_CHECKING:
     from corruptions.sources import ImageSource
@@ -337,22 +338,36 @@ class CorruptionSuite(Suite):
         severities = block.get("severities") or sorted({s for c in acc.values() for s in c}, key=int)
         normalised = bool(block.get("normalised"))
         ce = block.get("ce") or {}
+        by_family, by_severity = block.get("accuracy_by_family") or {}, block.get("accuracy_by_severity") or {}
+
+        def ci(key: str) -> tuple[float, float] | None:
+            return block_interval(block, key)
+
+        def cells(c: str) -> str:  # each severity's accuracy with its interval, for the row's hover text
+            parts = [(s, acc[c].get(str(s)), ci(f"accuracy.{c}.{s}")) for s in severities]
+            return "; ".join(f"s{s} {interval_text(v, i)}" for s, v, i in parts if i is not None)
+
+        family_ci = {f: ci(f"accuracy_by_family.{f}") for f in by_family}
+        severity_ci = {s: ci(f"accuracy_by_severity.{s}") for s in by_severity}
         return {
-            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy"))),
-                           ("clean accuracy", pct(block.get("clean_accuracy"))),
-                           ("mCE" if normalised else "mean error", pct(block.get("mce"))),
-                           ("relative mCE" if normalised else "mean degradation", pct(block.get("relative_mce"))),
+            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy")), ci("mean_accuracy")),
+                           ("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
+                           ("mCE" if normalised else "mean error", pct(block.get("mce")), ci("mce")),
+                           ("relative mCE" if normalised else "mean degradation", pct(block.get("relative_mce")),
+                            ci("relative_mce")),
                            ("profile", str(block.get("profile", "n/a"))),
                            ("backend", str(block.get("backend", "n/a"))),
                            ("corruptions x severities", f"{len(names)} x {len(severities)}")),
             "normalised": normalised,
             "reference": block.get("mce_reference"),
             "heatmap": figures.corruption_heatmap(acc, names, severities) if names and severities else None,
-            "bars": figures.corruption_bars(block.get("accuracy_by_family") or {},
-                                            block.get("accuracy_by_severity") or {},
-                                            block.get("clean_accuracy")) if block.get("accuracy_by_family") else None,
+            "bars": figures.corruption_bars(by_family, by_severity, block.get("clean_accuracy"), family_ci, severity_ci,
+                                            ci("clean_accuracy")) if by_family else None,
+            "bar_intervals": any(family_ci.values()) or any(severity_ci.values()),
+            "cell_intervals": any(cells(c) for c in names),
             "rows": [{"name": c, "mean": pct(sum(v for v in acc[c].values() if v is not None) / max(len(acc[c]), 1)),
-                      "ce": pct(ce.get(c)), "relative_ce": pct((block.get("relative_ce") or {}).get(c))}
+                      "ce": pct(ce.get(c)), "relative_ce": pct((block.get("relative_ce") or {}).get(c)),
+                      "ce_ci": ci(f"ce.{c}"), "relative_ce_ci": ci(f"relative_ce.{c}"), "cells": cells(c)}
                      for c in names],
             "unavailable": [{"name": k, "reason": v} for k, v in (block.get("unavailable") or {}).items()],
         }

@@ -250,6 +250,10 @@ class ShiftSuite(Suite):
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
         from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+        from robustbench_lite.suites.base import block_interval
+
+        def ci(key: str) -> tuple[float, float] | None:
+            return block_interval(block, key)
 
         clean = run.get("clean") if isinstance(run.get("clean"), Mapping) else None
         clean_reliability = (clean or {}).get("reliability")
@@ -257,6 +261,7 @@ class ShiftSuite(Suite):
         rows = []
         for name, s in splits.items():
             rows.append({"name": name, "kind": s.get("kind", ""), "accuracy": pct(s.get("accuracy")),
+                         "ci": ci(f"splits.{name}.accuracy"),
                          "reference": f"{s.get('reference', 'clean')} {pct(s.get('reference_accuracy'))}",
                          "drop": pct(s.get("drop")), "ece": num(s.get("ece"), 3),
                          "worst_level": f"{s.get('worst_level', '')} {pct(s.get('worst_level_accuracy'))}",
@@ -273,16 +278,19 @@ class ShiftSuite(Suite):
             if pooled:
                 curves.append((name, pooled))
         worst = block.get("worst_split")
+        split_ci = {n: ci(f"splits.{n}.accuracy") for n in splits}
         return {
-            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy"))),
+            "stats": stats(("mean accuracy", pct(block.get("mean_accuracy")), ci("mean_accuracy")),
                            ("worst accuracy",
-                            f"{pct(block.get('worst_accuracy'))}" + (f" ({worst})" if worst else "")),
-                           ("accuracy ratio", num(block.get("accuracy_ratio"), 3)),
-                           ("clean accuracy", pct(block.get("clean_accuracy"))),
+                            f"{pct(block.get('worst_accuracy'))}" + (f" ({worst})" if worst else ""),
+                            ci("worst_accuracy")),
+                           ("accuracy ratio", num(block.get("accuracy_ratio"), 3), ci("accuracy_ratio"), "ratio"),
+                           ("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
                            ("clean ECE", num(block.get("clean_ece"), 3)), ("splits", str(len(splits)))),
             "rows": rows,
             "bars": figures.shift_bars([(n, s.get("accuracy"), s.get("reference_accuracy"))
-                                        for n, s in splits.items()]) if splits else None,
+                                        for n, s in splits.items()], split_ci) if splits else None,
+            "bar_intervals": any(split_ci.values()),
             "reliability": figures.reliability(curves) if len(curves) > (1 if clean_reliability else 0) else None,
             "skipped": [{"name": k, "reason": v} for k, v in (block.get("skipped") or {}).items()],
         }
