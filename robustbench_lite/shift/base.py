@@ -147,6 +147,8 @@ class Level:
         logits, labels: N x C logits and N labels.
         draws: resampled index sets into ``logits``/``labels``, each scored on its own (label shift).
         priors: the class prior of each draw.
+        indices: dataset indices of the level's own images (natural and subpopulation sets, for
+            per-image records); None: the run's test images, in order.
     """
 
     name: str
@@ -155,6 +157,7 @@ class Level:
     labels: torch.Tensor
     draws: list[torch.Tensor] | None = None
     priors: list[list[float]] | None = None
+    indices: torch.Tensor | None = None
 
 
 @dataclass

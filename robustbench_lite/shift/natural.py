@@ -102,7 +102,7 @@ class NaturalShift(ShiftSplit):
         if paths is None:
             raise RobustEvalError(f"{self.name}: {self.skip_reason(env)}")
         ds = self.reader(*paths).limit(env.limit)
-        level = Level("", {"n_examples": len(ds)}, env.predict_dataset(ds, self.name), ds.labels)
+        level = Level("", {"n_examples": len(ds)}, env.predict_dataset(ds, self.name), ds.labels, indices=ds.indices)
         return [SplitData(self.name, self.kind, env.dataset.classes, [level],
                           extra={"files": [str(p) for p in paths]})]
 
@@ -184,7 +184,7 @@ class FolderShift(ShiftSplit):
     def build(self, env: ShiftEnv) -> list[SplitData]:
         out: list[SplitData] = []
         for name, ds in (env.cache.get(self.name) or self._load(env)).items():
-            level = Level("", {"n_examples": len(ds)}, env.predict_dataset(ds, name), ds.labels)
+            level = Level("", {"n_examples": len(ds)}, env.predict_dataset(ds, name), ds.labels, indices=ds.indices)
             out.append(SplitData(name, self.kind, env.dataset.classes, [level], extra={"path": ds.source}))
         return out
 

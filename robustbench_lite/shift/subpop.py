@@ -251,13 +251,13 @@ class SubpopShift(ShiftSplit):
             keep = torch.isin(fine_labels, torch.tensor(h.part(part)))
             logits = h.coarse_logits(env.clean_logits()[keep])
             return Level("", {"part": part, "n_fine_classes": len(h.part(part))}, logits,
-                         parent[fine_labels[keep]]), fine_labels[keep]
+                         parent[fine_labels[keep]], indices=env.dataset.indices[keep]), fine_labels[keep]
         base = data_mod.load(h.dataset, "test", env.data_dir)
         ds = h.view(part)(base).limit(env.limit)
         same = ds.name == env.dataset.name and torch.equal(ds.indices, env.dataset.indices)
         logits = env.clean_logits() if same else env.predict_dataset(ds, f"subpop/{part}")
-        return Level("", {"part": part, "n_fine_classes": len(h.part(part))}, logits, ds.labels), \
-            base.labels[ds.indices]
+        return Level("", {"part": part, "n_fine_classes": len(h.part(part))}, logits, ds.labels,
+                     indices=ds.indices), base.labels[ds.indices]
 
 
 def _per_fine(h: Hierarchy, level: Level, fine_labels: torch.Tensor) -> dict[str, dict[str, Any]]:

@@ -24,6 +24,8 @@ JSON (under ``adversarial``):
 * ``clean_accuracy``, ``warnings`` (gradient-masking red flags), ``passes`` (forward / backward
   images against the early-exit floor) and ``settings`` (everything resolved, defaults included;
   with ``--surrogate``: ``transfer_from``, and ``masking_checks.skipped`` saying why).
+* ``ci``: the 95% interval of every accuracy above (clean, robust, success rate, worst case, AUC);
+  the per-image records behind them are described in :mod:`robustbench_lite.suites._adversarial_records`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import num, parse_number, pct
 from robustbench_lite.results import SuiteResult
+from robustbench_lite.suites import _adversarial_records as records
 from robustbench_lite.suites._adversarial_options import (
     DEFAULT_RESTARTS,
     DEFAULT_STEPS,
@@ -51,7 +54,7 @@ from robustbench_lite.suites._adversarial_options import (
     gradients_needed,
     result_key,
 )
-from robustbench_lite.suites.base import EvalContext, Headline, Suite, register_suite, stats
+from robustbench_lite.suites.base import EvalContext, Headline, Suite, block_interval, register_suite, stats
 
 #: Images the gradient-masking checks look at (zero gradients, randomness; FGSM/PGD when not reused).
 MASKING_CHECK_IMAGES = 256
@@ -172,11 +175,12 @@ def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _curve(ev: attacks.AttackEvaluation, indices: torch.Tensor) -> RobustnessCurve:
+def _curve(ev: attacks.AttackEvaluation, indices: torch.Tensor, clean_accuracy: float | None = None) -> RobustnessCurve:
+    """The sweep's curve; it starts at ``clean_accuracy`` (the run's, as the JSON and the report show it),
+    or at the evaluation's own clean accuracy when None."""
     eps = list(ev.eps)
     acc = list(ev.robust_accuracy)
-    xs, ys = [0.0, *eps], [ev.clean_accuracy, *acc]
-    area = sum((xs[i + 1] - xs[i]) * (ys[i + 1] + ys[i]) / 2 for i in range(len(xs) - 1))
+    clean = ev.clean_accuracy if clean_accuracy is None else clean_accuracy
     attacked = ev.clean_correct
     per = ev.min_eps[attacked]
     fooled = ~torch.isnan(per)
@@ -191,7 +195,7 @@ def _curve(ev: attacks.AttackEvaluation, indices: torch.Tensor) -> RobustnessCur
     if ev.n <= PER_IMAGE_MAX:
         summary["per_image"] = {"indices": indices.tolist(),
                                 "min_eps": [_nan_to_none(v) for v in ev.min_eps.tolist()]}
-    return RobustnessCurve(eps=eps, robust_accuracy=acc, auc=area / eps[-1], min_eps=summary)
+    return RobustnessCurve(eps=eps, robust_accuracy=acc, auc=records.curve_auc(eps, clean, acc), min_eps=summary)
 
 
 def _passes(ev: attacks.AttackEvaluation) -> dict[str, Any]:
@@ -235,6 +239,7 @@ class AdversarialSuite(Suite):
         images, labels, indices = ds.float_images(), ds.labels, ds.indices
         clean_correct = ctx.clean_logits().argmax(dim=1) == labels
         clean_accuracy = float(clean_correct.float().mean()) if len(ds) else math.nan
+        ctx.records.add(records.CLEAN, correct=clean_correct)
         batch_size = ctx.config.batch_size
         chunk = batch_size * ATTACK_CHUNK
 
@@ -261,6 +266,7 @@ class AdversarialSuite(Suite):
 
                 ev = attacks.AttackEvaluation.concat(run_units(max(1, -(-len(ds) // chunk)), evaluate_chunk))
                 evaluations[(name, norm)] = ev
+                records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
                 for j, e in enumerate(ev.eps):
                     atk = attacks.build(name, **kwargs, eps=e)
                     entries.append(AttackResult(
@@ -297,8 +303,11 @@ class AdversarialSuite(Suite):
                 for j, e in enumerate(budgets[norm]):
                     robust = float((correct & ~fooled[:, j]).sum()) / len(ds) if len(ds) else math.nan
                     worst[f"{norm}[{eps_key(e)}]"] = robust
+                    records.record_worst_case(ctx.records, f"{norm}[{eps_key(e)}]", correct & ~fooled[:, j],
+                                              {a: evaluations[(a, norm)] for a in opts.attacks})
 
-        curves = {f"{a}.{n}": _curve(ev, indices) for (a, n), ev in evaluations.items() if len(ev.eps) > 1}
+        curves = {f"{a}.{n}": _curve(ev, indices, clean_accuracy) for (a, n), ev in evaluations.items()
+                  if len(ev.eps) > 1}
 
         check_n = min(MASKING_CHECK_IMAGES, len(ds))
         check_eps = {}
@@ -362,8 +371,13 @@ class AdversarialSuite(Suite):
         )
 
     @classmethod
+    def derived(cls, block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
+        return records.derived(block, acc)
+
+    @classmethod
     def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
-        """``adversarial.<key>`` (robust accuracy) and ``adversarial.<key>.<field>`` for each result entry.
+        """``adversarial.<key>`` (robust accuracy) and ``adversarial.<key>.<field>`` for each result entry,
+        and the bounds of its robust accuracy: ``adversarial.<key>.ci_low`` (``.robust_accuracy.ci_low``, ``ci_high``).
 
         (The generic walk also yields ``adversarial.robust_accuracy.<key>``, equal to the alias.)
         """
@@ -373,7 +387,7 @@ class AdversarialSuite(Suite):
                 if "robust_accuracy" in entry:  # the bare key means robust accuracy
                     out.append((f"{cls.name}.{entry['key']}", entry["robust_accuracy"]))
                 out += [(f"{cls.name}.{entry['key']}.{f}", entry[f]) for f in GATE_FIELDS if f in entry]
-        return out
+        return [*out, *records.interval_aliases(block)]
 
     @classmethod
     def headline(cls, block: Mapping[str, Any], paths: Mapping[str, float | None]) -> list[Headline]:
@@ -389,14 +403,19 @@ class AdversarialSuite(Suite):
                 largest[norm] = (float(entry["eps"]), eps_key(entry["eps"]))
         for norm, (_, eps) in largest.items():
             worst = f"{cls.name}.worst_case.{norm}[{eps}]"
-            candidates = [(f"robust acc {norm} {eps} (all attacks)", worst)] if worst in paths else [
-                (f"robust acc {entry.get('attack')} {norm} {eps}", f"{cls.name}.{entry.get('key')}.robust_accuracy")
-                for entry in block.get("results") or []
-                if isinstance(entry, Mapping) and entry.get("norm") == norm
-                and eps_key(entry.get("eps", math.nan)) == eps]
+            # (label, gate path, key of its interval in the block's ci)
+            candidates = [(f"robust acc {norm} {eps} (all attacks)", worst, f"worst_case.{norm}[{eps}]")]
+            if worst not in paths:
+                candidates = [
+                    (f"robust acc {entry.get('attack')} {norm} {eps}",
+                     f"{cls.name}.{entry.get('key')}.robust_accuracy", f"robust_accuracy.{entry.get('key')}")
+                    for entry in block.get("results") or []
+                    if isinstance(entry, Mapping) and entry.get("norm") == norm
+                    and eps_key(entry.get("eps", math.nan)) == eps]
             # A transfer run's numbers are another measurement than white-box ones: label them apart.
             kind = "transfer " if (block.get("settings") or {}).get("transfer_from") else ""
-            out += [Headline(cls.name, kind + label, path, paths[path]) for label, path in candidates if path in paths]
+            out += [Headline(cls.name, kind + label, path, paths[path], ci=block_interval(block, ci_key))
+                    for label, path, ci_key in candidates if path in paths]
         return out
 
     @classmethod

@@ -14,6 +14,23 @@ few classes, and absent classes would count as F1 = 0).
 Summary over the shifted splits that score the model's own task: ``mean_accuracy``,
 ``worst_accuracy`` (+ ``worst_split``), and ``accuracy_ratio`` = the mean of accuracy / reference
 accuracy (= mean accuracy / clean accuracy when every reference is the clean split).
+
+Per-image records (conditions; see :mod:`robustbench_lite.records`), ``<split>`` as in ``splits``:
+
+* ``shift.clean_accuracy``: the clean predictions on the test images (image set ``test``).
+* ``shift.splits.<split>.levels.<level>``: one named level (covariate intensity ``3``), or
+  ``shift.splits.<split>.accuracy`` for a split with one unnamed level (natural, subpopulation).
+  Covariate levels are on ``test``; natural and subpopulation sets have their own images, the
+  image set ``shift:<split>`` (dataset indices of that set).
+* ``shift.splits.<split>.levels.<level>.draws.<d>``: a label-shift draw, on ``test`` with each
+  image weighted by how often the draw holds it; the level's accuracy is the mean over draws.
+* ``shift.splits.<split>.reference_accuracy``: the reference's images (``test`` for the clean
+  split, ``shift:subpop/source`` for ``subpop/target``).
+
+Derived from them (paired bootstrap intervals, each image set resampled on its own): each
+level's mean over draws, each split's ``accuracy`` (over levels), ``drop``, ``accuracy_ratio`` and
+``worst_level_accuracy``, and the summary ``mean_accuracy``, ``worst_accuracy``,
+``accuracy_ratio`` and ``worst_ratio``. Per-class accuracies are not recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +40,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -37,6 +55,7 @@ from robustbench_lite.metrics import (
     expected_calibration_error,
     negative_log_likelihood,
 )
+from robustbench_lite.records import TEST, Records
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
@@ -121,6 +140,95 @@ class ShiftResult(SuiteResult):
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
+
+
+def level_path(split: str, level: str) -> str:
+    """The condition of one level: ``shift.splits.<split>.levels.<level>``; the split's own accuracy
+    (``shift.splits.<split>.accuracy``) when it has one unnamed level."""
+    return f"shift.splits.{split}.levels.{level}" if level else f"shift.splits.{split}.accuracy"
+
+
+def _image_set(records: Records, owner: str, level: shift.Level) -> str:
+    """The image set a level is scored on: the run's test images, or its own (declared here)."""
+    if level.indices is None:
+        return TEST
+    name = f"shift:{owner}" + (f".{level.name}" if level.name else "")
+    records.add_images(name, level.indices, level.labels)
+    return name
+
+
+def record_split(records: Records, data: shift.SplitData) -> None:
+    """Record every level (and label-shift draw) of a built split, and its reference's images."""
+    for level in data.levels:
+        images = _image_set(records, data.name, level)
+        predicted = level.logits.argmax(dim=1)
+        path = level_path(data.name, level.name)
+        if not level.draws:
+            records.add(path, predicted=predicted, images=images)
+        for d, idx in enumerate(level.draws or ()):
+            weights = np.bincount(idx.cpu().numpy(), minlength=len(level.labels))  # the draw resamples the set
+            records.add(f"{path}.draws.{d}", predicted=predicted, images=images, weights=weights)
+    if data.reference is None:
+        records.add(f"shift.splits.{data.name}.reference_accuracy", correct=records["shift.clean_accuracy"].correct)
+    else:
+        ref = data.reference
+        records.add(f"shift.splits.{data.name}.reference_accuracy", correct=ref.logits.argmax(dim=1) == ref.labels,
+                    images=_image_set(records, data.reference_name, ref))
+
+
+def _mean_of(values: list[Any]) -> Any:
+    return sum(values) / len(values)
+
+
+def _min_of(values: list[Any]) -> Any:
+    return reduce(np.minimum, values)
+
+
+def derived(block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
+    """The shift suite's means, drops, ratios and worst cases from the recorded accuracies.
+
+    Works on floats and bootstrap replicate arrays alike. A number the JSON has as undefined
+    (None: a level without images, a zero reference accuracy) is left out, and the means skip
+    it as :func:`_mean` does.
+    """
+    out: dict[str, Any] = {}
+    summary_acc: list[Any] = []
+    summary_ratio: list[Any] = []
+    for name, s in (block.get("splits") or {}).items():
+        if not isinstance(s, Mapping):
+            continue
+        prefix = f"splits.{name}"
+        levels = []
+        for lv in s.get("levels") or []:
+            path = level_path(name, str(lv.get("name", "")))
+            if lv.get("draws"):
+                value = _mean_of([acc[f"{path}.draws.{d['draw']}"] for d in lv["draws"]])
+                out[path.removeprefix("shift.")] = value
+            else:
+                value = acc[path]
+            if finite(lv.get("accuracy")):
+                levels.append(value)
+        if not levels:
+            continue
+        accuracy = _mean_of(levels)
+        if level_path(name, str(s["levels"][0].get("name", ""))) != f"shift.{prefix}.accuracy":
+            out[f"{prefix}.accuracy"] = accuracy  # (else it is the split's one level, a condition)
+        out[f"{prefix}.worst_level_accuracy"] = _min_of(levels)
+        reference = acc[f"shift.{prefix}.reference_accuracy"]
+        out[f"{prefix}.drop"] = reference - accuracy
+        in_summary = s.get("shifted", True) and s.get("in_summary", True)
+        if in_summary:
+            summary_acc.append(accuracy)
+        if finite(s.get("accuracy_ratio")):
+            out[f"{prefix}.accuracy_ratio"] = accuracy / reference
+            if in_summary:
+                summary_ratio.append(out[f"{prefix}.accuracy_ratio"])
+    summary = {"mean_accuracy": (_mean_of, summary_acc), "worst_accuracy": (_min_of, summary_acc),
+               "accuracy_ratio": (_mean_of, summary_ratio), "worst_ratio": (_min_of, summary_ratio)}
+    for key, (reduce_by, values) in summary.items():
+        if values and finite(block.get(key)):
+            out[key] = reduce_by(values)
+    return out
 
 
 def _f1_present(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -225,6 +333,7 @@ class ShiftSuite(Suite):
         clean = score_level(shift.Level("clean", {}, ctx.clean_logits(), dataset.labels), dataset.num_classes,
                             float("nan"))
         clean.drop = 0.0
+        ctx.records.add("shift.clean_accuracy", predicted=ctx.clean_logits().argmax(dim=1))
         splits: dict[str, SplitScore] = {}
         for split in selected:
             t0 = time.perf_counter()
@@ -233,6 +342,7 @@ class ShiftSuite(Suite):
                 if data.reference is not None:
                     reference = score_level(data.reference, len(data.classes), float("nan"))
                 splits[data.name] = score_split(data, split.description, reference)
+                record_split(ctx.records, data)
                 ctx.log(f"shift: {data.name}: accuracy {splits[data.name].accuracy:.4f} "
                         f"(drop {splits[data.name].drop:+.4f}) [{time.perf_counter() - t0:.1f} s]")
         summary = [s for s in splits.values() if s.shifted and s.in_summary]
@@ -246,6 +356,11 @@ class ShiftSuite(Suite):
             accuracy_ratio=_mean(ratios), worst_ratio=min(ratios) if ratios else float("nan"),
             splits=splits, skipped=skipped, options=options.to_dict(full=True),
         )
+
+    @classmethod
+    def derived(cls, block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
+        with np.errstate(divide="ignore", invalid="ignore"):  # a replicate with no right answer on a reference
+            return derived(block, acc)
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
