@@ -92,7 +92,7 @@ class EvaluationResult:
         for name, result in self.suites.items():
             out[name] = result.to_dict()
             if self.intervals.get(name):
-                out[name]["ci"] = self.intervals[name]
+                out[name]["ci"] = plain(self.intervals[name])  # an empty condition: NaN -> null
         if self.statistics:
             out["statistics"] = plain(self.statistics)
         if self.records_file is not None:
