@@ -1,4 +1,4 @@
-"""Gates that respect noise: interval paths, --gate-mode point|strict|lenient, baseline gates paired on the same images."""
+"""Gates that respect noise: interval paths, --gate-mode point|strict|lenient, baseline gates paired by image."""
 
 from __future__ import annotations
 
@@ -196,3 +196,34 @@ def test_unpaired_baseline_gates_say_why_and_use_each_runs_interval():
     # the point mode decides as before, and still says the comparison was not paired
     (o,) = gates.check([gate], mine, base)
     assert o.passed and o.decided_by == "point" and "not paired" in o.note
+
+
+def test_python_api_and_pytest_plugin_take_the_mode():
+    from dataclasses import dataclass
+
+    from robustbench_lite.errors import GateFailure
+    from robustbench_lite.outputs import Evaluation
+    from robustbench_lite.pytest_plugin import check_gates
+    from robustbench_lite.results import SuiteResult
+
+    @dataclass
+    class Clean(SuiteResult):
+        accuracy: float
+
+    def evaluation(correct: np.ndarray) -> Evaluation:
+        data, rec = recorded(correct)
+        return Evaluation(model="m", dataset="digits", n_examples=N, seed=0, config={}, environment={},
+                          suites={"clean": Clean(data["clean"]["accuracy"])},
+                          intervals={"clean": data["clean"]["ci"]}, records=rec)
+
+    base_correct, run_correct = pair_of_runs(only_base=14, only_run=6)
+    run, base = evaluation(run_correct), evaluation(base_correct)
+    run.check("clean.accuracy >= 0.82")  # point: 0.84 passes
+    with pytest.raises(GateFailure, match=r"0\.84 \[0\.8009, 0\.8727\].*strict mode, decided by ci_low"):
+        run.check("clean.accuracy >= 0.82", mode="strict")
+    (o,) = run.outcomes("clean.accuracy >= baseline - 0.03", baseline=base, mode="lenient")  # in-memory records
+    assert o.passed and o.test == "mcnemar" and o.p_value == pytest.approx(scipy_stats.binomtest(14, 20).pvalue)
+    with pytest.raises(pytest.fail.Exception, match="paired ci_low"):
+        check_gates(run, "clean.accuracy >= baseline - 0.03", baseline=base, mode="strict")
+    with pytest.raises(RobustEvalError, match="not a gate mode"):
+        run.check("clean.accuracy >= 0.82", mode="careful")
