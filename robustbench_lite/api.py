@@ -273,6 +273,8 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the model")
     timings["load_model"] = time.perf_counter() - t0
 
+    if config.limit:  # what the shortcut costs in precision, before the work starts
+        log(limit_line(len(dataset)))
     result = run_suites(model, dataset, config, device, meta, log,
                         checkpoint={"path": loaded.path, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
                         source=loaded, attack_model=attack_model,
@@ -284,6 +286,13 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         crafted_on = attack_model if attack_model is not None else (model if loaded.differentiable else None)
         result.examples = _examples(model, dataset, result, device, config, crafted_on)
     return result
+
+
+def limit_line(n: int, accuracy: float = 0.9, margin: float = 0.01) -> str:
+    """What a run on ``n`` images (``--limit``) costs in precision: the 95% half-width at a typical accuracy."""
+    half = 100 * statistics.wilson_half_width(accuracy, n)
+    return (f"{n} images: a 95% interval on an accuracy near {100 * accuracy:.0f}% is about +-{half:.1f} points "
+            f"(robust-eval plan --margin {margin:g} for the images a margin needs)")
 
 
 def _prepare_module(config: RunConfig) -> tuple[RunConfig, None, sources.FileInfo | None]:

@@ -24,6 +24,11 @@ PATH names a number in the results JSON: the keys from the suite down, joined by
   the key format of the adversarial suite.
 * Names match case-insensitively when that is unambiguous (``linf`` finds ``Linf``).
 
+An accuracy-like number with a 95% interval (the block's ``ci``) has its ends as paths of their own:
+``clean.accuracy.ci_low``, ``corruptions.mean_accuracy.ci_high``. With ``--gate-mode strict|lenient``
+the interval decides instead of the point (:mod:`robustbench_lite.gate_modes`); a baseline gate on
+two runs recorded on the same images is compared pair by pair (:mod:`robustbench_lite.paired`).
+
 OP is one of ``>= <= > < == !=``. RHS is a number (``0.88``, ``88%``, ``1e-3``, ``8/255``), or
 ``baseline`` (the same path in the ``--baseline`` results) or ``baseline.PATH`` (another path
 there), optionally followed by ``+ N``, ``- N`` or ``* N``.
@@ -46,8 +51,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from robustbench_lite import paired
 from robustbench_lite.errors import GateFailure, RobustEvalError
 from robustbench_lite.formatting import parse_number
+from robustbench_lite.gate_modes import GateMode, decide
+from robustbench_lite.records import Records
+from robustbench_lite.results import plain
 from robustbench_lite.suites import SUITES, Headline, ordered_suites
 
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -57,7 +66,9 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 EXTRA_ROOTS = ("timings",)
 #: Keys whose contents are plotting data, settings or bookkeeping, not metrics.
 SKIP_KEYS = frozenset({"reliability", "per_image", "histogram", "settings", "options", "cache", "draws", "passes",
-                       "extra", "spread", "results", "levels", "classes_losing_most", "input_shape"})
+                       "extra", "spread", "results", "levels", "classes_losing_most", "input_shape", "ci"})
+#: Suffixes of the gate paths of an interval's ends (``clean.accuracy.ci_low``), from each block's ``ci``.
+CI_LOW, CI_HIGH = "ci_low", "ci_high"
 EXAMPLE = "clean.accuracy >= 0.9"
 
 _PATH_RE = re.compile(r"^[A-Za-z_][\w\-/]*(?:\[[^\[\]\s]+\])?(?:\.[\w\-/]+(?:\[[^\[\]\s]+\])?)*$")
@@ -185,7 +196,19 @@ def metric_paths(results: Mapping[str, Any]) -> dict[str, float | None]:
             for path, value in SUITES.entry(root).gate_paths(block):
                 _flatten(value, path, out)
         _flatten(block, root, out)
+        ci = block.get("ci")
+        if isinstance(ci, Mapping):  # each interval's ends as numbers of their own: clean.accuracy.ci_low
+            for key, pair in ci.items():
+                if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                    _flatten(pair[0], f"{root}.{key}.{CI_LOW}", out)
+                    _flatten(pair[1], f"{root}.{key}.{CI_HIGH}", out)
     return out
+
+
+def interval_of(paths: Mapping[str, float | None], path: str) -> tuple[float, float] | None:
+    """The 95% interval of the number at ``path`` (its ``.ci_low``/``.ci_high`` paths), or None."""
+    lo, hi = paths.get(f"{path}.{CI_LOW}"), paths.get(f"{path}.{CI_HIGH}")
+    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 def _lookup(paths: Mapping[str, float | None], path: str) -> str | None:
@@ -236,7 +259,20 @@ def validate_baseline(gates: Sequence[Gate], baseline: Mapping[str, Any] | None,
 
 @dataclass
 class GateOutcome:
-    """One gate checked. ``value``/``threshold`` are None where undefined (a NaN metric fails)."""
+    """One gate checked. ``value``/``threshold`` are None where undefined (a NaN metric fails).
+
+    Attributes:
+        mode: the gate mode it was checked in (:class:`GateMode`).
+        interval: the value's 95% interval, or None (a number without one).
+        baseline_interval: the baseline value's own interval (a baseline gate), or None.
+        decided_by: what decided it: ``point``, ``ci_low``/``ci_high`` (the value's interval, against
+            the baseline's opposite end for a baseline gate) or ``paired ci_low``/``paired ci_high``
+            (the interval of the paired difference with the baseline).
+        difference: run minus baseline, where the two were paired on the same images; else None.
+        difference_ci: its paired interval; p_value: "no difference" (``test``: ``mcnemar`` for one
+            recorded accuracy, ``paired bootstrap`` for a derived number).
+        note: how the interval entered (or why it did not: no interval, images not paired).
+    """
 
     expr: str
     path: str
@@ -246,6 +282,15 @@ class GateOutcome:
     passed: bool
     baseline_value: float | None = None
     reason: str = ""
+    mode: str = GateMode.POINT.value
+    interval: tuple[float, float] | None = None
+    baseline_interval: tuple[float, float] | None = None
+    decided_by: str = "point"
+    difference: float | None = None
+    difference_ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    test: str | None = None
+    note: str = ""
 
     @property
     def margin(self) -> float | None:
@@ -254,38 +299,111 @@ class GateOutcome:
             return None
         return self.value - self.threshold
 
+    @property
+    def value_text(self) -> str:
+        """``0.912 [0.906, 0.917]`` with the interval, else the value alone."""
+        if self.interval is None or self.value is None:
+            return _fmt(self.value)
+        return f"{_fmt(self.value)} [{_fmt(self.interval[0])}, {_fmt(self.interval[1])}]"
+
+    @property
+    def explanation(self) -> str:
+        """The reason it failed (if one) and the note, as one clause."""
+        return "; ".join(t for t in (self.reason, self.note) if t)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "margin": self.margin}
+        return plain({**asdict(self), "margin": self.margin})
+
+
+#: Records for :func:`check`: the Records, (Records or None, why none), or None (none given).
+RecordsArg = Records | tuple[Records | None, str] | None
+
+
+def _records(arg: RecordsArg, why_none: str) -> tuple[Records | None, str]:
+    if isinstance(arg, Records):
+        return arg, ""
+    if arg is None:
+        return None, why_none
+    rec, why = arg
+    return rec, "" if rec is not None else (why or why_none)
 
 
 def check(gates: Sequence[Gate], results: Mapping[str, Any],
-          baseline: Mapping[str, Any] | None = None, baseline_label: str = "--baseline") -> list[GateOutcome]:
-    """Check every gate against ``results`` (a results JSON dict); unknown paths raise RobustEvalError."""
+          baseline: Mapping[str, Any] | None = None, baseline_label: str = "--baseline",
+          mode: GateMode | str = GateMode.POINT, records: RecordsArg = None,
+          baseline_records: RecordsArg = None) -> list[GateOutcome]:
+    """Check every gate against ``results`` (a results JSON dict); unknown paths raise RobustEvalError.
+
+    Args:
+        gates: parsed gates.
+        results, baseline: results JSON dicts (the baseline: what ``baseline`` in a gate reads).
+        mode: what decides a number with an interval (:class:`GateMode`).
+        records, baseline_records: the two runs' per-image records (or ``(None, why not)``): a
+            baseline gate on a number recorded on the same images in both is compared pair by pair
+            (McNemar / paired bootstrap); its outcome carries the difference and its p-value.
+    """
+    mode = GateMode.parse(mode, "gate mode")
     paths = metric_paths(results)
     validate_baseline(gates, baseline, baseline_label)
     base_paths = metric_paths(baseline) if baseline is not None else {}
+    run_records = _records(records, "the run's per-image records are not available")
+    base_records = _records(baseline_records, f"the baseline ({baseline_label}) has no per-image records "
+                                              "(run it with --records PATH)")
     outcomes = []
     for gate in gates:
         found = _lookup(paths, gate.path)
         if found is None:
             raise unknown_path_error(gate.path, paths, gate.expr)
         value = paths[found]
-        base_value = None
+        base_value, base_key = None, None
         if gate.uses_baseline:
             base_key = _lookup(base_paths, gate.baseline_path or "")
             assert base_key is not None  # validate_baseline
             base_value = base_paths[base_key]
         threshold = None if gate.uses_baseline and base_value is None else gate.threshold(base_value)
+        o = GateOutcome(gate.expr, found, gate.op, None if value is None else float(value), threshold, False,
+                        base_value, mode=mode.value, interval=interval_of(paths, found),
+                        baseline_interval=None if base_key is None else interval_of(base_paths, base_key))
         if value is None:
-            outcomes.append(GateOutcome(gate.expr, found, gate.op, None, threshold, False, base_value,
-                                        "the metric is undefined (NaN) in the results"))
+            o.reason = "the metric is undefined (NaN) in the results"
         elif threshold is None:
-            outcomes.append(GateOutcome(gate.expr, found, gate.op, float(value), None, False, base_value,
-                                        "the baseline's metric is undefined (NaN)"))
+            o.reason = "the baseline's metric is undefined (NaN)"
         else:
-            passed = OPS[gate.op](float(value), threshold)
-            outcomes.append(GateOutcome(gate.expr, found, gate.op, float(value), threshold, passed, base_value))
+            margin_ci = None
+            if base_key is not None and base_value is not None and o.interval is not None:
+                margin_ci = _pair(o, gate, base_key, (results, run_records), (baseline or {}, base_records))
+            _decide(o, gate, mode, margin_ci)
+        outcomes.append(o)
     return outcomes
+
+
+def _pair(o: GateOutcome, gate: Gate, base_key: str, run: tuple[Mapping[str, Any], tuple[Records | None, str]],
+          base: tuple[Mapping[str, Any], tuple[Records | None, str]]) -> tuple[float, float] | None:
+    """Compare a baseline gate's number pair by pair: fill the difference and its p-value, and return the
+    interval of value - threshold (None, with a note saying why, when the runs are not paired)."""
+    (results, (rec, why)), (baseline, (base_rec, base_why)) = run, base
+    assert o.value is not None and o.baseline_value is not None
+    diff = None
+    if rec is not None and base_rec is not None:
+        diff, why = paired.difference(o.path, results, rec, base_key, baseline, base_rec, o.value, o.baseline_value)
+    elif rec is not None:
+        why = base_why
+    if diff is None:
+        o.note = f"not paired with the baseline: {why}"
+        return None
+    assert rec is not None and base_rec is not None
+    o.difference, o.difference_ci, o.p_value, o.test = diff.delta, diff.ci, diff.p_value, diff.test
+    o.note = paired.describe(diff) + " (paired, same images)"
+    return paired.margin_interval(diff, o.path, results, rec, base_key, baseline, base_rec, o.value, o.baseline_value,
+                                  gate.threshold, linear=gate.adjust_op != "*")
+
+
+def _decide(o: GateOutcome, gate: Gate, mode: GateMode, margin_ci: tuple[float, float] | None) -> None:
+    assert o.value is not None and o.threshold is not None
+    base = (o.baseline_value, o.baseline_interval) if o.baseline_value is not None else None
+    o.passed, o.decided_by, note = decide(OPS[gate.op], gate.op, mode, o.value, o.threshold, o.interval, base,
+                                          gate.threshold if base is not None else None, margin_ci)
+    o.note = "; ".join(t for t in (o.note, note) if t)
 
 
 def gates_block(outcomes: Sequence[GateOutcome], baseline_label: str | None) -> dict[str, Any]:
@@ -304,11 +422,25 @@ def table(outcomes: Sequence[GateOutcome]) -> str:
     rows = [("gate", "value", "threshold", "margin", "result")]
     for o in outcomes:
         margin = o.margin
-        rows.append((o.expr, _fmt(o.value), _fmt(o.threshold), "n/a" if margin is None else f"{margin:+.4g}",
-                     ("pass" if o.passed else "FAIL") + (f" ({o.reason})" if o.reason else "")))
+        why = o.explanation
+        rows.append((o.expr, o.value_text, _fmt(o.threshold), "n/a" if margin is None else f"{margin:+.4g}",
+                     ("pass" if o.passed else "FAIL") + (f" ({why})" if why else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
                      for r in rows)
+
+
+def detail_text(o: GateOutcome) -> str:
+    """``clean.accuracy = 0.9 [0.85, 0.94], threshold >= 0.88 (strict mode: ci_low): note`` for one outcome."""
+    detail = f"{o.path} = {o.value_text}, threshold {o.op} {_fmt(o.threshold)}"
+    if o.baseline_value is not None:
+        base = _fmt(o.baseline_value)
+        if o.baseline_interval is not None:
+            base += f" [{_fmt(o.baseline_interval[0])}, {_fmt(o.baseline_interval[1])}]"
+        detail += f" (baseline {base})"
+    if o.mode != GateMode.POINT.value:
+        detail += f" ({o.mode} mode: {o.decided_by})"
+    return detail + (f": {o.explanation}" if o.explanation else "")
 
 
 def failure(outcomes: Sequence[GateOutcome], subject: str = "") -> GateFailure | None:
@@ -338,11 +470,7 @@ def write_junit(path: str | Path, outcomes: Sequence[GateOutcome], suite_name: s
     for o in outcomes:
         case = ET.SubElement(suite, "testcase", classname=f"robust_eval.gates.{o.path.split('.', 1)[0]}",
                              name=o.expr, time="0")
-        detail = f"{o.path} = {_fmt(o.value)}, threshold {o.op} {_fmt(o.threshold)}"
-        if o.baseline_value is not None:
-            detail += f" (baseline {_fmt(o.baseline_value)})"
-        if o.reason:
-            detail += f": {o.reason}"
+        detail = detail_text(o)
         if o.passed:
             ET.SubElement(case, "system-out").text = detail
         else:

@@ -1,18 +1,23 @@
-"""The one output step: a typed :class:`EvaluationResult` -> console table, JSON, HTML, history, gates, JUnit.
+"""The one output step: a typed :class:`EvaluationResult` -> records, console table, JSON, HTML, history, gates, JUnit.
 
-Gates are computed first so their outcomes land in the JSON, the report and the history, but a
-failing gate is raised only after everything is written: a failing run still leaves its report.
+The per-image records are written first, so the JSON can point to them (path, sha256); a records
+file that cannot be written costs a warning, never the run. Gates are computed next so their
+outcomes land in the JSON, the report and the history, but a failing gate is raised only after
+everything is written: a failing run still leaves its report.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.gate_modes import GateMode
+from robustbench_lite.records import Records, load_records_for
 from robustbench_lite.results import EvaluationResult
 
 Print = Callable[[str], None]
@@ -24,20 +29,24 @@ class OutputSpec:
 
     Attributes:
         json: results JSON path (None: none).
+        records: per-image records path, a ``.npz`` (None: none; :func:`robustbench_lite.records.check_path`).
         html: HTML report path (None: none).
         junit: JUnit XML of the gate outcomes (None: none).
         history: record the run in the run history.
         gates: parsed gates (:func:`robustbench_lite.gates.parse_all`).
         baseline: the results gates compare against, and its label.
+        gate_mode: what decides a gate on a number with an interval (:class:`~robustbench_lite.gate_modes.GateMode`).
     """
 
     json: str | None = None
+    records: str | None = None
     html: str | None = None
     junit: str | None = None
     history: bool = True
     gates: Sequence[Any] = ()
     baseline: dict[str, Any] | None = None
     baseline_label: str | None = None
+    gate_mode: GateMode = GateMode.POINT
 
 
 def load_gates(exprs: Sequence[str] | None, baseline_spec: str | None,
@@ -76,6 +85,57 @@ def interval_lines(result: EvaluationResult) -> dict[str, str]:
     return {suite: "  ".join(parts) for suite, parts in lines.items()}
 
 
+#: How each gate mode decides, for the console line above the gate table.
+MODE_TEXT = {"strict": "a gate passes only if its whole 95% interval passes",
+             "lenient": "a gate fails only if its whole 95% interval fails", "point": "the point estimate decides"}
+
+
+def write_records(result: EvaluationResult, path: str | Path) -> Path | None:
+    """Save the run's per-image records and point ``result.records_file`` at them (path, sha256, conditions).
+
+    Returns the absolute path, or None after a one-line warning on stderr when they cannot be
+    written: the run's other outputs are written all the same.
+    """
+    from robustbench_lite.files import sha256_file
+
+    records = result.records
+    if not isinstance(records, Records):
+        print(f"robust-eval: warning: --records {path}: this run kept no per-image records; nothing written",
+              file=sys.stderr)
+        return None
+    try:
+        written = records.save(path).resolve()
+        digest = sha256_file(written)
+    except OSError as exc:
+        print(f"robust-eval: warning: the per-image records could not be written to {path} "
+              f"({exc.strerror or exc}); the other outputs are written without them", file=sys.stderr)
+        return None
+    result.records_file = {"path": str(written), "sha256": digest, "conditions": len(records)}
+    return written
+
+
+def check_gates(gate_list: Sequence[Any], data: Mapping[str, Any], baseline: Mapping[str, Any] | None,
+                baseline_label: str | None, mode: GateMode | str = GateMode.POINT, records: Any = None,
+                baseline_records: Any = None, json_path: str | None = None) -> list[Any]:
+    """:func:`robustbench_lite.gates.check` with both runs' per-image records, so baseline gates are paired.
+
+    Args:
+        records: the run's records (in memory), or None: the ones its JSON points to (``data["records"]``;
+            its file is looked for beside ``json_path`` too).
+        baseline_records: the baseline's, or None: the ones the baseline JSON points to (its file is
+            looked for beside ``baseline_label`` when that is a path).
+    """
+    from robustbench_lite import gates
+
+    if any(g.uses_baseline for g in gate_list):  # records matter only to pair a baseline gate
+        if records is None:
+            records = load_records_for(data, json_path)
+        if baseline_records is None and baseline is not None:
+            where = baseline_label if baseline_label and Path(baseline_label).is_file() else None
+            baseline_records = load_records_for(baseline, where)
+    return gates.check(gate_list, data, baseline, baseline_label or "--baseline", mode, records, baseline_records)
+
+
 def print_table(result: EvaluationResult, out: Print = print) -> None:
     """One line per suite (its summary and time), and under it its headline metrics with their intervals."""
     out(f"\n{result.model} on {result.dataset} ({result.n_examples} test images, seed {result.seed})")
@@ -110,12 +170,17 @@ def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dic
     """
     from robustbench_lite import gates, history
 
+    if spec.records:
+        written = write_records(result, spec.records)
+        if written is not None:
+            out(f"records: {written}")
     data = result.to_dict()
     outcomes: list[Any] = []
     gate_error: RobustEvalError | None = None
     if spec.gates:
         try:
-            outcomes = gates.check(spec.gates, data, spec.baseline, spec.baseline_label or "--baseline")
+            outcomes = check_gates(spec.gates, data, spec.baseline, spec.baseline_label, spec.gate_mode,
+                                   result.records)
         except RobustEvalError as exc:
             gate_error = exc
         else:
@@ -149,7 +214,9 @@ def finish_gates(gate_list: Sequence[Any], outcomes: Sequence[Any], junit: str |
             gates.write_junit(junit, [], properties=properties)
         return
     failed = sum(not o.passed for o in outcomes)
-    out(f"\ngates: {len(outcomes) - failed} of {len(outcomes)} passed\n{gates.table(outcomes)}")
+    mode = outcomes[0].mode if outcomes else GateMode.POINT.value
+    how = "" if mode == GateMode.POINT.value else f" ({mode} mode: {MODE_TEXT[mode]})"
+    out(f"\ngates: {len(outcomes) - failed} of {len(outcomes)} passed{how}\n{gates.table(outcomes)}")
     if junit:
         path = gates.write_junit(junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties)
         out(f"junit: {Path(path).resolve()}")
@@ -167,17 +234,18 @@ def explain(outcomes: Sequence[Any], subject: str) -> str:
     failed = sum(not o.passed for o in outcomes)
     lines = [f"{failed} of {len(outcomes)} robustness gate(s) failed for {subject}:"]
     for o in outcomes:
-        value = "n/a" if o.value is None else f"{o.value:.4g}"
         threshold = "n/a" if o.threshold is None else f"{o.threshold:.4g}"
         lines.append(f"  {'FAIL' if not o.passed else 'pass'}  {o.expr}")
-        detail = f"        {o.path} = {value}, needs {o.op} {threshold}"
+        detail = f"        {o.path} = {o.value_text}, needs {o.op} {threshold}"
         if o.baseline_value is not None:
             detail += f" (baseline {o.baseline_value:.4g})"
         if o.margin is not None and o.op in (">=", ">", "<=", "<"):
             gap = o.margin if o.op in (">=", ">") else -o.margin
             detail += f"; {'short by' if gap < 0 else 'margin'} {abs(gap):.4g}"
-        if o.reason:
-            detail += f"; {o.reason}"
+        if o.mode != GateMode.POINT.value:
+            detail += f"; {o.mode} mode, decided by {o.decided_by}"
+        if o.explanation:
+            detail += f"; {o.explanation}"
         lines.append(detail)
     return "\n".join(lines)
 
@@ -223,20 +291,22 @@ class Evaluation(EvaluationResult):
             raise gates.unknown_path_error(key, paths, path)
         return paths[key]
 
-    def outcomes(self, *exprs: str, baseline: Any = None) -> list[Any]:
-        """Gate outcomes, pass or fail, without raising."""
+    def outcomes(self, *exprs: str, baseline: Any = None, mode: GateMode | str = GateMode.POINT) -> list[Any]:
+        """Gate outcomes, pass or fail, without raising (``mode``: point, strict or lenient)."""
         from robustbench_lite import gates
 
         if not exprs:
             raise RobustEvalError("check needs at least one gate expression, e.g. 'clean.accuracy >= 0.9'")
+        mode = GateMode.parse(mode, "mode")
         base, label = baseline_data(baseline)
-        return gates.check(gates.parse_all(exprs), self.to_dict(), base, label or "baseline")
+        return check_gates(gates.parse_all(exprs), self.to_dict(), base, label or "baseline", mode,
+                           self.records, getattr(baseline, "records", None))
 
-    def check(self, *exprs: str, baseline: Any = None) -> list[Any]:
+    def check(self, *exprs: str, baseline: Any = None, mode: GateMode | str = GateMode.POINT) -> list[Any]:
         """Check gates; raise :class:`GateFailure` with every metric against its threshold when one fails."""
         from robustbench_lite.errors import GateFailure
 
-        outcomes = self.outcomes(*exprs, baseline=baseline)
+        outcomes = self.outcomes(*exprs, baseline=baseline, mode=mode)
         if not all(o.passed for o in outcomes):
             raise GateFailure(explain(outcomes, self.subject))
         return outcomes

@@ -32,7 +32,9 @@ Example (``tests/test_robustness.py`` in your project)::
         run.check("adversarial.pgd.Linf[0.1].robust_accuracy >= 0.2")
 
 Gates relative to a saved run: ``run.check("clean.accuracy >= baseline - 0.02", baseline="base.json")``
-(a results JSON, ``run:ID`` from ``robust-eval history``, a results dict or another run).
+(a results JSON, ``run:ID`` from ``robust-eval history``, a results dict or another run); two runs on
+the same images are compared pair by pair (McNemar). ``run.check(..., mode="strict")`` passes a gate
+only if its whole 95% interval passes (``lenient``: fails only if the whole interval fails).
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ _STASH: pytest.StashKey[Robustness] = pytest.StashKey()
 # Results and gate checks: outputs.Evaluation, with a failed gate failing the test
 
 
-def check_gates(results: Any, *exprs: str, baseline: Any = None) -> list[GateOutcome]:
-    """Check gates on an evaluation, an EvaluationResult or a results dict; fail the test when one fails."""
-    from robustbench_lite import gates
+def check_gates(results: Any, *exprs: str, baseline: Any = None, mode: str = "point") -> list[GateOutcome]:
+    """Check gates on an evaluation, an EvaluationResult or a results dict; fail the test when one fails.
+
+    ``mode``: ``point`` (the estimate decides), ``strict`` (the whole 95% interval must pass) or
+    ``lenient`` (fails only if the whole interval fails); see :mod:`robustbench_lite.gate_modes`.
+    """
+    from robustbench_lite import gates, outputs
+    from robustbench_lite.gate_modes import GateMode
     from robustbench_lite.outputs import Evaluation, baseline_data, explain
 
     if isinstance(results, Evaluation):
@@ -73,8 +80,10 @@ def check_gates(results: Any, *exprs: str, baseline: Any = None) -> list[GateOut
         data, subject = dict(results), f"{results.get('model')} on {results.get('dataset')}"
     if not exprs:
         raise ValueError("check_gates needs at least one gate expression, e.g. 'clean.accuracy >= 0.9'")
+    parsed_mode = GateMode.parse(mode, "mode")
     base, label = baseline_data(baseline)
-    outcomes = gates.check(gates.parse_all(exprs), data, base, label or "baseline")
+    outcomes = outputs.check_gates(gates.parse_all(exprs), data, base, label or "baseline", parsed_mode,
+                                   getattr(results, "records", None), getattr(baseline, "records", None))
     if not all(o.passed for o in outcomes):
         pytest.fail(explain(outcomes, subject), pytrace=False)
     return outcomes
@@ -87,8 +96,8 @@ def _evaluation_class() -> type:
     class RobustnessRun(Evaluation):
         """An :class:`~robustbench_lite.outputs.Evaluation` whose ``check`` fails the test (a readable table)."""
 
-        def check(self, *exprs: str, baseline: Any = None) -> list[GateOutcome]:
-            return check_gates(self, *exprs, baseline=baseline)
+        def check(self, *exprs: str, baseline: Any = None, mode: str = "point") -> list[GateOutcome]:
+            return check_gates(self, *exprs, baseline=baseline, mode=mode)
 
     return RobustnessRun
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,13 @@ def check_path(path: str | Path, flag: str = "--records") -> Path:
         raise RobustEvalError(f"{flag} {path}: records are a numpy .npz file; pass a path ending in {SUFFIX}")
     if path.is_dir():
         raise RobustEvalError(f"{flag} {path} is a folder; pass a file path ending in {SUFFIX}")
+    folder = path.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # what the run would create it under
+    if not existing.is_dir():
+        raise RobustEvalError(f"{flag} {path}: its folder cannot be created, {existing} is a file; "
+                              "pass a path in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RobustEvalError(f"{flag} {path}: {existing} is not writable; pass a path in a folder you can write")
     return path
 
 
@@ -276,6 +284,43 @@ def intervals(records: Records, resampler: statistics.Resampler, derived: Mappin
     for path, reps in (derived or {}).items():
         out[path] = statistics.percentile_interval(reps, level)
     return out
+
+
+def load_records_for(results: Mapping[str, Any], json_path: str | Path | None = None) -> tuple[Records | None, str]:
+    """The records a results JSON points to (its ``records`` block), checked against its sha256.
+
+    The file is looked for at the recorded path, then (a relative path, or files moved together)
+    beside the results JSON: at the path relative to its folder, and by name in its folder.
+
+    Args:
+        results: a results JSON dict.
+        json_path: where that JSON was read from (None: a history run or an in-memory dict).
+
+    Returns:
+        (the records, "") or (None, why not: no records block, file missing, changed since the run...).
+    """
+    block = results.get("records")
+    if not isinstance(block, Mapping) or not isinstance(block.get("path"), str):
+        return None, "the results hold no per-image records (run with --records PATH)"
+    recorded = Path(block["path"])
+    candidates = [recorded]
+    if json_path is not None:
+        folder = Path(json_path).parent
+        candidates += [folder / recorded, folder / recorded.name]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        return None, f"the records file {recorded} is missing"
+    from robustbench_lite.files import sha256_file
+
+    expected = block.get("sha256")
+    if not isinstance(expected, str):
+        return None, f"the results record no sha256 for {recorded}, so the file cannot be checked"
+    if sha256_file(found) != expected:
+        return None, f"the records file {found} changed since the run (its sha256 differs from the results')"
+    try:
+        return load(found), ""
+    except RobustEvalError as exc:
+        return None, str(exc)
 
 
 def _array(value: Any, dtype: type) -> np.ndarray:

@@ -9,6 +9,7 @@
     robust-eval report RESULTS [RESULTS ...] [-o PATH]                HTML report from results JSON / history runs
     robust-eval gate RESULTS --gate EXPR [...]                        check gates on saved results
     robust-eval history [--model P] [--dataset P] [--suite S] [--limit N] [--show ID]
+    robust-eval plan --margin 0.01 [--accuracy 0.9]                  test images a +-margin 95% interval needs
 
 Each module is wiring only: parse, build typed options, call the API, hand the result to
 :mod:`robustbench_lite.outputs`. Exit codes: 0 ok, 1 a robustness gate failed, 2 a user error (one

@@ -72,6 +72,9 @@ GATE_HELP = """gate syntax: PATH OP THRESHOLD
              adversarial.worst_case.Linf[0.1]; a wrong path lists the valid ones
   OP         >= <= > < == !=
   THRESHOLD  a number (0.88, 88%, 8/255), or baseline / baseline.PATH with an optional + - * NUMBER
+  intervals  an accuracy's 95% interval ends are paths too: clean.accuracy.ci_low >= 0.9;
+             --gate-mode strict|lenient lets the whole interval decide; a baseline gate on two runs
+             recorded on the same images (--records) is compared pair by pair (McNemar, p-value shown)
 examples:
   --gate 'clean.accuracy >= 0.88' --gate 'adversarial.pgd.Linf[0.1].robust_accuracy >= 0.30'
   --gate 'corruptions.mean_accuracy >= baseline - 0.02' --baseline run:12
@@ -86,6 +89,10 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--baseline", default=None, metavar="RESULTS|run:ID",
                    help="what 'baseline' in a gate refers to: a results JSON, or a run from 'robust-eval history' "
                         "as run:ID or just ID (default: none)")
+    g.add_argument("--gate-mode", default="point", metavar="point|strict|lenient",
+                   help="what decides a gate on a number with a 95%% interval: point (the estimate), strict (the "
+                        "whole interval must pass) or lenient (fails only if the whole interval fails) "
+                        "(default: point)")
     g.add_argument("--junit", default=None, metavar="PATH", help="write the gate outcomes as JUnit XML here")
     p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + GATE_HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -14,7 +14,8 @@ def parser() -> argparse.ArgumentParser:
     p = a.Parser(prog=a.PROG, description="Evaluate an image classifier's robustness and efficiency.",
                  epilog="other commands: 'robust-eval train --help', 'robust-eval compare --help',\n"
                         "  'robust-eval list models', 'robust-eval report --help',"
-                        " 'robust-eval gate --help', 'robust-eval history --help'")
+                        " 'robust-eval gate --help', 'robust-eval history --help',\n"
+                        "  'robust-eval plan --help' (how many test images an interval needs)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -45,6 +46,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_suite_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here (default: none)")
+    g.add_argument("--records", default=None, metavar="PATH.npz",
+                   help="write the per-image records here (right or wrong per image and condition, the predicted "
+                        "class; the JSON points to them): paired comparisons and gates against this run use them "
+                        "(default: none)")
     g.add_argument("--html", default=None, metavar="PATH",
                    help="write the HTML stress-test report here: one self-contained file (default: none)")
     g.add_argument("--examples", type=a.non_negative_int, default=8, metavar="N",
@@ -58,14 +63,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> int:
-    from robustbench_lite import outputs
+    from robustbench_lite import outputs, records
     from robustbench_lite.api import evaluate
     from robustbench_lite.config import DEFAULT_SUITES, RunConfig
+    from robustbench_lite.gate_modes import GateMode
     from robustbench_lite.suites import expand_suites, options_from_args
 
     args = a.parse(parser(), argv)
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)
+    gate_mode = GateMode.parse(args.gate_mode)
     gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline, suites)
+    if args.records:
+        records.check_path(args.records)
     config = RunConfig(
         model=args.model, dataset=args.dataset, suites=suites,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
@@ -77,7 +86,8 @@ def run(argv: Sequence[str]) -> int:
     if a.leave_group():
         return 0  # a torchrun rank other than 0: rank 0 writes every output
     result.command = [a.PROG, *argv]
-    outputs.write(result, outputs.OutputSpec(json=args.json, html=args.html, junit=args.junit,
+    outputs.write(result, outputs.OutputSpec(json=args.json, records=args.records, html=args.html, junit=args.junit,
                                              history=not args.no_history, gates=gate_list, baseline=baseline,
-                                             baseline_label=baseline_label))
+                                             baseline_label=baseline_label, gate_mode=gate_mode))
     return 0
+

@@ -20,14 +20,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> int:
-    from robustbench_lite import gates, history
+    from robustbench_lite import history
+    from robustbench_lite.gate_modes import GateMode
 
     args = parser().parse_args(argv)
     if not args.gate:
         raise RobustEvalError("no gate given; pass --gate EXPR, e.g. --gate 'clean.accuracy >= 0.9'")
+    mode = GateMode.parse(args.gate_mode)
     gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline)
     data, label = history.load_results(args.results)
-    outcomes = gates.check(gate_list, data, baseline, baseline_label or "--baseline")
+    json_path = None if history.run_id(args.results) is not None else args.results
+    outcomes = outputs.check_gates(gate_list, data, baseline, baseline_label, mode, json_path=json_path)
     subject = f"{data.get('model')} on {data.get('dataset')} ({label})"
     outputs.finish_gates(gate_list, outcomes, args.junit, subject,
                   {"model": data.get("model"), "dataset": data.get("dataset"), "results": label})
