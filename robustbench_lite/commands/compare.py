@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from robustbench_lite.commands import args as a
 from robustbench_lite.errors import RobustEvalError
 
 if TYPE_CHECKING:
-    from robustbench_lite.records import Records
+    pass
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,39 +58,13 @@ def _compare_input(spec: str) -> str:
     return "results" if path.suffix == ".json" else "checkpoint"
 
 
-def _load_records_for(results: Mapping[str, Any], json_path: str | None) -> tuple[Records | None, str]:
-    """The per-image records a results JSON points to, or None and why not (the table's footnote).
-
-    A path written relative is looked for as given, then beside the JSON. A file whose sha256
-    differs from the one recorded belongs to another run and is not used.
-    """
-    # TODO(merge): use outputs.load_records_for once that helper is on this branch, and drop this copy.
-    from robustbench_lite import records
-    from robustbench_lite.files import sha256_file
-
-    info = results.get("records")
-    if not isinstance(info, Mapping) or not isinstance(info.get("path"), str):
-        return None, "its results were saved without --records"
-    path = Path(info["path"])
-    if not path.is_file() and not path.is_absolute() and json_path is not None:
-        path = Path(json_path).parent / path
-    if not path.is_file():
-        return None, f"its records file {info['path']} is missing"
-    digest = info.get("sha256")
-    if isinstance(digest, str) and sha256_file(path) != digest:
-        return None, f"its records file {path} changed since the results were written (sha256 differs)"
-    try:
-        return records.load(path), ""
-    except RobustEvalError as exc:
-        return None, str(exc)
-
-
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite import compare, history
     from robustbench_lite.api import evaluate
     from robustbench_lite.compare import FORMATS
     from robustbench_lite.config import RunConfig
     from robustbench_lite.outputs import write_json
+    from robustbench_lite.records import load_records_for
     from robustbench_lite.suites import SUITES, expand_suites, full_suites, options_from_args
 
     args = a.parse(parser(), argv)
@@ -113,7 +87,7 @@ def run(argv: Sequence[str]) -> int:
                 found, why = None, "a history run keeps no per-image records"
             else:
                 names.append(Path(label).stem)
-                found, why = _load_records_for(data, label)
+                found, why = load_records_for(data, label)
             records.append(found)
             reasons.append(why)
         else:
