@@ -229,5 +229,5 @@ def test_compare_command_pairs_results_files_through_their_records(tmp_path, cap
     tests = next(m for m in data["metrics"] if m["path"] == "clean.accuracy")["tests"]
     assert tests[0]["test"] == "mcnemar" and tests[0]["p_value"] == pytest.approx(binomtest(5, 22, 0.5).pvalue)
     assert tests[1]["test"] == "unpaired intervals" and list(data["unpaired"]) == ["c"]
-    assert "changed since the results were written" in data["unpaired"]["c"][0]
-    assert "c unpaired: its records file" in out
+    assert "changed since the run" in data["unpaired"]["c"][0]
+    assert "c unpaired: the records file" in out
