@@ -273,14 +273,14 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the model")
     timings["load_model"] = time.perf_counter() - t0
 
-    if config.limit:  # what the shortcut costs in precision, before the work starts
-        log(limit_line(len(dataset)))
     result = run_suites(model, dataset, config, device, meta, log,
                         checkpoint={"path": loaded.path, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
                         source=loaded, attack_model=attack_model,
                         label=config.model or Path(config.checkpoint or "model").name)
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
+    if config.limit:  # what the shortcut cost in precision (after the suites: a user error stays the only line)
+        log(limit_line(len(dataset)))
     if config.examples and distributed.is_main():
         # No attacked rows for a model without gradients unless a surrogate crafts them.
         crafted_on = attack_model if attack_model is not None else (model if loaded.differentiable else None)
