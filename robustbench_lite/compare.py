@@ -33,15 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from robustbench_lite import statistics
+from robustbench_lite import paired, statistics
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import format_value
 from robustbench_lite.gates import headline
 from robustbench_lite.records import Records
-from robustbench_lite.records import paired as same_images
-from robustbench_lite.suites import SUITES
 
 FORMATS = (".md", ".csv", ".json", ".txt")
 #: The test of a delta between runs that could not be paired image by image.
@@ -367,7 +363,6 @@ class _Tester:
             raise ValueError(f"records and reasons need one entry per run ({len(runs)})")
         stats = runs[0].get("statistics") if isinstance(runs[0].get("statistics"), Mapping) else {}
         self.resampler = statistics.Resampler(seed=int(stats.get("seed", runs[0].get("seed")) or 0))
-        self._derived: dict[tuple[int, str], dict[str, Any]] = {}
         self.unpaired: dict[str, list[str]] = {}
 
     def test(self, row: Row, i: int) -> DeltaTest | None:
@@ -388,48 +383,18 @@ class _Tester:
         return self.reasons[i] or "no per-image records"
 
     def _paired(self, row: Row, i: int) -> statistics.Difference | str:
-        """The paired test of row's delta for run ``i``, or why there is none."""
+        """The paired test of row's delta for run ``i`` (:func:`robustbench_lite.paired.difference`), or why none."""
         first, other = self.records[0], self.records[i]
         if first is None:
             why = f" ({self.reasons[0]})" if self.reasons[0] else ""
             return f"the baseline {self.labels[0]} has no per-image records{why}"
         if other is None:
             return self._why_missing(i)
-        if row.path in first or row.path in other:
-            if not same_images(first, other, row.path):
-                return f"{row.path} was not scored on the same images as in {self.labels[0]}"
-            a, b = first[row.path], other[row.path]
-            if a.weights is None:
-                return statistics.mcnemar_difference(a.correct, b.correct)
-            if np.all((a.weights == 0) | (a.weights == 1)):  # an accuracy on a subset of the images
-                subset = a.weights == 1
-                return statistics.mcnemar_difference(a.correct[subset], b.correct[subset])
-            reps = [r.replicates(self.resampler, [row.path])[row.path] for r in (first, other)]
-            return statistics.paired_difference(reps[0], reps[1], row.delta(i) or 0.0)
-        paths = sorted(c.path for c in first.suite(row.suite))
-        if not paths:
-            return f"{self.labels[0]} has no per-image records for the {row.suite} suite"
-        if paths != sorted(c.path for c in other.suite(row.suite)):
-            return f"its {row.suite} conditions differ from {self.labels[0]}'s"
-        if not all(same_images(first, other, p) for p in paths):
-            return f"its {row.suite} suite was not scored on the same images as in {self.labels[0]}"
-        key = row.path.removeprefix(row.suite + ".")
-        a_derived, b_derived = self._derived_of(0, row.suite, paths), self._derived_of(i, row.suite, paths)
-        if key not in a_derived or key not in b_derived:
-            return f"{row.path} cannot be recomputed from the per-image records"
-        return statistics.paired_difference(a_derived[key], b_derived[key], row.delta(i) or 0.0)
-
-    def _derived_of(self, i: int, suite: str, paths: list[str]) -> dict[str, Any]:
-        """The suite's derived numbers for run ``i`` on the shared bootstrap draws (cached per run and suite)."""
-        if (i, suite) not in self._derived:
-            records, block = self.records[i], self.runs[i].get(suite)
-            assert records is not None
-            try:
-                found = SUITES.entry(suite).derived(block, records.replicates(self.resampler, paths))
-            except (KeyError, TypeError, ValueError, RobustEvalError):
-                found = {}  # a block from another version: that number is compared unpaired
-            self._derived[(i, suite)] = found
-        return self._derived[(i, suite)]
+        value, base = row.values[i], row.values[0]
+        assert value is not None and base is not None  # row.delta(i) is defined
+        diff, why = paired.difference(row.path, self.runs[i], other, row.path, self.runs[0], first, value, base,
+                                      resampler=self.resampler)
+        return diff if diff is not None else why
 
 
 def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: Sequence[Records | None] | None = None,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from robustbench_lite import statistics
+from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.records import Condition, Records, paired
 from robustbench_lite.suites import SUITES
 
@@ -57,7 +58,7 @@ def replicates(path: str, results: Mapping[str, Any], records: Records,
         return None
     try:
         derived = SUITES.entry(suite).derived(block, records.replicates(resampler, [c.path for c in conds]))
-    except (KeyError, TypeError, ValueError):  # a block of another shape (an older run): no replicates
+    except (KeyError, TypeError, ValueError, RobustEvalError):  # a block of another shape (an older run)
         return None
     reps = derived.get(key)
     return None if reps is None else np.asarray(reps, dtype=np.float64)
@@ -93,7 +94,8 @@ def _subset(cond: Condition) -> np.ndarray | None:
 
 def difference(path: str, results: Mapping[str, Any], records: Records | None,
                base_path: str, baseline: Mapping[str, Any], base_records: Records | None,
-               value: float, base_value: float) -> tuple[statistics.Difference | None, str]:
+               value: float, base_value: float,
+               resampler: statistics.Resampler | None = None) -> tuple[statistics.Difference | None, str]:
     """The paired difference (run minus baseline) of one number, or None and the reason it is not paired.
 
     Args:
@@ -101,6 +103,7 @@ def difference(path: str, results: Mapping[str, Any], records: Records | None,
         results, baseline: the two results JSON dicts (blocks for suites' derived numbers).
         records, base_records: their per-image records (None: not available).
         value, base_value: the two point values, as in the JSONs.
+        resampler: draws for the paired bootstrap (default: the run's own, :func:`resampler_of`).
 
     Returns:
         McNemar's test (one recorded accuracy, counted on the same images in both) or the paired
@@ -117,7 +120,7 @@ def difference(path: str, results: Mapping[str, Any], records: Records | None,
         a, b = _subset(theirs), _subset(mine)
         if a is not None and b is not None and np.array_equal(a, b):
             return statistics.mcnemar_difference(theirs.correct[a], mine.correct[b]), ""
-    resampler = resampler_of(results)
+    resampler = resampler or resampler_of(results)
     reps = replicates(path, results, records, resampler)
     base_reps = replicates(base_path, baseline, base_records, resampler)
     if reps is None or base_reps is None:

@@ -139,9 +139,9 @@ def test_different_images_fall_back_to_unpaired_intervals_with_the_reason():
     assert test.test == compare.UNPAIRED and test.p_value is None
     assert not test.significant  # the intervals of 62.5% and 68.5% on 200 images overlap
     reason = table.unpaired["b"]
-    assert reason == ["clean.accuracy was not scored on the same images as in a"]
+    assert reason == ["the two runs scored clean.accuracy on different images"]
     text = table.to_text()
-    assert "b unpaired: clean.accuracy was not scored on the same images as in a" in text
+    assert "b unpaired: the two runs scored clean.accuracy on different images" in text
     assert "conservative" in text and "(+6.0 pts) n.s." in text
     assert table.to_dict()["metrics"][0]["tests"][0]["test"] == "unpaired intervals"
 
