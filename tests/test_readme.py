@@ -42,3 +42,10 @@ def test_cli_example_runs_as_written(tmp_path):
     assert (tmp_path / "onnx.html").is_file()
     assert "onnx model, run in onnxruntime" in (tmp_path / "onnx.html").read_text()
     assert "crafted on the surrogate" in done.stderr
+
+
+def test_statistics_example_runs_as_written(capsys):
+    exec(compile(example("statistics"), "README.md", "exec"), {})  # noqa: S102 - the README's own example
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("(0.892") and lines[1] == "3461" and lines[2].startswith("0.0054")
+    assert lines[3].startswith("0.75 (")
