@@ -169,3 +169,14 @@ def test_digits_run_shows_its_intervals(digits_checkpoint, tmp_path, capsys, one
     assert "data-ci-note" in html and "2,000 resamples" in html
     bars = [s for s in svgs(html) if 'id="ci-family-0"' in s]
     assert len(bars) == 1 and 'id="ci-severity-0"' in bars[0]
+
+
+def test_gate_table_shows_the_interval_and_how_it_decided():
+    data = with_intervals(synthetic())
+    data["gates"] = {"passed": False, "total": 1, "failed": 1, "baseline": None, "results": [
+        {"expr": "clean.accuracy >= 0.8", "path": "clean.accuracy", "op": ">=", "value": 0.81, "threshold": 0.8,
+         "passed": False, "reason": "", "interval": [0.7712, 0.8455], "decided_by": "ci_low",
+         "note": "strict: the interval's low end decides", "margin": 0.01}]}
+    html = render([data])
+    table = html[html.index('gates"><thead>') if 'gates"><thead>' in html else html.index("<th>gate</th>"):]
+    assert "[0.771, 0.846]" in table and "strict: the interval&#39;s low end decides" in table

@@ -235,7 +235,8 @@ def run_context(data: Mapping[str, Any], index: int, multi: bool) -> dict[str, A
     gate_rows = [{"expr": str(g.get("expr")), "value": num(g.get("value")), "threshold": num(g.get("threshold")),
                   "margin": signed(g.get("margin")), "passed": bool(g.get("passed")),
                   "baseline": num(g.get("baseline_value")) if g.get("baseline_value") is not None else "",
-                  "reason": str(g.get("reason") or "")} for g in outcomes]
+                  "ci": interval_cell(g.get("interval"), "ratio") if g.get("interval") else "",
+                  "reason": "; ".join(str(t) for t in (g.get("reason"), g.get("note")) if t)} for g in outcomes]
 
     sections = []
     for suite in present:
