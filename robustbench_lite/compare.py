@@ -361,8 +361,7 @@ class _Tester:
         self.reasons = list(reasons) if reasons is not None else [""] * len(runs)
         if len(self.records) != len(runs) or len(self.reasons) != len(runs):
             raise ValueError(f"records and reasons need one entry per run ({len(runs)})")
-        stats = runs[0].get("statistics") if isinstance(runs[0].get("statistics"), Mapping) else {}
-        self.resampler = statistics.Resampler(seed=int(stats.get("seed", runs[0].get("seed")) or 0))
+        self.resampler = paired.resampler_of(runs[0])  # the first run's own draws: both sides of a delta use them
         self.unpaired: dict[str, list[str]] = {}
 
     def test(self, row: Row, i: int) -> DeltaTest | None:

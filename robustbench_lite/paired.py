@@ -84,14 +84,6 @@ def same_images(path: str, records: Records, base_path: str, base_records: Recor
     return ""
 
 
-def _subset(cond: Condition) -> np.ndarray | None:
-    """The images an unweighted accuracy counts: all (a mask of ones) or a 0/1-weighted subset; None if weighted."""
-    if cond.weights is None:
-        return np.ones(cond.correct.shape, dtype=bool)
-    w = np.asarray(cond.weights)
-    return w == 1 if np.all((w == 0) | (w == 1)) else None
-
-
 def difference(path: str, results: Mapping[str, Any], records: Records | None,
                base_path: str, baseline: Mapping[str, Any], base_records: Records | None,
                value: float, base_value: float,
@@ -117,7 +109,7 @@ def difference(path: str, results: Mapping[str, Any], records: Records | None,
         return None, why
     if path in records and base_path in base_records:
         mine, theirs = records[path], base_records[base_path]
-        a, b = _subset(theirs), _subset(mine)
+        a, b = theirs.subset, mine.subset
         if a is not None and b is not None and np.array_equal(a, b):
             return statistics.mcnemar_difference(theirs.correct[a], mine.correct[b]), ""
     resampler = resampler or resampler_of(results)

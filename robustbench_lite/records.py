@@ -83,6 +83,13 @@ class Condition:
         return self.path.split(".", 1)[0]
 
     @property
+    def subset(self) -> np.ndarray | None:
+        """The images an unweighted accuracy counts (all, or those of 0/1 weight 1); None when truly weighted."""
+        if self.weights is None:
+            return np.ones(self.correct.shape, dtype=bool)
+        return self.weights == 1 if np.all((self.weights == 0) | (self.weights == 1)) else None
+
+    @property
     def accuracy(self) -> float:
         if self.correct.size == 0:
             return math.nan
@@ -94,10 +101,8 @@ class Condition:
     def interval(self, resampler: statistics.Resampler | None = None,
                  level: float = statistics.LEVEL) -> tuple[float, float]:
         """Wilson for an unweighted accuracy (or one on a subset: 0/1 weights); else the bootstrap interval."""
-        if self.weights is None:
-            return statistics.wilson(int(self.correct.sum()), int(self.correct.size), level)
-        if np.all((self.weights == 0) | (self.weights == 1)):
-            subset = self.weights == 1
+        subset = self.subset
+        if subset is not None:
             return statistics.wilson(int(self.correct[subset].sum()), int(subset.sum()), level)
         resampler = resampler or statistics.Resampler()
         return statistics.percentile_interval(resampler.accuracies(self.images, self.correct, self.weights), level)
@@ -275,15 +280,6 @@ def paired(first: Records, second: Records, path: str) -> bool:
         return False
     wa, wb = a.weights, b.weights
     return (wa is None) == (wb is None) and (wa is None or np.array_equal(wa, wb))
-
-
-def intervals(records: Records, resampler: statistics.Resampler, derived: Mapping[str, Any] | None = None,
-              level: float = statistics.LEVEL) -> dict[str, tuple[float, float]]:
-    """Intervals of every condition (Wilson; bootstrap when weighted) and of derived replicates."""
-    out = {c.path: c.interval(resampler, level) for c in records}
-    for path, reps in (derived or {}).items():
-        out[path] = statistics.percentile_interval(reps, level)
-    return out
 
 
 def load_records_for(results: Mapping[str, Any], json_path: str | Path | None = None) -> tuple[Records | None, str]:

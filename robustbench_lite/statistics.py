@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics as _stdlib
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -259,8 +259,3 @@ def as_interval(value: object) -> tuple[float, float] | None:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return (float(value[0]), float(value[1]))
     return None
-
-
-def mean_of(acc: Mapping[str, np.ndarray | float], paths: list[str]) -> np.ndarray | float:
-    """The mean of several conditions' accuracies (scalars or replicate arrays alike)."""
-    return sum(acc[p] for p in paths) / len(paths)  # type: ignore[return-value]
