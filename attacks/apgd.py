@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_int, check_positive, register_attack
+from attacks.base import Attack, check_bool, check_int, check_positive, register_attack
+from attacks.inference import optimised_copy
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import generators, normal_rows, uniform_rows
 
@@ -92,6 +93,14 @@ class APGD(Attack):
         eot_iter: gradients averaged per step (expectation over transformation, for randomised
             models; AutoAttack's ``rand`` version uses 20; default 1).
         seed: run seed; with each image's dataset index it fixes the random start (default 0).
+        optimise: on CPU, take the forward and backward passes through a frozen TorchScript copy
+            (:func:`attacks.inference.optimised_copy`, batch norm folded into the convolutions,
+            ~1.4x faster on the zoo's models) when its logits and input gradients match the
+            model's; which images are fooled is always decided on the model itself, one forward
+            pass per image and run (default True; False uses the model for every step).
+
+    Attributes:
+        optimised: after a call, whether the copy was used.
 
     Shapes:
         images (N, C, H, W) float in [0, 1]; labels (N,) int64; output (N, C, H, W) in [0, 1] with
@@ -125,8 +134,11 @@ class APGD(Attack):
         rho: float = 0.75,
         eot_iter: int = 1,
         seed: int = 0,
+        optimise: bool = True,
     ) -> None:
         super().__init__(eps, norm=norm, targeted=False, seed=seed)
+        self.optimise = check_bool("optimise", optimise)
+        self.optimised = False
         self.steps = check_int("steps", steps, 1)
         self.restarts = check_int("restarts", restarts, 1)
         self.rho = check_positive("rho", rho)
@@ -142,6 +154,7 @@ class APGD(Attack):
             "rho": self.rho,
             "eot_iter": self.eot_iter,
             "seed": self.seed,
+            "optimise": self.optimise,
         }
 
     @property
@@ -184,6 +197,11 @@ class APGD(Attack):
         out = images.clone()
         success = torch.zeros(n, dtype=torch.bool, device=images.device)
         best_loss = torch.full((n,), -float("inf"), device=images.device)
+        # On CPU the steps go through a frozen copy when it gives the model's logits and gradients
+        # (attacks.inference); a randomised model (eot_iter > 1) keeps its randomness.
+        fast = optimised_copy(model, images, gradients=True) if self.optimise and self.eot_iter == 1 else None
+        self.optimised = fast is not None
+        search = fast if fast is not None else model
         for rnd, targets in enumerate(self._rounds(model, images, chunk)):
             for restart in range(self.restarts):
                 todo = (~success).nonzero().squeeze(1)
@@ -191,7 +209,9 @@ class APGD(Attack):
                     return out, success
                 idx = [indices[i] for i in todo.tolist()]
                 tgt = None if targets is None else targets[todo]
-                adv, hit, loss = self._run_once(model, images[todo], labels[todo], tgt, idx, (rnd, restart), chunk)
+                adv, hit, loss = self._run_once(search, images[todo], labels[todo], tgt, idx, (rnd, restart), chunk)
+                if fast is not None:  # the copy steered the steps; the model says which images are fooled
+                    hit = self._judge(model, adv, labels[todo], chunk)
                 # Among runs that fail, keep the point with the highest loss.
                 better = hit | (loss > best_loss[todo])
                 rows = todo[better]
@@ -427,8 +447,10 @@ class APGDT(APGD):
         n_target_classes: int = 9,
         eot_iter: int = 1,
         seed: int = 0,
+        optimise: bool = True,
     ) -> None:
-        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, rho=rho, eot_iter=eot_iter, seed=seed)
+        super().__init__(eps, norm=norm, steps=steps, restarts=restarts, rho=rho, eot_iter=eot_iter, seed=seed,
+                         optimise=optimise)
         self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
 
     def params(self) -> dict[str, Any]:

@@ -387,6 +387,18 @@ class Attack:
         pred = logits.argmax(dim=1)
         return pred == labels if self.targeted else pred != labels
 
+    def _judge(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Which images fool ``model``: one counted forward pass each, ``chunk`` at a time, no gradients.
+
+        Attacks that search on a faster copy of the model (:mod:`attacks.inference`) take their
+        verdict here, on the model itself.
+        """
+        hits = [labels.new_zeros(0, dtype=torch.bool)]
+        with torch.no_grad():
+            for i in range(0, len(images), chunk):
+                hits.append(self._success(self._logits(model, images[i : i + chunk]), labels[i : i + chunk]))
+        return torch.cat(hits)
+
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def __call__(

@@ -183,7 +183,7 @@ class Square(Attack):
                 success[rows] = hit[better]
                 queries[todo] += spent
             if fast is not None:  # the copy's verdicts steered the search; the model's count
-                success = self._success(self._logits(model, out), labels)
+                success = self._judge(model, out, labels, batch_size or n)
                 queries += 1
         self.queries = queries.cpu()
         return out, success

@@ -147,11 +147,51 @@ def test_streaming_batch_and_early_exit(name, case):
 
 def test_restarts_only_attack_survivors(case):
     model, x, y, _ = case
+    attack = APGD(0.05, steps=10, restarts=2)
     one = APGD(0.05, steps=10).run(model, x, y)
-    two = APGD(0.05, steps=10, restarts=2).run(model, x, y)
+    two = attack.run(model, x, y)
     assert torch.all(two.success >= one.success)  # the first restart is the same run
     survivors = int((~one.success).sum())
-    assert two.forward - one.forward <= survivors * 11
+    # 11 iterates, and the model's own verdict when the steps went through the optimised copy
+    assert two.forward - one.forward <= survivors * (11 + int(attack.optimised))
+
+
+def test_optimised_copy_steers_the_steps_and_the_model_judges(case):
+    model, x, y, clean = case
+    fast, plain = APGDT(0.1, steps=30, n_target_classes=3), APGDT(0.1, steps=30, n_target_classes=3, optimise=False)
+    a, b = fast.run(model, x, y), plain.run(model, x, y)
+    assert fast.optimised and not plain.optimised
+    with torch.no_grad():
+        assert torch.equal(a.success, model(a.adversarial).argmax(1) != y), "the verdict is the model's own"
+    # Rounding in the copy's gradients may move an image's path, never the attack's strength.
+    assert abs(int(a.success.sum()) - int(b.success.sum())) <= 2
+    assert (a.success == b.success).float().mean() >= 0.97
+
+
+class NoGradShade(nn.Module):
+    """A preprocessing defence computed without gradients: a trace would differentiate through it."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        with torch.no_grad():
+            shade = 0.5 * x
+        return self.inner((x + shade) / 1.5)
+
+
+def test_copy_refused_where_its_gradients_would_differ(cnn, digits):
+    from attacks.inference import optimised_copy
+
+    images = digits[0][:10]
+    shaded = NoGradShade(cnn).eval()
+    assert optimised_copy(cnn, images, gradients=True) is not None
+    assert optimised_copy(shaded, images) is not None, "its logits are the same: fine for queries"
+    assert optimised_copy(shaded, images, gradients=True) is None, "its input gradients are not"
+    attack = APGD(0.1, steps=5)
+    attack.run(shaded, images, digits[1][:10])
+    assert not attack.optimised
 
 
 def test_params_round_trip():
