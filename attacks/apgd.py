@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attacks.base import Attack, check_bool, check_int, check_positive, register_attack
-from attacks.inference import optimised_copy
+from attacks.inference import SplitBatches, optimised_copy
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import generators, normal_rows, uniform_rows
 
@@ -96,8 +96,9 @@ class APGD(Attack):
         optimise: on CPU, take the forward and backward passes through a frozen TorchScript copy
             (:func:`attacks.inference.optimised_copy`, batch norm folded into the convolutions,
             ~1.4x faster on the zoo's models) when its logits and input gradients match the
-            model's; which images are fooled is always decided on the model itself, one forward
-            pass per image and run (default True; False uses the model for every step).
+            model's, each batch split over the intra-op threads (:class:`attacks.inference.
+            SplitBatches`); which images are fooled is always decided on the model itself, one
+            forward pass per image and run (default True; False uses the model for every step).
 
     Attributes:
         optimised: after a call, whether the copy was used.
@@ -202,6 +203,15 @@ class APGD(Attack):
         fast = optimised_copy(model, images, gradients=True) if self.optimise and self.eot_iter == 1 else None
         self.optimised = fast is not None
         search = fast if fast is not None else model
+        with SplitBatches(None if fast is not None else 1) as split:
+            return self._perturb(model, search, split if fast is not None else None, images, labels, indices,
+                                 chunk, out, success, best_loss)
+
+    def _perturb(
+        self, model: nn.Module, search: nn.Module, split: SplitBatches | None, images: torch.Tensor,
+        labels: torch.Tensor, indices: list[int], chunk: int, out: torch.Tensor, success: torch.Tensor,
+        best_loss: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         for rnd, targets in enumerate(self._rounds(model, images, chunk)):
             for restart in range(self.restarts):
                 todo = (~success).nonzero().squeeze(1)
@@ -209,8 +219,9 @@ class APGD(Attack):
                     return out, success
                 idx = [indices[i] for i in todo.tolist()]
                 tgt = None if targets is None else targets[todo]
-                adv, hit, loss = self._run_once(search, images[todo], labels[todo], tgt, idx, (rnd, restart), chunk)
-                if fast is not None:  # the copy steered the steps; the model says which images are fooled
+                adv, hit, loss = self._run_once(search, images[todo], labels[todo], tgt, idx, (rnd, restart), chunk,
+                                                split)
+                if search is not model:  # the copy steered the steps; the model says which images are fooled
                     hit = self._judge(model, adv, labels[todo], chunk)
                 # Among runs that fail, keep the point with the highest loss.
                 better = hit | (loss > best_loss[todo])
@@ -229,6 +240,7 @@ class APGD(Attack):
         indices: list[int],
         key: tuple[int, int],
         batch_size: int,
+        split: SplitBatches | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One APGD run over all images: (adversarial, fooled, best loss; +inf where fooled).
 
@@ -255,27 +267,11 @@ class APGD(Attack):
             ta = None if targets is None else targets[rows]
             final = t == self.steps
             needs_step = not bool(final.all())
-            with torch.enable_grad():
-                adv_g = adv.detach().requires_grad_(needs_step)
-                logits = self._logits(model, adv_g)
-                self._check_classes(logits.shape[1])
-                loss = self._per_image_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), ya, ta)
-                hit = self._success(logits.detach(), ya)
-                leave = hit | final
-                keep = ~leave
-                grad = None
-                if needs_step and bool(keep.any()):
-                    grad = self._input_grad(loss[keep].sum(), adv_g)[keep]
-                    self._counts[2] += int(leave.sum())  # the backward ran over images that leave
-                    # Expectation over transformation (randomised models): average the gradient of
-                    # eot_iter forward/backward passes, as the reference does for AutoAttack's 'rand'.
-                    for _ in range(self.eot_iter - 1):
-                        adv_e = adv[keep].detach().requires_grad_(True)
-                        loss_e = self._per_image_loss(self._logits(model, adv_e).float(), ya[keep],
-                                                      None if ta is None else ta[keep])
-                        grad = grad + self._input_grad(loss_e.sum(), adv_e)
-                    if self.eot_iter > 1:
-                        grad = grad / self.eot_iter
+            if split is not None:
+                hit, loss, grad = self._split_passes(split, model, adv, ya, ta, final, needs_step)
+                keep = ~(hit | final)
+            else:
+                hit, loss, grad, keep = self._passes(model, adv, ya, ta, final, needs_step)
             self._track_best(s, loss.detach())
             if bool(hit.any()):
                 out[rows[hit]] = adv[hit]
@@ -289,6 +285,74 @@ class APGD(Attack):
                 continue
             self._step(s, grad, x[s["rows"]], windows)
         return out, fooled, loss_out
+
+    def _passes(
+        self, model: nn.Module, adv: torch.Tensor, ya: torch.Tensor, ta: torch.Tensor | None, final: torch.Tensor,
+        needs_step: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One forward (and backward) pass of the working batch: (fooled, loss, gradient of the staying, staying)."""
+        with torch.enable_grad():
+            adv_g = adv.detach().requires_grad_(needs_step)
+            logits = self._logits(model, adv_g)
+            self._check_classes(logits.shape[1])
+            loss = self._per_image_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), ya, ta)
+            hit = self._success(logits.detach(), ya)
+            leave = hit | final
+            keep = ~leave
+            grad = None
+            if needs_step and bool(keep.any()):
+                grad = self._input_grad(loss[keep].sum(), adv_g)[keep]
+                self._counts[2] += int(leave.sum())  # the backward ran over images that leave
+                # Expectation over transformation (randomised models): average the gradient of
+                # eot_iter forward/backward passes, as the reference does for AutoAttack's 'rand'.
+                for _ in range(self.eot_iter - 1):
+                    adv_e = adv[keep].detach().requires_grad_(True)
+                    loss_e = self._per_image_loss(self._logits(model, adv_e).float(), ya[keep],
+                                                  None if ta is None else ta[keep])
+                    grad = grad + self._input_grad(loss_e.sum(), adv_e)
+                if self.eot_iter > 1:
+                    grad = grad / self.eot_iter
+        return hit, loss, grad, keep
+
+    def _split_passes(
+        self, split: SplitBatches, model: nn.Module, adv: torch.Tensor, ya: torch.Tensor, ta: torch.Tensor | None,
+        final: torch.Tensor, needs_step: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_passes` with the batch split over threads (:class:`attacks.inference.SplitBatches`).
+
+        Each part runs its own forward and backward pass; passes are counted here, once the parts are back.
+        """
+
+        def part(rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            with torch.enable_grad():
+                adv_g = adv[rows].detach().requires_grad_(needs_step)
+                logits = model(adv_g)
+                self._check_classes(logits.shape[1])
+                loss = self._per_image_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), ya[rows],
+                                            None if ta is None else ta[rows])
+                hit = self._success(logits.detach(), ya[rows])
+                keep = ~(hit | final[rows])
+                grad = None
+                if needs_step and bool(keep.any()):
+                    (grad,) = torch.autograd.grad(loss[keep].sum(), adv_g)
+            return hit, loss.detach(), grad
+
+        parts = split.map(part, adv.shape[0])
+        hit = torch.cat([p[0] for p in parts])
+        loss = torch.cat([p[1] for p in parts])
+        self._counts[0] += adv.shape[0]
+        if not any(p[2] is not None for p in parts):
+            return hit, loss, None
+        leave, start = hit | final, 0
+        grads = []
+        for h, _, g in parts:
+            rows = slice(start, start + h.shape[0])
+            start += h.shape[0]
+            grads.append(g if g is not None else torch.zeros_like(adv[rows]))
+            if g is not None:  # this part's backward ran, over its leaving images too
+                self._counts[1] += h.shape[0]
+                self._counts[2] += int(leave[rows].sum())
+        return hit, loss, torch.cat(grads)[~leave]
 
     def _admit(
         self, s: dict[str, torch.Tensor], x: torch.Tensor, indices: list[int], start: int, count: int,

@@ -21,6 +21,7 @@ the model itself.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import torch
@@ -56,6 +57,10 @@ class AutoAttack(Attack):
         n_queries: query budget of the score-based components (default: theirs, 5000 for Square).
         gradients: whether the model has input gradients (default True); False keeps only the
             components that need none.
+
+    Attributes:
+        seconds: wall seconds each component has spent in this instance's calls, by name: where
+            the time of an evaluation went.
     """
 
     name = "autoattack"
@@ -92,6 +97,7 @@ class AutoAttack(Attack):
                 "autoattack has no component it can run here (" + ", ".join(self.missing) + " need input gradients or "
                 "are not available); pass a surrogate for a model without gradients")
         self._built = [self._component(c) for c in self.components]
+        self.seconds: dict[str, float] = dict.fromkeys(self.components, 0.0)
 
     def _component(self, name: str) -> Attack:
         cls = ATTACKS.entry(name)
@@ -134,8 +140,10 @@ class AutoAttack(Attack):
             rows = (~success).nonzero().squeeze(1)
             if rows.numel() == 0:
                 break
+            start = time.perf_counter()
             out = attack.run(model, images[rows], labels[rows], [indices[i] for i in rows.tolist()],
                              batch_size=batch_size)
+            self.seconds[self.components[k]] += time.perf_counter() - start
             # the component's passes are the ensemble's
             self._counts[0] += out.forward
             self._counts[1] += out.backward

@@ -209,7 +209,9 @@ def _factory(
             raise RobustEvalError(
                 "attack_kwargs only apply to an attack given by name; configure the Attack itself"
             )
-        return attack.with_eps, attack.eps
+        # The attack itself at its own budget, so what it records of a call (Square's queries,
+        # an ensemble's seconds per component) is there to read afterwards.
+        return (lambda e: attack if e == attack.eps else attack.with_eps(e)), attack.eps
     if isinstance(attack, str):
         kwargs = dict(attack_kwargs or {})
         return (lambda e: build(attack, **{**kwargs, "eps": e})), None

@@ -29,6 +29,7 @@ The copy is refused, and the model itself is used, unless every check passes:
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,3 +119,74 @@ def _probes(sample: torch.Tensor) -> list[torch.Tensor]:
     more = sample[: min(5, sample.shape[0])].flip(0).repeat(2, 1, 1, 1)[:5].detach().clone()
     noise = (torch.rand(more.shape, generator=gen, dtype=more.dtype) - 0.5) * 0.2
     return [first, (more + noise).clamp(0, 1)]
+
+
+class SplitBatches:
+    """Work on a batch split over worker threads, each with one intra-op thread (CPU).
+
+    On a CPU, PyTorch's intra-op threads share out each operator; on a small network at a small
+    image size most operators are too small for that to pay, and two threads each running half the
+    batch on their own go faster than two threads on the whole batch (the optimised copy of the
+    zoo's ShuffleNetV2, 28 px, 250 images: ~1.3x for forward passes). While the context is open
+    the process runs one intra-op thread per worker; the setting is put back on exit.
+
+    Args:
+        workers: threads (default: PyTorch's intra-op thread count); 1 runs everything in the
+            calling thread.
+
+    Example:
+        >>> with SplitBatches() as split:
+        ...     parts = split.map(lambda rows: fast(batch[rows]), len(batch))
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers if workers is not None else torch.get_num_threads())
+        self._pool: Any = None
+        self._threads = torch.get_num_threads()
+
+    def __enter__(self) -> SplitBatches:
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._threads = torch.get_num_threads()
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="robust-eval-split")
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+            torch.set_num_threads(self._threads)
+
+    def map(self, fn: Any, n: int) -> list[Any]:
+        """``fn(rows)`` for consecutive slices of ``range(n)``, one per worker (one slice when small)."""
+        if self._pool is None or n < 2 * self.workers:
+            return [fn(slice(0, n))]
+        bounds = [round(i * n / self.workers) for i in range(self.workers + 1)]
+        return list(self._pool.map(fn, [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]))
+
+
+class SplitQueries(SplitBatches):
+    """A model's forward passes (no gradients) split over :class:`SplitBatches` workers; callable.
+
+    Example:
+        >>> with SplitQueries(fast) as query:
+        ...     logits = query(batch)
+    """
+
+    def __init__(self, model: nn.Module, workers: int | None = None) -> None:
+        super().__init__(workers)
+        self.model = model
+
+    def __enter__(self) -> SplitQueries:
+        super().__enter__()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        def run(rows: slice) -> torch.Tensor:
+            with torch.no_grad():
+                return self.model(x[rows])
+
+        parts = self.map(run, x.shape[0])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -114,6 +114,7 @@ def ours_autoattack(model, images, labels, indices, args, device):
     out = _ours(attack, model, images, labels, indices, args, device)
     out["components"] = list(attack.components)
     out["missing"] = list(attack.missing)
+    out["component_seconds"] = {k: round(v, 2) for k, v in attack.seconds.items()}
     return out
 
 
@@ -289,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"  ours autoattack <= pgd-20x5: {checks['autoattack_le_pgd']}")
     if "ours-autoattack" in results:
         r = results["ours-autoattack"]
-        print(f"  ours autoattack broken by: {r.get('broken_by')}; left out: {', '.join(r['missing']) or 'none'}")
+        print(f"  ours autoattack broken by: {r.get('broken_by')}; left out: {', '.join(r['missing']) or 'none'}; "
+              f"seconds per component: {r.get('component_seconds')}")
     result = {"model": args.model, "dataset": args.dataset, "checkpoint": args.checkpoint, "n": len(images),
               "eps": args.eps, "seed": args.seed, "device": str(device), "threads": torch.get_num_threads(),
               "batch_size": args.batch_size, "setup_seconds": round(setup_s, 3), "clean_accuracy": clean,

@@ -30,7 +30,7 @@ from robustbench_lite.training import load_or_train_baseline
 Log = Callable[[str], None]
 #: Checkpoint metadata copied into the results' ``checkpoint`` block.
 CHECKPOINT_KEYS = ("recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created", "defence",
-                   "init", "train_seconds", "train_images")
+                   "init", "train_seconds", "train_images", "precision", "artefact")
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sources.FileInfo | None]:

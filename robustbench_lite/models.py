@@ -130,6 +130,8 @@ class NormalizedModel(nn.Module):
     Grey input to a 3-channel network is repeated over channels; RGB input to a 1-channel network
     is converted with ITU-R 601 luma weights. Images smaller than ``min_size`` are upsampled
     bilinearly first (inside the model, so attacks and corruptions still act on the real pixels).
+    A model cast to a 16-bit float (``.to(torch.bfloat16)``, a compressed checkpoint) computes in
+    it: images are cast in, logits cast back to float32.
     """
 
     def __init__(self, net: nn.Module, in_channels: int, mean: tuple[float, ...], std: tuple[float, ...],
@@ -156,6 +158,8 @@ class NormalizedModel(nn.Module):
             scale = self.min_size / min(h, w)
             size = (max(self.min_size, round(h * scale)), max(self.min_size, round(w * scale)))
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if self.mean.dtype != x.dtype:  # a reduced-precision copy: compute in its type, answer in float32
+            return self.net((x.to(self.mean.dtype) - self.mean) / self.std).float()
         return self.net((x - self.mean) / self.std)
 
 

@@ -51,13 +51,14 @@ LISTABLE = {
     "corruptions": _Listed("corruptions", "CORRUPTIONS"),
     "shifts": _Listed("robustbench_lite.shift", "SHIFTS"),
     "defences": _Listed("robustbench_lite.training.defences", "DEFENCES"),
+    "compression": _Listed("robustbench_lite.training.compression", "METHODS"),
     "formats": _Listed("robustbench_lite.sources", "FORMATS"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
     p = a.Parser(prog=f"{a.PROG} list", description="List registered models, datasets, suites, attacks, "
-                 "corruptions, shifts, defences or model file formats.")
+                 "corruptions, shifts, defences, compression methods or model file formats.")
     p.add_argument("what", choices=list(LISTABLE), help="which registry")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch filter, e.g. 'mobilenet*', or a model "
                    "family's names: 'timm:*', 'torchvision:res*' (default: all)")

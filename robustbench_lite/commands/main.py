@@ -10,7 +10,8 @@ from robustbench_lite.errors import GateFailure, RobustEvalError
 
 #: Subcommand -> module under robustbench_lite.commands (imported on use: `list` stays fast).
 COMMANDS = {"eval": "eval", "train": "train", "compare": "compare", "sweep": "sweep", "list": "list",
-            "report": "report", "gate": "gate", "history": "history", "plan": "plan"}
+            "report": "report", "gate": "gate", "history": "history", "plan": "plan",
+            "compress": "compress"}
 #: Subcommands that run under torchrun (the others refuse).
 DISTRIBUTED = ("eval", "train")
 

@@ -19,6 +19,8 @@ from robustbench_lite.models import NormalizedModel
 from robustbench_lite.sources.architectures import build
 
 CHECKPOINT_FORMAT = "robustbench_lite.checkpoint"
+#: ``meta["precision"]`` -> the dtype the network is built in (fp16/bf16: written by ``robust-eval compress``).
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKPOINT_VERSION = 1
 
 
@@ -133,6 +135,11 @@ def load_checkpoint(
         meta["model"], meta["num_classes"], meta["in_channels"], meta["input_size"], pretrained=False,
         mean=tuple(meta["mean"]), std=tuple(meta["std"]),
     )
+    precision = meta.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise RobustEvalError(f"checkpoint {path} says precision {precision!r}, which this robustbench_lite cannot "
+                              f"run (valid: {', '.join(PRECISIONS)}); upgrade robustbench-lite")
+    net = net.to(PRECISIONS[precision])  # a compressed copy keeps its precision (robust-eval compress)
     try:
         net.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

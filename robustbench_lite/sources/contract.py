@@ -44,8 +44,9 @@ def _size(value: Any) -> tuple[int, int]:
 
 def _floats(flag: str) -> Any:
     def parse(value: Any) -> tuple[float, ...]:
-        if isinstance(value, str) and value.strip().lower() == "none":
-            return ()
+        if (isinstance(value, str) and value.strip().lower() == "none") or (isinstance(value, (tuple, list))
+                                                                             and not value):
+            return ()  # 'none', or already parsed as none
         try:
             numbers = tuple(float(v) for v in comma_list(value, flag, "0.485,0.456,0.406", unique=False))
         except ValueError:

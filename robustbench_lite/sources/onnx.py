@@ -2,7 +2,8 @@
 
 The graph is read with ``onnx`` (protobuf: data, no code): its image input's shape gives the input
 contract (channels, size, a fixed batch), its output the class count, and ``metadata_props`` may
-carry the rest (``mean``, ``std``, ``classes`` / ``labels``, ``input_size``, as JSON or comma text).
+carry the rest (``mean``, ``std``, ``classes`` / ``labels``, ``input_size``, as JSON or comma text),
+and an artefact of ``robust-eval compress`` its provenance (``robustbench_lite.artefact``).
 The model runs in an ONNX Runtime session (CPU provider; CUDA when the run's device is a GPU and
 the provider is installed). ONNX Runtime computes no input gradients: attacks need ``--surrogate``.
 """
@@ -23,6 +24,8 @@ from robustbench_lite.sources.base import FileFormat, FileInfo, LoadedModel, Loa
 from robustbench_lite.sources.contract import InputContract
 
 INSTALL = "pip install 'robustbench-lite[onnx]'"
+#: metadata_props key of a compressed artefact's provenance (robust-eval compress; JSON)
+ARTEFACT_KEY = "robustbench_lite.artefact"
 #: metadata_props keys read as the input contract (``labels`` / ``class_names`` name the classes)
 META_KEYS = {"input_size": "input_size", "channels": "channels", "mean": "mean", "std": "std", "classes": "classes",
              "labels": "classes", "class_names": "classes"}
@@ -130,8 +133,11 @@ class OnnxFormat(FileFormat):
                 "N x C x H x W images: export the model with an image input (flatten inside the model)")
         batch, c, h, w = dims
         values: dict[str, Any] = {}
+        artefact = None
         for prop in model.metadata_props:
-            if prop.key in META_KEYS:
+            if prop.key == ARTEFACT_KEY:
+                artefact = _meta_value(prop.value) if isinstance(_meta_value(prop.value), dict) else None
+            elif prop.key in META_KEYS:
                 values[META_KEYS[prop.key]] = _meta_value(prop.value)
             elif prop.key == "robustbench_lite" and isinstance(_meta_value(prop.value), dict):
                 values.update(_meta_value(prop.value))
@@ -148,11 +154,12 @@ class OnnxFormat(FileFormat):
         weights = sum(len(i.raw_data) or math.prod(i.dims) * 4 for i in graph.initializer)
         return FileInfo(self.name, contract, num_classes=out[-1] if len(out) == 2 and isinstance(out[-1], int)
                         and out[-1] > 0 else None, fixed_batch=batch if isinstance(batch, int) and batch > 0 else None,
-                        meta={"params": params, "weights_bytes": weights,
+                        meta={"params": params, "weights_bytes": weights, "artefact": artefact,
                               "opset": max((o.version for o in model.opset_import), default=None)})
 
     def load(self, request: LoadRequest) -> LoadedModel:
         info = request.info
         core = OnnxModule(request.path, request.device, info.meta["params"], info.meta["weights_bytes"])
+        artefact = info.meta.get("artefact")
         return LoadedModel(model=core, core=core, format=self.name, runtime=f"onnxruntime ({core.provider})",
-                           differentiable=False)
+                           differentiable=False, meta={"artefact": artefact} if artefact else {})

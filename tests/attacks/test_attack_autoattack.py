@@ -32,6 +32,18 @@ def test_each_component_attacks_only_the_survivors_and_the_worst_case_is_kept(ca
     assert ens.forward_passes < fgsm.forward_passes + pgd.forward_passes
 
 
+def test_the_ensemble_says_where_its_time_went(case):
+    import time
+
+    model, images, labels = case
+    attack = AutoAttack(eps=0.1, components="fgsm,pgd", steps=10)
+    start = time.perf_counter()
+    evaluate_attack(model, attack, images, labels)  # the instance given is the one that runs at its own eps
+    elapsed = time.perf_counter() - start
+    assert list(attack.seconds) == ["fgsm", "pgd"] and all(v > 0 for v in attack.seconds.values())
+    assert sum(attack.seconds.values()) <= elapsed
+
+
 def test_an_eps_sweep_records_the_component_at_each_images_smallest_budget(case):
     model, images, labels = case
     ens = evaluate_attack(model, AutoAttack(eps=0.1, components="fgsm,pgd", steps=5), images, labels,

@@ -272,3 +272,21 @@ def test_optimised_copy_refused_where_it_would_lie(cnn, mlp, digits, tmp_path):
             return self.engine(x) * self.scale
 
     assert optimised_copy(WithParams().eval(), images) is None
+
+
+def test_split_queries_give_the_copys_logits_and_put_the_threads_back(cnn, digits):
+    from attacks.inference import SplitQueries, optimised_copy
+
+    images = digits[0][:41]  # an odd count: unequal parts
+    fast = optimised_copy(cnn.eval(), images)
+    threads = torch.get_num_threads()
+    with SplitQueries(fast, workers=3) as query:
+        assert torch.get_num_threads() == 1, "one intra-op thread per worker while split"
+        got = query(images)
+        assert query(images[:4]).shape == (4, 10), "a batch too small to split runs whole"
+    assert torch.get_num_threads() == threads
+    with torch.no_grad():
+        assert torch.allclose(got, fast(images), atol=1e-5)
+    with pytest.raises(RuntimeError), SplitQueries(fast, workers=2) as query:
+        query(images[:, :, :3])  # a failure inside still restores the thread count
+    assert torch.get_num_threads() == threads

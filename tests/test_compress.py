@@ -1,0 +1,181 @@
+"""robust-eval compress: int8 (ONNX Runtime), fp16 and bf16 artefacts of the session's digits checkpoint.
+
+Each artefact must load through the model-source layer like any shipped file, stay close to its
+parent's accuracy, and carry its provenance (parent path and sha256, method, settings, the
+calibration images). Bad input is one line, exit 2, and leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_lite import cli, data, sources
+from robustbench_lite.files import sha256_file
+from robustbench_lite.sources import checkpoints
+from robustbench_lite.training.compression import CompressConfig, CompressOptions, compress
+
+pytest.importorskip("onnxruntime")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def accuracy(model: torch.nn.Module, test) -> float:
+    with torch.no_grad():
+        return float((model(test.float_images()).argmax(1) == test.labels).float().mean())
+
+
+def load(path: Path, test):
+    info = sources.inspect_file(path)
+    loaded = sources.load_file(path, info, architecture=None, contract=sources.InputContract(), device="cpu",
+                               num_classes=test.num_classes, channels=test.channels, size=tuple(test.size),
+                               classes=tuple(test.classes))
+    return info, sources.finish(loaded, what=path.name, device=torch.device("cpu"), num_classes=test.num_classes,
+                                channels=test.channels, size=tuple(test.size), classes=tuple(test.classes))
+
+
+@pytest.fixture(scope="module")
+def int8(digits_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "digits.int8.onnx"
+    artefact = compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(out), seed=3, show_progress=False,
+                                       options=CompressOptions(method="int8", calibration=256)), log=lambda m: None)
+    return artefact
+
+
+def test_int8_is_an_onnx_graph_close_to_its_parent_with_its_provenance(int8, digits_checkpoint):
+    test = data.load("digits", "test")
+    parent, meta = checkpoints.load_checkpoint(digits_checkpoint)
+    info, loaded = load(int8.path, test)
+    assert info.format == "onnx" and not info.differentiable and loaded.runtime.startswith("onnxruntime")
+    assert info.contract.classes == tuple(test.classes), "the graph names its classes"
+    assert int8.facts["quantized_ops"].get("Conv", 0) > 10, int8.facts
+    parent_acc, child_acc = accuracy(parent, test), accuracy(loaded.model, test)
+    assert abs(parent_acc - child_acc) <= 0.03, (parent_acc, child_acc)
+    with torch.no_grad():
+        agree = (parent(test.float_images()).argmax(1) == loaded.model(test.float_images()).argmax(1)).float().mean()
+    assert agree >= 0.95
+    # The provenance is inside the file, and it is what was done.
+    record = info.meta["artefact"]
+    assert record == int8.record and loaded.meta["artefact"] == record
+    assert record["parent"]["sha256"] == sha256_file(digits_checkpoint)
+    assert record["parent"]["path"] == str(Path(digits_checkpoint).resolve())
+    assert record["method"] == "int8" and record["settings"] == {"calibration": 256, "calibration_method": "minmax"}
+    cal = record["calibration"]
+    assert (cal["dataset"], cal["split"], cal["images"], cal["seed"]) == ("digits", "train", 256, 3)
+    assert int8.bytes < 0.5 * int8.parent_bytes, "int8 weights: well under half the float checkpoint"
+    assert int8.bytes < 0.5 * int8.facts["float_onnx_bytes"], "and under half the float ONNX graph"
+
+
+def test_calibration_never_uses_test_images_and_follows_the_seed(int8, digits_checkpoint, tmp_path):
+    # Same seed: the same images, the same graph; another seed: other images.
+    again = compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(tmp_path / "a.onnx"), seed=3,
+                                    options=CompressOptions(method="int8", calibration=256)), log=lambda m: None)
+    other = compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(tmp_path / "b.onnx"), seed=4,
+                                    options=CompressOptions(method="int8", calibration=256)), log=lambda m: None)
+    assert again.record["calibration"] == int8.record["calibration"]
+    assert other.record["calibration"]["indices_sha256"] != int8.record["calibration"]["indices_sha256"]
+    assert int8.record["calibration"]["split"] == "train"
+
+
+@pytest.mark.parametrize(("method", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_reduced_precision_checkpoint_runs_in_its_type_and_is_attackable(method, dtype, digits_checkpoint, tmp_path):
+    test = data.load("digits", "test")
+    out = tmp_path / f"child.{method}.pt"
+    artefact = compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(out),
+                                       options=CompressOptions(method=method)), log=lambda m: None)
+    assert artefact.record["calibration"] is None and artefact.facts["dtype"] == str(dtype).split(".")[1]
+    child, meta = checkpoints.load_checkpoint(out)
+    assert meta["precision"] == method and meta["artefact"]["parent"]["sha256"] == sha256_file(digits_checkpoint)
+    assert "clean_accuracy" not in meta, "the parent's measured accuracy is not the child's"
+    assert {p.dtype for p in child.parameters()} == {dtype}
+    assert artefact.bytes < 0.6 * artefact.parent_bytes
+    parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
+    x = test.float_images()
+    assert child(x).dtype == torch.float32, "float32 images in, float32 logits out"
+    assert abs(accuracy(child, test) - accuracy(parent, test)) <= 0.02
+    # Differentiable: the input gradient exists and points the same way as the parent's.
+    xg = x[:64].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(child(xg), test.labels[:64]), xg)
+    xp = x[:64].clone().requires_grad_(True)
+    (gp,) = torch.autograd.grad(torch.nn.functional.cross_entropy(parent(xp), test.labels[:64]), xp)
+    assert torch.nn.functional.cosine_similarity(g.flatten(), gp.flatten(), dim=0) > 0.9
+
+
+def test_the_artefact_evaluates_and_its_results_name_the_parent(int8, digits_checkpoint, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code, _, err = run(capsys, "--checkpoint", str(int8.path), "--dataset", "digits", "--suite", "clean", "--json",
+                       str(out), "--no-history", "--no-progress")
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["source"]["format"] == "onnx"
+    assert result["checkpoint"]["artefact"]["parent"]["sha256"] == sha256_file(digits_checkpoint)
+
+
+def test_list_compression(capsys):
+    code, out, _ = run(capsys, "list", "compression")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["bf16", "fp16", "int8"]
+
+
+@pytest.mark.parametrize(("argv", "needles"), [
+    (["--method", "int9"], ["unknown compression method 'int9'", "int8", "robust-eval list compression"]),
+    (["--method", "fp16:3"], ["takes no argument", "--method fp16"]),
+    (["--method", "fp16", "--output", "OUT/x.onnx"], ["must end in .pt", "x.pt"]),
+    (["--method", "int8", "--output", "OUT/x.pt"], ["must end in .onnx"]),
+    (["--method", "int8", "--calibration", "8"], ["--calibration must be an integer >= 16, got 8"]),
+    (["--method", "int8", "--calibration", "5000", "--output", "OUT/x.onnx"],
+     ["--calibration 5000 is more than the 1347 training images of digits"]),
+    (["--method", "int8", "--calibration-method", "kl"], ["--calibration-method 'kl' is not valid", "entropy"]),
+    (["--method", "bf16", "--output", "PARENT"], ["is the parent checkpoint"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(argv, needles, digits_checkpoint, tmp_path, capsys):
+    argv = [str(tmp_path / a[4:]) if a.startswith("OUT/") else str(digits_checkpoint) if a == "PARENT" else a
+            for a in argv]
+    before = set(Path(digits_checkpoint).parent.iterdir())
+    code, out, err = run(capsys, "compress", "--checkpoint", str(digits_checkpoint), *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert list(tmp_path.iterdir()) == [] and set(Path(digits_checkpoint).parent.iterdir()) == before
+
+
+def test_a_parent_that_is_not_a_checkpoint_is_refused(tmp_path, capsys):
+    bogus = tmp_path / "net.pt"
+    torch.save({"weights": torch.zeros(2)}, bogus)
+    code, _, err = run(capsys, "compress", "--checkpoint", str(bogus), "--method", "bf16")
+    assert code == 2 and "not a robustbench_lite checkpoint" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pt"]
+
+
+def test_flip_set_of_parent_and_int8_child_equals_a_direct_recount(int8, digits_checkpoint, tmp_path, capsys):
+    from robustbench_lite import records
+    from robustbench_lite.flips import flip_sets
+
+    runs = {}
+    for name, path in (("parent", digits_checkpoint), ("child", int8.path)):
+        code, _, err = run(capsys, "--checkpoint", str(path), "--dataset", "digits", "--suite", "clean,corruptions",
+                           "--corruptions", "gaussian_noise,fog", "--severities", "3", "--records",
+                           str(tmp_path / f"{name}.npz"), "--no-history", "--no-progress")
+        assert code == 0, err
+        runs[name] = records.load(tmp_path / f"{name}.npz")
+    found = {f.path: f for f in flip_sets(runs["parent"], runs["child"])}
+    assert {"clean.accuracy", "corruptions.accuracy.fog.3", "corruptions.accuracy.gaussian_noise.3"} <= set(found)
+    test = data.load("digits", "test")
+    parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
+    _, child = load(int8.path, test)
+    with torch.no_grad():
+        before, after = parent(test.float_images()).argmax(1), child.model(test.float_images()).argmax(1)
+    changed = (before != after).numpy()
+    clean = found["clean.accuracy"]
+    assert clean.by == "prediction" and clean.count == int(changed.sum()) and clean.images == len(test)
+    assert clean.flipped.tolist() == test.indices[torch.from_numpy(changed)].tolist()
+    right_before, right_after = (before == test.labels).numpy(), (after == test.labels).numpy()
+    assert clean.lost == int((changed & right_before & ~right_after).sum())
+    assert clean.gained == int((changed & ~right_before & right_after).sum())
+    assert sum(v["flips"] for v in clean.per_class.values()) == clean.count
