@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_bool, check_int, check_positive, register_attack
+from attacks.base import Attack, check_bool, check_int, check_positive, checked_logits, register_attack
 from attacks.inference import SplitBatches, optimised_copy
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import generators, normal_rows, uniform_rows
@@ -203,12 +203,11 @@ class APGD(Attack):
         fast = optimised_copy(model, images, gradients=True) if self.optimise and self.eot_iter == 1 else None
         self.optimised = fast is not None
         search = fast if fast is not None else model
-        with SplitBatches(None if fast is not None else 1) as split:
-            return self._perturb(model, search, split if fast is not None else None, images, labels, indices,
-                                 chunk, out, success, best_loss)
+        with SplitBatches(None if fast is not None else 1) as split:  # one worker: all in this thread
+            return self._perturb(model, search, split, images, labels, indices, chunk, out, success, best_loss)
 
     def _perturb(
-        self, model: nn.Module, search: nn.Module, split: SplitBatches | None, images: torch.Tensor,
+        self, model: nn.Module, search: nn.Module, split: SplitBatches, images: torch.Tensor,
         labels: torch.Tensor, indices: list[int], chunk: int, out: torch.Tensor, success: torch.Tensor,
         best_loss: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -267,11 +266,8 @@ class APGD(Attack):
             ta = None if targets is None else targets[rows]
             final = t == self.steps
             needs_step = not bool(final.all())
-            if split is not None:
-                hit, loss, grad = self._split_passes(split, model, adv, ya, ta, final, needs_step)
-                keep = ~(hit | final)
-            else:
-                hit, loss, grad, keep = self._passes(model, adv, ya, ta, final, needs_step)
+            hit, loss, grad = self._passes(split, model, adv, ya, ta, final, needs_step)
+            keep = ~(hit | final)
             self._track_best(s, loss.detach())
             if bool(hit.any()):
                 out[rows[hit]] = adv[hit]
@@ -287,46 +283,20 @@ class APGD(Attack):
         return out, fooled, loss_out
 
     def _passes(
-        self, model: nn.Module, adv: torch.Tensor, ya: torch.Tensor, ta: torch.Tensor | None, final: torch.Tensor,
-        needs_step: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """One forward (and backward) pass of the working batch: (fooled, loss, gradient of the staying, staying)."""
-        with torch.enable_grad():
-            adv_g = adv.detach().requires_grad_(needs_step)
-            logits = self._logits(model, adv_g)
-            self._check_classes(logits.shape[1])
-            loss = self._per_image_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), ya, ta)
-            hit = self._success(logits.detach(), ya)
-            leave = hit | final
-            keep = ~leave
-            grad = None
-            if needs_step and bool(keep.any()):
-                grad = self._input_grad(loss[keep].sum(), adv_g)[keep]
-                self._counts[2] += int(leave.sum())  # the backward ran over images that leave
-                # Expectation over transformation (randomised models): average the gradient of
-                # eot_iter forward/backward passes, as the reference does for AutoAttack's 'rand'.
-                for _ in range(self.eot_iter - 1):
-                    adv_e = adv[keep].detach().requires_grad_(True)
-                    loss_e = self._per_image_loss(self._logits(model, adv_e).float(), ya[keep],
-                                                  None if ta is None else ta[keep])
-                    grad = grad + self._input_grad(loss_e.sum(), adv_e)
-                if self.eot_iter > 1:
-                    grad = grad / self.eot_iter
-        return hit, loss, grad, keep
-
-    def _split_passes(
-        self, split: SplitBatches, model: nn.Module, adv: torch.Tensor, ya: torch.Tensor, ta: torch.Tensor | None,
-        final: torch.Tensor, needs_step: bool,
+        self, split: SplitBatches | None, model: nn.Module, adv: torch.Tensor, ya: torch.Tensor,
+        ta: torch.Tensor | None, final: torch.Tensor, needs_step: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """:meth:`_passes` with the batch split over threads (:class:`attacks.inference.SplitBatches`).
+        """One forward (and backward) pass of the working batch: (fooled, loss, gradient of the images staying).
 
-        Each part runs its own forward and backward pass; passes are counted here, once the parts are back.
+        With ``split`` the batch is split over threads (:class:`attacks.inference.SplitBatches`),
+        each part running its own forward and backward pass; passes are counted here, once the
+        parts are back. A part's backward runs over its images that leave too (counted as wasted).
         """
 
         def part(rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
             with torch.enable_grad():
                 adv_g = adv[rows].detach().requires_grad_(needs_step)
-                logits = model(adv_g)
+                logits = checked_logits(model(adv_g), adv_g.shape[0])
                 self._check_classes(logits.shape[1])
                 loss = self._per_image_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), ya[rows],
                                             None if ta is None else ta[rows])
@@ -337,10 +307,11 @@ class APGD(Attack):
                     (grad,) = torch.autograd.grad(loss[keep].sum(), adv_g)
             return hit, loss.detach(), grad
 
-        parts = split.map(part, adv.shape[0])
+        n = adv.shape[0]
+        parts = split.map(part, n) if split is not None else [part(slice(0, n))]
         hit = torch.cat([p[0] for p in parts])
         loss = torch.cat([p[1] for p in parts])
-        self._counts[0] += adv.shape[0]
+        self._counts[0] += n
         if not any(p[2] is not None for p in parts):
             return hit, loss, None
         leave, start = hit | final, 0
@@ -349,10 +320,20 @@ class APGD(Attack):
             rows = slice(start, start + h.shape[0])
             start += h.shape[0]
             grads.append(g if g is not None else torch.zeros_like(adv[rows]))
-            if g is not None:  # this part's backward ran, over its leaving images too
+            if g is not None:
                 self._counts[1] += h.shape[0]
                 self._counts[2] += int(leave[rows].sum())
-        return hit, loss, torch.cat(grads)[~leave]
+        keep = ~leave
+        grad = torch.cat(grads)[keep]
+        # Expectation over transformation (randomised models): average the gradient of eot_iter
+        # forward/backward passes, as the reference does for AutoAttack's 'rand'.
+        for _ in range(self.eot_iter - 1):
+            adv_e = adv[keep].detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss_e = self._per_image_loss(self._logits(model, adv_e).float(), ya[keep],
+                                              None if ta is None else ta[keep])
+            grad = grad + self._input_grad(loss_e.sum(), adv_e)
+        return hit, loss, grad / self.eot_iter if self.eot_iter > 1 else grad
 
     def _admit(
         self, s: dict[str, torch.Tensor], x: torch.Tensor, indices: list[int], start: int, count: int,

@@ -57,6 +57,18 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
     return ATTACKS.register(cls.name, cls)
 
 
+def checked_logits(out: object, n: int) -> torch.Tensor:
+    """``out`` if it is (n, classes) logits, else the one-line error that says how to wrap the model."""
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RobustEvalError(
+            f"the model must return logits of shape (N, classes) for N images, "
+            f"got {got} for N={n}; "
+            "wrap it so forward() returns only the logits"
+        )
+    return out
+
+
 @dataclass(frozen=True)
 class AttackProvider:
     """A family of attacks named ``PREFIX:NAME`` that are not classes in :data:`ATTACKS`.
@@ -357,15 +369,7 @@ class Attack:
     def _logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes) for a batch, counted as N forward passes."""
         self._counts[0] += x.shape[0]
-        out = model(x)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise RobustEvalError(
-                f"the model must return logits of shape (N, classes) for N images, "
-                f"got {got} for N={x.shape[0]}; "
-                "wrap it so forward() returns only the logits"
-            )
-        return out
+        return checked_logits(model(x), x.shape[0])
 
     def _input_grad(self, loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """d loss / d x only (no parameter gradients), counted as ``len(x)`` backward passes."""

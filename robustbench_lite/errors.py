@@ -12,3 +12,9 @@ class RobustEvalError(ValueError):
 
 class GateFailure(RuntimeError):
     """Raised when robustness gates fail (exit code 1 in the CLI)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.errors import RobustEvalError, first_line
 from robustbench_lite.sources import formats, onnx  # noqa: F401  (register the formats)
 from robustbench_lite.sources.base import FORMATS, FileInfo, LoadedModel, LoadRequest
 from robustbench_lite.sources.contract import InputContract, adapt, read_sidecar
@@ -139,7 +139,7 @@ def _probe(loaded: LoadedModel, num_classes: int, channels: int, size: tuple[int
     except RobustEvalError:
         raise
     except Exception as exc:  # noqa: BLE001 - a shipped model can fail in any layer
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         expects = ", ".join(f"{k} {v}" for k, v in loaded.contract.describe().items() if v and k != "classes")
         raise RobustEvalError(f"{what} fails on {channels}x{size[0]}x{size[1]} images ({type(exc).__name__}: "
                               f"{first[:160]}); its contract: {expects or 'none given'}; pass --input-size / "

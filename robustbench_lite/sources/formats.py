@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.errors import RobustEvalError, first_line
 from robustbench_lite.sources import architectures, checkpoints
 from robustbench_lite.sources.base import FileFormat, FileInfo, LoadedModel, LoadRequest, register_format
 from robustbench_lite.sources.contract import InputContract
@@ -241,7 +241,7 @@ class TorchScriptFormat(FileFormat):
         try:
             net = torch.jit.load(str(request.path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - RuntimeError with a C++ trace
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RobustEvalError(f"{request.path} is a damaged TorchScript archive ({first[:160]}); "
                                   "save it again with torch.jit.save") from None
         return LoadedModel(model=net.eval(), core=net, format=self.name, runtime="torchscript")
@@ -303,7 +303,7 @@ class ExportFormat(FileFormat):
         try:
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001 - deserialisation errors of every kind
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RobustEvalError(f"{path} is a damaged torch.export archive ({first[:160]}); "
                                   "save it again with torch.export.save") from None
         user_inputs = list(program.graph_signature.user_inputs)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.errors import RobustEvalError, first_line
 from robustbench_lite.sources.base import FileFormat, FileInfo, LoadedModel, LoadRequest, register_format
 from robustbench_lite.sources.contract import InputContract
 
@@ -71,7 +71,7 @@ class OnnxModule(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RobustEvalError(f"ONNX Runtime cannot load {path} ({first}); re-export it (torch.onnx.export) "
                                   "or check it with onnx.checker.check_model") from None
         self.path = path
@@ -85,7 +85,7 @@ class OnnxModule(nn.Module):
         try:
             (out,) = self.session.run(None, {self.input_name: array})[:1]
         except Exception as exc:  # noqa: BLE001 - InvalidArgument & co. come from the pybind layer
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RobustEvalError(f"{self.path.name} rejected input of shape {tuple(array.shape)} ({first}); pass "
                                   "--input-size / --channels for the shape its graph takes") from None
         return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.errors import RobustEvalError, first_line
 from robustbench_lite.training.compression.base import ARTEFACT_KEY, Log, Method, register_method
 
 #: The exporter's opset: QDQ per-channel needs >= 13; 17 is the legacy exporter's best supported.
@@ -102,19 +102,19 @@ class Int8(Method):
              calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log) -> dict[str, Any]:
         import onnx
 
+        from robustbench_lite.files import atomic_write
+
         q = _ort_quantization()
         assert calibration is not None
         methods = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
                    "percentile": q.CalibrationMethod.Percentile}
-        from robustbench_lite.files import atomic_write
-
         with tempfile.TemporaryDirectory(prefix="robust-eval-int8-") as tmp:
             float_path, pre_path, int8_path = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
             try:
                 export_onnx(parent, calibration[:2], float_path)
             except Exception as exc:  # noqa: BLE001 - the exporter raises many types
                 raise RobustEvalError(f"--method int8: the {meta.get('model')} model cannot be exported to ONNX "
-                                      f"({_first_line(exc)}); compress it with --method fp16 or bf16") from None
+                                      f"({first_line(exc)}); compress it with --method fp16 or bf16") from None
             try:  # shape inference and graph clean-up ONNX Runtime recommends before quantizing
                 q.shape_inference.quant_pre_process(str(float_path), str(pre_path), skip_symbolic_shape=True)
                 source = pre_path
@@ -130,7 +130,7 @@ class Int8(Method):
                                       calibrate_method=methods[settings["calibration_method"]])
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many types
                 raise RobustEvalError(f"--method int8: ONNX Runtime cannot quantize the {meta.get('model')} graph "
-                                      f"({_first_line(exc)}); try --calibration-method minmax, or --method fp16 / "
+                                      f"({first_line(exc)}); try --calibration-method minmax, or --method fp16 / "
                                       "bf16") from None
             model = onnx.load(str(int8_path))
             quantized, left = _op_counts(model)
@@ -176,13 +176,9 @@ def _check_runs(model: Any, images: torch.Tensor) -> None:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"images": np.ascontiguousarray(images.numpy(), dtype=np.float32)})
     except Exception as exc:  # noqa: BLE001
-        raise RobustEvalError(f"--method int8: ONNX Runtime cannot run the quantized graph ({_first_line(exc)}); "
+        raise RobustEvalError(f"--method int8: ONNX Runtime cannot run the quantized graph ({first_line(exc)}); "
                               "use --method fp16 or bf16") from None
     if not np.isfinite(logits).all():
         raise RobustEvalError("--method int8: the quantized graph gives non-finite logits on calibration images; "
                               "try --calibration-method percentile")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
