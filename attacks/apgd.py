@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_bool, check_int, check_positive, checked_logits, register_attack
+from attacks.base import Attack, balanced_batch, check_bool, check_int, check_positive, checked_logits, register_attack
 from attacks.inference import SplitBatches, optimised_copy
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import generators, normal_rows, uniform_rows
@@ -248,6 +248,7 @@ class APGD(Attack):
         waiting images fill the free slots of the working batch.
         """
         m = x.shape[0]
+        batch_size = balanced_batch(m, batch_size)  # no small last round
         out = torch.empty_like(x)
         fooled = torch.zeros(m, dtype=torch.bool, device=x.device)
         loss_out = torch.full((m,), float("inf"), device=x.device)

@@ -197,6 +197,19 @@ def _check_label_range(labels: torch.Tensor, num_classes: int) -> None:
         )
 
 
+def balanced_batch(n: int, batch_size: int) -> int:
+    """The working-batch size for ``n`` images capped at ``batch_size``, equal-sized rounds.
+
+    Attacks that keep a working batch full by refilling it retire most images together (at their
+    last step or query); with a plain cap the last round holds the remainder alone (1,000 images
+    at 250 a batch leaving 18 for Square's 5,000 queries), where every pass costs several times
+    more per image. ``ceil(n / rounds)`` images per round, with as many rounds as the cap needs,
+    keeps every round near the same size; it never exceeds ``batch_size``.
+    """
+    rounds = max(1, math.ceil(n / max(1, batch_size)))
+    return max(1, math.ceil(n / rounds))
+
+
 def model_device(model: nn.Module, fallback: torch.device) -> torch.device:
     p = next(model.parameters(), None)
     if p is None:

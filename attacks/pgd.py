@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_bool, check_int, check_positive, register_attack
+from attacks.base import Attack, balanced_batch, check_bool, check_int, check_positive, register_attack
 from robustbench_lite.seeding import generators
 
 
@@ -151,6 +151,7 @@ class PGD(Attack):
         rows = torch.zeros(0, dtype=torch.long, device=x.device)  # images in the working batch
         adv = x[:0]
         done_steps = torch.zeros(0, dtype=torch.long, device=x.device)
+        batch_size = balanced_batch(m, batch_size)  # no small last round
         queued = 0  # images 0..queued-1 have entered the working batch
         while True:
             if not check_final:  # finished images leave without a checking forward pass

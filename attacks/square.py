@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_bool, check_int, check_positive, register_attack
+from attacks.base import Attack, balanced_batch, check_bool, check_int, check_positive, register_attack
 from attacks.inference import SplitQueries, optimised_copy
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import generators, uniform_rows
@@ -214,6 +214,7 @@ class Square(Attack):
         fooled images and images out of queries leave, waiting images fill the free slots.
         """
         m, (c, h, w) = x.shape[0], x.shape[1:]
+        batch_size = balanced_batch(m, batch_size)  # no small last round
         dev = x.device
         side = self._side_table(c, h, w, dev)
         etas = self._eta_table(side, dev, x.dtype) if self.norm == "L2" else None

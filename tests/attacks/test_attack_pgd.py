@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -184,10 +186,11 @@ def test_working_batch_is_refilled(mlp, digits):
     x, y, idx = images[:200], labels[:200], torch.arange(200) + 7
     model = MaxBatch(mlp)
     streamed = PGD(0.1, steps=10).run(model, x, y, idx, batch_size=32)
-    assert max(model.sizes) == 32
-    # full batches until fewer than 32 images remain to be queued or attacked
-    drained = next(i for i, s in enumerate(model.sizes) if s < 32)
-    assert all(s < 32 for s in model.sizes[drained:]) and drained >= 200 // 32
+    # 200 images under a cap of 32 run as 7 rounds of 29 (not 6 of 32 and a last one of 8 alone)
+    assert max(model.sizes) == 29
+    # full batches until fewer than 29 images remain to be queued or attacked
+    drained = next(i for i, s in enumerate(model.sizes) if s < 29)
+    assert all(s < 29 for s in model.sizes[drained:]) and drained >= 200 // 29
     whole = PGD(0.1, steps=10).run(mlp, x, y, idx)
     assert torch.equal(streamed.success, whole.success)
     assert (streamed.adversarial - whole.adversarial).abs().max() < 1e-5
@@ -201,6 +204,17 @@ def test_working_batch_is_refilled(mlp, digits):
         b = PGD(0.06, steps=4, **kw).run(mlp, x, y, idx)
         assert torch.equal(a.success, b.success), kw
         assert (a.adversarial - b.adversarial).abs().max() < 1e-5, kw
+
+
+@pytest.mark.parametrize(
+    ("n", "cap", "size"), [(200, 32, 29), (518, 250, 173), (250, 250, 250), (5, 250, 5), (1, 1, 1)]
+)
+def test_working_batch_has_no_small_last_round(n, cap, size):
+    """The working batch is capped at batch_size, in as few rounds as the cap allows, of near-equal size."""
+    from attacks.base import balanced_batch
+
+    assert balanced_batch(n, cap) == size
+    assert size <= cap and math.ceil(n / size) == math.ceil(n / cap)
 
 
 def test_pgd_kl_moves_the_prediction_more_than_noise(cnn, digits):
