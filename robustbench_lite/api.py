@@ -30,7 +30,7 @@ from robustbench_lite.training import load_or_train_baseline
 Log = Callable[[str], None]
 #: Checkpoint metadata copied into the results' ``checkpoint`` block.
 CHECKPOINT_KEYS = ("recipe", "seed", "clean_accuracy", "dataset", "input_size", "pretrained", "created", "defence",
-                   "init", "train_seconds", "train_images", "precision", "artefact")
+                   "init", "train_seconds", "train_images", "precision", "artefact", "sparsity")
 
 
 def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sources.FileInfo | None]:
@@ -46,6 +46,10 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
         SUITES.entry(suite)
     info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
     meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
+    parent = artefact_parent(info) if info is not None and not info.differentiable else None
+    if parent is not None and not config.surrogate and "adversarial" in config.suites:
+        # A gradient-free artefact (int8 ONNX) of robust-eval compress: its float parent crafts the attacks.
+        config = dataclasses.replace(config, surrogate=str(parent))
     surrogate = _inspect_surrogate(config)
     typed = typed_options(config.suites, config.suite_options)
     if info is not None:
@@ -61,6 +65,18 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
     )
     data_mod.parse_name(config.dataset)
     return config, info, surrogate
+
+
+def artefact_parent(info: sources.FileInfo) -> Path | None:
+    """The parent checkpoint a compressed artefact records, when it is still there unchanged (its sha256)."""
+    from robustbench_lite.files import sha256_file
+
+    record = info.meta.get("artefact") if isinstance(info.meta, dict) else None
+    parent = record.get("parent") if isinstance(record, dict) else None
+    if not isinstance(parent, dict) or not parent.get("path") or not parent.get("sha256"):
+        return None
+    path = Path(str(parent["path"]))
+    return path if path.is_file() and sha256_file(path) == parent["sha256"] else None
 
 
 def _inspect_surrogate(config: RunConfig) -> sources.FileInfo | None:
@@ -270,7 +286,14 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     if surrogate_info is not None and "adversarial" in config.suites:
         surrogate = _load_surrogate(config, surrogate_info, dataset, device, log, loaded.contract)
         attack_model = sources.with_surrogate(loaded, surrogate).eval()
-        log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the model")
+        parent = artefact_parent(info) if info is not None and not info.differentiable else None
+        if parent is not None and Path(str(config.surrogate)) == parent:
+            log(f"model: {Path(str(config.checkpoint)).name} has no gradients: attacks are crafted on its float "
+                f"parent {parent.name} (recorded in the artefact) and scored on it (transfer); --surrogate PATH "
+                "chooses another, --attack square attacks it without a surrogate")
+        else:
+            log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the "
+                "model")
     timings["load_model"] = time.perf_counter() - t0
 
     result = run_suites(model, dataset, config, device, meta, log,

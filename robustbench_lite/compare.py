@@ -35,6 +35,7 @@ from typing import Any
 
 from robustbench_lite import paired, statistics
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.flips import FlipSet, flip_sets
 from robustbench_lite.formatting import format_value
 from robustbench_lite.gates import headline
 from robustbench_lite.records import Records
@@ -108,6 +109,10 @@ class Row:
         return stdlib_statistics.fmean(values), stdlib_statistics.stdev(values), len(values)
 
 
+#: Flip-set lines per run in the text and Markdown tables (clean first, then the largest).
+FLIP_ROWS = 8
+
+
 @dataclass(frozen=True)
 class SeedGroup:
     """Runs (column indices) trained with one recipe and different seeds (:func:`recipe_key`)."""
@@ -130,6 +135,10 @@ class Comparison:
     info: dict[str, list[str]] = field(default_factory=dict)
     groups: list[SeedGroup] = field(default_factory=list)
     unpaired: dict[str, list[str]] = field(default_factory=dict)
+    #: Per run after the first: its flip sets against the first (:mod:`robustbench_lite.flips`), on the
+    #: conditions both recorded on the same images.
+    flips: dict[str, list[FlipSet]] = field(default_factory=dict)
+    classes: list[str] | None = None
 
     # -- formatting --------------------------------------------------------------------------------
 
@@ -197,13 +206,31 @@ class Comparison:
                        "(sd: sample standard deviation)")
         return out
 
+    def flip_rows(self, top: int = FLIP_ROWS) -> dict[str, list[FlipSet]]:
+        """Per run, the flip sets worth a line: clean first, then the conditions with the most flips."""
+        out = {}
+        for label, sets in self.flips.items():
+            clean = [f for f in sets if f.path.startswith("clean.")]
+            rest = sorted((f for f in sets if f not in clean), key=lambda f: (-f.count, f.path))
+            out[label] = clean + rest[:top]
+        return out
+
+    def flip_text(self) -> list[str]:
+        lines = []
+        for label, sets in self.flip_rows().items():
+            lines.append(f"flip set of {label} against {self.labels[0]} (images whose prediction changed; attacks: "
+                         f"whose verdict changed), {len(self.flips[label])} conditions, the largest:")
+            lines += [f"  {f.path}: {f.count} of {f.images} ({100 * f.rate:.1f}%), lost {f.lost}, gained {f.gained}"
+                      for f in sets]
+        return lines
+
     def to_text(self) -> str:
         header, body = self.cells()
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines.append(f"(deltas against {self.labels[0]}; pts = percentage points)")
-        return "\n".join(lines + self.notes()) + "\n"
+        return "\n".join(lines + self.notes() + self.flip_text()) + "\n"
 
     def to_markdown(self) -> str:
         header, body = self.cells()
@@ -211,7 +238,14 @@ class Comparison:
         # '*' escaped: two marks on one line would otherwise turn the text between them italic
         out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in body]
         notes = "".join(f"\n{_md(n)}\n" for n in self.notes())
-        return "\n".join(out) + f"\n\nDeltas against {self.labels[0]}; pts = percentage points.\n" + notes
+        flips = ""
+        for label, sets in self.flip_rows().items():
+            flips += (f"\n### Flip set: {_md(label)} against {_md(self.labels[0])}\n\nImages whose prediction changed "
+                      "(attacks: whose verdict changed); lost = right before, wrong after.\n\n"
+                      "| condition | images | flips | rate | lost | gained |\n|---|---|---|---|---|---|\n")
+            flips += "".join(f"| {f.path} | {f.images} | {f.count} | {100 * f.rate:.1f}% | {f.lost} | {f.gained} |\n"
+                             for f in sets)
+        return "\n".join(out) + f"\n\nDeltas against {self.labels[0]}; pts = percentage points.\n" + notes + flips
 
     def to_csv(self) -> str:
         buf = io.StringIO()
@@ -252,8 +286,10 @@ class Comparison:
             spreads = {r.path: s for r in self.rows if (s := r.spread(g.runs)) is not None}
             groups.append({"runs": [self.labels[i] for i in g.runs], "seeds": g.seeds,
                            "metrics": {p: {"mean": m, "sd": sd, "n": k} for p, (m, sd, k) in spreads.items()}})
+        flips = {label: [f.to_dict(self.classes) for f in sets] for label, sets in self.flips.items()}
         return {"runs": self.labels, "baseline": self.labels[0], "info": self.info, "metrics": metrics,
-                "significance_level": statistics.ALPHA, "unpaired": self.unpaired, "seed_groups": groups}
+                "significance_level": statistics.ALPHA, "unpaired": self.unpaired, "seed_groups": groups,
+                "flips": flips}
 
     def write(self, path: str | Path) -> Path:
         """Write the table as Markdown, CSV, JSON or text, by the file's extension (atomically)."""
@@ -426,4 +462,12 @@ def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: S
     infos = [_info(r) for r in runs]
     info = {k: [i[k] for i in infos] for k in infos[0]}
     info = {k: v for k, v in info.items() if any(x != "—" for x in v)}
-    return Comparison(labels, rows, info, seed_groups(runs), tester.unpaired)
+    flips = {}
+    if records is not None and records[0] is not None:
+        for i in range(1, len(runs)):
+            if records[i] is not None:
+                # per-class conditions repeat the clean flip set's own per-class counts: left out
+                flips[labels[i]] = [f for f in flip_sets(records[0], records[i])  # type: ignore[arg-type]
+                                    if "per_class" not in f.path]
+    classes = (runs[0].get("clean") or {}).get("classes")
+    return Comparison(labels, rows, info, seed_groups(runs), tester.unpaired, flips, classes)

@@ -44,6 +44,9 @@ class EfficiencyResult(SuiteResult):
     threads: int
     file_mb: float | None = None
     runtime: str = "pytorch"
+    #: Fraction of exactly-zero weights in the convolution and linear layers (a pruned model's);
+    #: None where the weights are not PyTorch tensors (ONNX Runtime).
+    sparsity: float | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"params (M)": round(self.params / 1e6, 3),
@@ -56,6 +59,14 @@ class EfficiencyResult(SuiteResult):
 def count_params(model: nn.Module) -> tuple[int, int]:
     return (sum(p.numel() for p in model.parameters()),
             sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def weight_sparsity(model: nn.Module) -> float | None:
+    """Fraction of the convolution and linear weights that are exactly zero (None: the model has none)."""
+    weights = [m.weight for m in model.modules()
+               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and isinstance(m.weight, torch.Tensor)]
+    total = sum(w.numel() for w in weights)
+    return sum(int((w == 0).sum()) for w in weights) / total if total else None
 
 
 def count_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -204,4 +215,5 @@ def measure(
         threads=torch.get_num_threads(),
         file_mb=file_bytes / 1e6 if file_bytes is not None else None,
         runtime=runtime if facts is None else facts["runtime"],
+        sparsity=weight_sparsity(model) if facts is None else None,
     )

@@ -310,11 +310,16 @@ def shift_bars(splits: Sequence[tuple[str, float | None, float | None]],
 
 
 def pareto(points: Sequence[tuple[str, float | None, float | None, float | None]], ylabel: str) -> str:
-    """Robustness against latency and against size; the Pareto front (faster/smaller and more robust) is drawn."""
+    """Robustness against latency and against size; the Pareto front (faster/smaller and more robust) is drawn.
+
+    ``points``: (label, latency ms, size MB, robustness); a panel is drawn for each axis some point has.
+    """
     out: list[str] = []
-    with _figure(7.4, 3.2, out) as fig:
-        axes = fig.subplots(1, 2)
-        for ax, (col, xlabel) in zip(axes, ((1, "latency (ms, batch 1)"), (2, "weights (MB)")), strict=True):
+    panels = [(col, xlabel) for col, xlabel in ((1, "latency (ms, batch 1)"), (2, "size (MB)"))
+              if any(p[col] is not None and p[3] is not None for p in points)]  # an axis nobody measured is left out
+    with _figure(3.7 * len(panels), 3.2, out) as fig:
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (col, xlabel) in zip(axes, panels, strict=True):
             pts = [(p[0], p[col], p[3]) for p in points if p[col] is not None and p[3] is not None]
             for k, (label, x, y) in enumerate(pts):
                 ax.scatter([x], [y], s=40, color=COLORS[k % len(COLORS)], zorder=3)

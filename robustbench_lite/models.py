@@ -82,6 +82,36 @@ def _set(module: nn.Module, path: str, new: nn.Module) -> None:
     setattr(module.get_submodule(parent) if parent else module, leaf, new)
 
 
+def resize_modules(model: nn.Module, shapes: dict[str, dict[str, int]]) -> None:
+    """Give named convolutions and batch norms the channel counts of a structurally pruned copy.
+
+    ``shapes`` maps a module path to its new sizes: ``in_channels``, ``out_channels`` and
+    ``groups`` for a ``Conv2d``, ``num_features`` for a ``BatchNorm2d`` (what ``robust-eval
+    compress --method prune-channels`` records). Everything else about the layer (kernel, stride,
+    padding, bias) is kept, so the pruned weights load into the rebuilt network.
+
+    Raises:
+        RobustEvalError: a path the network does not have, or a layer of another type.
+    """
+    for path, size in shapes.items():
+        try:
+            old = model.get_submodule(path)
+        except AttributeError:
+            raise RobustEvalError(f"pruned layer {path!r} is not in this network; the checkpoint was made for "
+                                  "another architecture") from None
+        dtype = next(old.parameters(), torch.empty(0)).dtype
+        if isinstance(old, nn.Conv2d) and set(size) == {"in_channels", "out_channels", "groups"}:
+            new: nn.Module = nn.Conv2d(size["in_channels"], size["out_channels"], old.kernel_size, old.stride,
+                                       old.padding, old.dilation, size["groups"], old.bias is not None,
+                                       old.padding_mode)
+        elif isinstance(old, nn.BatchNorm2d) and set(size) == {"num_features"}:
+            new = nn.BatchNorm2d(size["num_features"], old.eps, old.momentum, old.affine, old.track_running_stats)
+        else:
+            raise RobustEvalError(f"pruned layer {path!r} is a {type(old).__name__} recorded as {sorted(size)}; "
+                                  "the checkpoint was made for another architecture")
+        _set(model, path, new.to(dtype).train(old.training))
+
+
 def stem_stride_1(model: nn.Module, spec: ModelSpec) -> None:
     """Small-input variant: the stem convolution runs at stride 1 (weights kept)."""
     conv = _get(model, spec.stem)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -70,6 +71,28 @@ def int_in(flag: str, lo: int, hi: int | None = None) -> Callable[[Any], int]:
         if number < lo or (hi is not None and number > hi):
             valid = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
             raise RobustEvalError(f"{flag} must be an integer {valid}, got {number}; e.g. {flag} {lo}")
+        return number
+
+    return parse
+
+
+def float_in(flag: str, lo: float, hi: float | None = None, *, lo_open: bool = True,
+             hi_open: bool = False) -> Callable[[Any], float]:
+    """A parser for one finite number between ``lo`` and ``hi`` (each end open or closed)."""
+
+    def parse(value: Any) -> float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        too_low = number <= lo if lo_open else number < lo
+        too_high = hi is not None and (number >= hi if hi_open else number > hi)
+        if not math.isfinite(number) or too_low or too_high:
+            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+            valid = f"in {left}{lo:g}, {hi:g}{right}" if hi is not None else f"{'>' if lo_open else '>='} {lo:g}"
+            raise RobustEvalError(f"{flag} must be a number {valid}, got {value!r}")
         return number
 
     return parse

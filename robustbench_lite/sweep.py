@@ -48,6 +48,9 @@ class SweepConfig:
         launcher: run each cell as a separate job under this command, e.g.
             ``torchrun --nproc-per-node 4`` (the cell's ``-m robustbench_lite ...`` is appended);
             None runs cells in this process.
+        compress: compression methods (``robust-eval compress --method``, e.g. ``int8``,
+            ``prune:0.5``, ``distill:shufflenetv2_x0_5``); each checkpoint is evaluated as it is
+            and as each artefact, made once and kept under ``output_dir/artefacts``.
     """
 
     models: list[str] = field(default_factory=lambda: ["shufflenetv2"])
@@ -63,6 +66,7 @@ class SweepConfig:
     suite_options: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "reports/sweep"
     launcher: str | None = None
+    compress: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the sweep config") -> SweepConfig:
@@ -71,7 +75,7 @@ class SweepConfig:
         if unknown:
             raise RobustEvalError(f"{source} has unknown keys: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         data = dict(values)
-        for key in ("models", "datasets", "suites", "init"):
+        for key in ("models", "datasets", "suites", "init", "compress"):
             if isinstance(data.get(key), str):
                 data[key] = [p.strip() for p in data[key].split(",") if p.strip()]
         return cls(**data).validate()
@@ -96,6 +100,12 @@ class SweepConfig:
                 raise RobustEvalError(f"unknown init '{i}'; valid: {', '.join(INITS)}")
         if self.limit is not None and self.limit < 1:
             raise RobustEvalError(f"limit must be a positive number of images, got {self.limit}")
+        from robustbench_lite.training.compression import CompressOptions
+
+        for spec in self.compress:
+            CompressOptions(method=spec)  # an unknown method or a bad argument: one line, before any cell
+        if len(set(self.compress)) != len(self.compress):
+            raise RobustEvalError(f"compress lists a method twice: {', '.join(self.compress)}")
         for key, path in self.checkpoints.items():
             if len(key.split("/")) not in (2, 3):
                 raise RobustEvalError(f"checkpoints key '{key}' must be 'model/dataset' or 'model/dataset/init'")
@@ -120,18 +130,20 @@ class Cell:
     dataset: str
     init: str
     suite: str
+    compress: str = ""  # "" the checkpoint itself, else the compression method of its artefact
 
     @property
-    def run_key(self) -> tuple[str, str, str]:
-        return (self.model, self.dataset, self.init)
+    def run_key(self) -> tuple[str, str, str, str]:
+        return (self.model, self.dataset, self.init, self.compress)
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.dataset}/{self.init}/{self.suite}"
+        return "/".join([self.model, self.dataset, self.init, *([self.compress] if self.compress else []), self.suite])
 
 
 def cells(cfg: SweepConfig) -> list[Cell]:
-    return [Cell(m, d, i, s) for m in cfg.models for d in cfg.datasets for i in cfg.init for s in cfg.suites]
+    return [Cell(m, d, i, s, c) for m in cfg.models for d in cfg.datasets for i in cfg.init
+            for c in ["", *cfg.compress] for s in cfg.suites]
 
 
 def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
@@ -142,6 +154,11 @@ def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
 
 
 def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
+    parent = _parent_for(cell, cfg, log)
+    return _artefact_for(parent, cell.compress, cfg, log) if cell.compress else parent
+
+
+def _parent_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
     for key in (f"{cell.model}/{cell.dataset}/{cell.init}", f"{cell.model}/{cell.dataset}"):
         if key in cfg.checkpoints:
             return cfg.checkpoints[key]
@@ -149,6 +166,25 @@ def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
 
     _, _, path = load_or_train_baseline(cell.model, cell.dataset, cfg.seed, cfg.device, cfg.data_dir, log,
                                         show_progress=False, pretrained=cell.init == "pretrained")
+    return str(path)
+
+
+def _artefact_for(parent: str, spec: str, cfg: SweepConfig, log: Log) -> str:
+    """The artefact of ``parent`` by ``spec`` under ``output_dir/artefacts``: made once, reused while its
+    record names this parent (sha256), method and seed."""
+    from robustbench_lite.training.compression import CompressConfig, CompressOptions, compress, recorded_artefact
+    from robustbench_lite.training.compression.run import default_output
+
+    options = CompressOptions(method=spec)
+    name = default_output(Path(parent), spec, options.entry.suffix).name
+    path = Path(cfg.output_dir) / "artefacts" / f"{sha256_file(parent)[:12]}-{name}"
+    record = recorded_artefact(path) if path.is_file() else None
+    if record is not None and record.get("spec") == spec and record.get("seed") == cfg.seed:
+        log(f"compress: {spec} of {Path(parent).name}: kept ({path.name})")
+        return str(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compress(CompressConfig(checkpoint=parent, options=options, output=str(path), seed=cfg.seed,
+                            data_dir=cfg.data_dir, show_progress=False), log=log)
     return str(path)
 
 
@@ -239,10 +275,10 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     atomic_write(out / "sweep.yaml", lambda f: f.write(_yaml(cfg.to_dict())))
     grid = cells(cfg)
     log(f"sweep: {len(grid)} cells ({len(cfg.models)} models x {len(cfg.datasets)} datasets x "
-        f"{len(cfg.init)} inits x {len(cfg.suites)} suites) -> {out}")
-    per_run: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        f"{len(cfg.init)} inits x {1 + len(cfg.compress)} forms x {len(cfg.suites)} suites) -> {out}")
+    per_run: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
     failures: list[dict[str, str]] = []
-    checkpoints: dict[tuple[str, str, str], tuple[str, str] | RobustEvalError] = {}
+    checkpoints: dict[tuple[str, str, str, str], tuple[str, str] | RobustEvalError] = {}
     computed = cached = 0
     for n, cell in enumerate(grid, 1):
         prefix = f"[{n}/{len(grid)}] {cell.label}"
@@ -281,8 +317,8 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     for key in dict.fromkeys(c.run_key for c in grid):
         if key in per_run:
             runs.append(merge(per_run[key]))
-            varying = [key[0]] + [part for part, many in zip(key[1:], (len(cfg.datasets) > 1, len(cfg.init) > 1),
-                                                             strict=True) if many]
+            varying = [key[0]] + [part for part, many in zip(key[1:], (len(cfg.datasets) > 1, len(cfg.init) > 1,
+                                                                       bool(key[3])), strict=True) if many]
             labels.append("/".join(varying))
     outcome = SweepOutcome(runs, labels, failures, computed, cached)
     summary = {"sweep": cfg.to_dict(), "cells": len(grid), "computed": computed, "cached": cached,

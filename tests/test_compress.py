@@ -118,9 +118,38 @@ def test_the_artefact_evaluates_and_its_results_name_the_parent(int8, digits_che
     assert result["checkpoint"]["artefact"]["parent"]["sha256"] == sha256_file(digits_checkpoint)
 
 
+def test_a_gradient_free_artefact_is_attacked_through_its_parent(int8, digits_checkpoint, tmp_path, capsys):
+    """No --surrogate: the int8 graph has no gradients, so its recorded float parent crafts the attacks."""
+    out = tmp_path / "r.json"
+    code, log, err = run(capsys, "--checkpoint", str(int8.path), "--dataset", "digits", "--suite", "adversarial",
+                         "--limit", "64", "--json", str(out), "--no-history", "--no-progress")
+    assert code == 0, err
+    assert "crafted on its float parent digits.pt" in log + err
+    result = json.loads(out.read_text())
+    assert Path(result["adversarial"]["settings"]["transfer_from"]).resolve() == Path(digits_checkpoint).resolve()
+    assert result["config"]["surrogate"] == str(Path(digits_checkpoint).resolve())
+    # A parent that is gone (or changed since) is not guessed at: the run asks for a surrogate, before any work.
+    import onnx
+
+    from robustbench_lite.sources.onnx import ARTEFACT_KEY
+
+    graph = onnx.load(str(int8.path))
+    for prop in graph.metadata_props:
+        if prop.key == ARTEFACT_KEY:
+            record = json.loads(prop.value)
+            record["parent"]["path"] = str(tmp_path / "gone.pt")
+            prop.value = json.dumps(record)
+    orphan = tmp_path / "orphan.onnx"
+    onnx.save(graph, str(orphan))
+    code, _, err = run(capsys, "--checkpoint", str(orphan), "--dataset", "digits", "--suite", "adversarial",
+                       "--limit", "64", "--no-history")
+    assert code == 2 and "input gradients" in err and "--surrogate PATH" in err and len(err.splitlines()) == 1
+
+
 def test_list_compression(capsys):
     code, out, _ = run(capsys, "list", "compression")
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["bf16", "fp16", "int8"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == [
+        "bf16", "distill", "fp16", "int8", "prune", "prune-channels"]
 
 
 @pytest.mark.parametrize(("argv", "needles"), [

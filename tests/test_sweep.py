@@ -81,7 +81,36 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cach
     assert [r["model"] for r in results["runs"]] == ["shufflenetv2_x0_5"]
 
 
+def test_compression_is_an_axis_and_artefacts_are_made_once(tmp_path, capsys, digits_checkpoint):
+    """compress: [bf16, prune:0.5]: the checkpoint and each artefact are runs of the table, the report plots them."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "models: [shufflenetv2_x0_5]\ndatasets: [digits]\nsuites: [clean, efficiency]\nlimit: 100\n"
+        "compress: [bf16, prune:0.5]\n"
+        f"checkpoints:\n  shufflenetv2_x0_5/digits: {digits_checkpoint}\noutput_dir: {tmp_path / 'out'}\n"
+        "suite_options:\n  efficiency: {latency_runs: 2, throughput_batch_size: 8}\n")
+    code, out, err = run(capsys, "sweep", str(config))
+    assert code == 0, err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    net = "shufflenetv2_x0_5"
+    assert results["comparison"]["runs"] == [net, f"{net}/bf16", f"{net}/prune:0.5"]
+    methods = [(r["checkpoint"].get("artefact") or {}).get("spec") for r in results["runs"]]
+    assert methods == [None, "bf16", "prune:0.5"]
+    assert results["runs"][2]["efficiency"]["sparsity"] >= 0.5
+    artefacts = sorted(p.name for p in (tmp_path / "out" / "artefacts").iterdir())
+    assert len(artefacts) == 2 and all(a.endswith(".pt") for a in artefacts)
+    assert 'id="pareto"' in (tmp_path / "out" / "report.html").read_text()
+    # Run again (a fresh output of the cells, the same artefacts): nothing is compressed again.
+    for cell in (tmp_path / "out" / "cells").iterdir():
+        cell.unlink()
+    code, out, err = run(capsys, "sweep", str(config))
+    assert code == 0, err
+    assert err.count(": kept (") == 2 and "fine-tun" not in err
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
+    (["--compress", "int9"], "unknown compression method 'int9'"),
+    (["--compress", "prune:2"], "must be a number in (0, 1)"),
     (["--models", "nope"], "unknown model 'nope'"),
     (["--suites", "clean,nope"], "unknown suite 'nope'"),
     (["--init", "imagenet"], "unknown init 'imagenet'"),

@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from robustbench_lite.commands import args as a
-from robustbench_lite.errors import RobustEvalError
-
-if TYPE_CHECKING:
-    pass
+from robustbench_lite.errors import RobustEvalError, first_line
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,5 +110,57 @@ def run(argv: Sequence[str]) -> int:
     if args.html:
         from robustbench_lite.report import write_html
 
-        print(f"report: {Path(write_html(args.html, runs, title='robust-eval compare')).resolve()}")
+        flips = flip_report(table, runs[0].get("dataset"), args.data_dir)
+        print(f"report: {Path(write_html(args.html, runs, title='robust-eval compare', flips=flips)).resolve()}")
     return 0
+
+
+#: Flipped clean images shown per run in the HTML report.
+FLIP_EXAMPLES = 12
+
+
+def flip_report(table: Any, dataset: str | None, data_dir: str | None) -> list[dict[str, Any]]:
+    """The comparison's flip sets for the HTML report, with the first flipped clean images (lost first).
+
+    The images are an illustration: when they cannot be drawn (the dataset is gone), a warning and
+    the tables alone.
+    """
+    out = []
+    test = None
+    for label, sets in table.flip_rows().items():
+        rows = [{"path": f.path, "images": f.images, "flips": f.count, "rate": f.rate, "lost": f.lost,
+                 "gained": f.gained} for f in sets]
+        examples: list[dict[str, Any]] = []
+        clean = next((f for f in sets if f.path == "clean.accuracy" and f.by == "prediction" and f.count), None)
+        if clean is not None and dataset:
+            try:
+                examples = _flip_examples(clean, table.classes, test := test or _test_set(dataset, data_dir))
+            except Exception as exc:  # noqa: BLE001 - losing the pictures must not lose the report
+                a.log(f"robust-eval: warning: the flipped images were left out of the report ({first_line(exc)})")
+        out.append({"label": label, "against": table.labels[0], "rows": rows, "examples": examples})
+    return out
+
+
+def _test_set(dataset: str, data_dir: str | None) -> Any:
+    from robustbench_lite import data as data_mod
+
+    return data_mod.load(dataset, "test", data_dir)
+
+
+def _flip_examples(flips: Any, classes: Sequence[str] | None, test: Any) -> list[dict[str, Any]]:
+    import numpy as np
+    import torch
+
+    from robustbench_lite.analysis.examples import png_data
+
+    def name(c: int) -> str:
+        return str(classes[c]) if classes is not None and 0 <= c < len(classes) else str(c)
+
+    lost = (flips.before == flips.labels) & (flips.after != flips.labels)
+    gained = (flips.after == flips.labels) & (flips.before != flips.labels)
+    order = np.concatenate([np.flatnonzero(lost), np.flatnonzero(gained), np.flatnonzero(~lost & ~gained)])
+    chosen = order[:FLIP_EXAMPLES]
+    images = test.float_images(torch.as_tensor(flips.flipped[chosen], dtype=torch.long))
+    return [{"png": png_data(img), "index": int(flips.flipped[k]), "label": name(int(flips.labels[k])),
+             "before": name(int(flips.before[k])), "after": name(int(flips.after[k])), "lost": bool(lost[k])}
+            for img, k in zip(images, chosen, strict=True)]

@@ -18,6 +18,8 @@ def parser() -> argparse.ArgumentParser:
                  epilog="methods: 'robust-eval list compression'. Examples:\n"
                         "  robust-eval compress --checkpoint net.pt --method int8 --output net.int8.onnx\n"
                         "  robust-eval compress --method bf16            # the quick baseline -> <baseline>.bf16.pt\n"
+                        "  robust-eval compress --checkpoint net.pt --method prune-channels:0.3 --epochs 2\n"
+                        "  robust-eval compress --method distill:shufflenetv2_x0_5 --defence pgd-at\n"
                         "  robust-eval compare net.pt net.int8.onnx --suite clean,corruptions --limit 1000",
                  formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("parent")
@@ -27,6 +29,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="shufflenetv2", help="model of the quick baseline (default: shufflenetv2)")
     g.add_argument("--dataset", default="fashion-mnist", help="dataset of the quick baseline (default: fashion-mnist)")
     CompressOptions.add_arguments(p.add_argument_group("method"))
+    from robustbench_lite.training import defences
+
+    defences.add_arguments(p.add_argument_group("defences to fine-tune or distil with (default: the parent's own; "
+                                                "see 'robust-eval list defences')"))
     g = p.add_argument_group("output")
     g.add_argument("--output", default=None, metavar="PATH",
                    help="artefact path (default: beside the parent, <parent>.<method><suffix>)")
@@ -35,12 +41,22 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str]) -> int:
-    from robustbench_lite.training.compression import CompressConfig, CompressOptions, compress
+    from robustbench_lite.errors import RobustEvalError
+    from robustbench_lite.training.compression import METHODS, CompressConfig, CompressOptions, compress
+    from robustbench_lite.training.defences import FLAGS, DefenceOptions
 
     args = a.parse(parser(), argv)
     options = CompressOptions.from_args(args)  # every option checked before any model or data is loaded
+    chosen = None
+    if getattr(args, "defence", None) or any(getattr(args, k, None) is not None for k in FLAGS):
+        chosen = DefenceOptions.from_args(args)
+        trains = [n for n, m in METHODS.items() if "epochs" in m.reads]
+        if options.entry.name not in trains:
+            raise RobustEvalError(f"--defence and its options apply to methods that train ({', '.join(trains)}), "
+                                  f"not --method {options.method}; drop them")
     artefact = compress(CompressConfig(checkpoint=args.checkpoint, options=options, output=args.output,
                                        model=args.model, dataset=args.dataset, seed=args.seed,
-                                       data_dir=args.data_dir, show_progress=a.show_progress(args)), log=a.log)
+                                       data_dir=args.data_dir, show_progress=a.show_progress(args),
+                                       defences=chosen), log=a.log)
     print(artefact.summary())
     return 0

@@ -22,8 +22,9 @@ def parser() -> argparse.ArgumentParser:
                 epilog="examples:\n"
                        "  robust-eval sweep --models shufflenetv2,resnet18,mobilenetv3_small --suites clean,corruptions"
                        " --limit 1000\n"
-                       "  robust-eval sweep sweep.yaml   # keys: models datasets suites init checkpoints launcher "
-                       "limit seed suite_options output_dir\n"
+                       "  robust-eval sweep sweep.yaml   # keys: models datasets suites init compress checkpoints "
+                       "launcher limit seed suite_options output_dir\n"
+                       "  robust-eval sweep --compress int8,prune-channels:0.3 --suites clean,corruptions,efficiency\n"
                        "  robust-eval sweep --resume --output-dir reports/sweep   # after an interruption\n"
                        f"exit codes: 0 every cell done, {EXIT_CELLS_FAILED} some cells failed (see results.json), "
                        "2 a user error",
@@ -35,6 +36,9 @@ def parser() -> argparse.ArgumentParser:
                    help="suites, 'full' for every one (default: clean,efficiency)")
     p.add_argument("--init", default=None, metavar="scratch,pretrained",
                    help="baselines trained from scratch and/or fine-tuned from ImageNet weights (default: scratch)")
+    p.add_argument("--compress", default=None, metavar="M,N",
+                   help="also evaluate each checkpoint's compressed artefacts, e.g. int8,prune:0.5,"
+                        "distill:shufflenetv2_x0_5 (see 'robust-eval list compression'; default: none)")
     p.add_argument("--limit", type=a.positive_int, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--batch-size", type=a.positive_int, default=None, help="evaluation batch size (default: 256)")
     p.add_argument("--output-dir", default=None, metavar="DIR", help="cells cache and outputs (default: reports/sweep)")
@@ -68,6 +72,7 @@ def run(argv: Sequence[str]) -> int:
                                   "pass --output-dir of the interrupted sweep, or its CONFIG.yaml")
         values = load_yaml(saved)
     flags = {"models": args.models, "datasets": args.datasets, "suites": args.suites, "init": args.init,
+             "compress": args.compress,
              "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
              "seed": args.seed, "data_dir": args.data_dir, "launcher": args.launcher}
     values.update({k: v for k, v in flags.items() if v is not None})

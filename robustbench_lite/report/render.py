@@ -316,11 +316,37 @@ def comparison_context(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         points = []
         for label, r, (_, y) in zip(labels, runs, scores, strict=True):
             eff = r.get("efficiency") if isinstance(r.get("efficiency"), Mapping) else {}
-            points.append((label, eff.get("latency_ms"), eff.get("size_mb"), y))
-        if sum(p[1] is not None for p in points) >= 2:
+            points.append((label, eff.get("latency_ms"), _size_mb(r), y))
+        if sum(p[1] is not None for p in points) >= 2 or sum(p[2] is not None for p in points) >= 2:
             pareto = figures.pareto(points, metric)
     note = next((n for n in map(interval_note, runs) if n), None)
     return {"runs": labels, "rows": rows, "pareto": pareto, "metric": metric, "ci_note": note}
+
+
+def _size_mb(run: Mapping[str, Any]) -> float | None:
+    """What a run's model costs on disk: the file it was loaded from, else its serialised weights (efficiency)."""
+    eff = run.get("efficiency") if isinstance(run.get("efficiency"), Mapping) else {}
+    source = run.get("source") if isinstance(run.get("source"), Mapping) else {}
+    for value in (eff.get("file_mb"), source.get("file_bytes") and source["file_bytes"] / 1e6, eff.get("size_mb")):
+        if isinstance(value, (int, float)) and finite(value):
+            return float(value)
+    return None
+
+
+def flip_context(flips: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The comparison's flip sets as the template shows them (rates in percent, well-formed images only)."""
+    out = []
+    for f in flips:
+        rows = [{"path": str(r["path"]), "images": num(r["images"]), "flips": num(r["flips"]),
+                 "rate": pct(r["rate"], 1), "lost": num(r["lost"]), "gained": num(r["gained"])}
+                for r in f.get("rows") or []]
+        examples = [{"src": "data:image/png;base64," + str(e["png"]), "index": e.get("index"),
+                     "label": str(e.get("label")), "before": str(e.get("before")), "after": str(e.get("after")),
+                     "lost": bool(e.get("lost"))}
+                    for e in f.get("examples") or [] if e.get("png") and all(ch in _B64 for ch in str(e["png"]))]
+        out.append({"label": str(f["label"]), "against": str(f.get("against", "the first run")), "rows": rows,
+                    "examples": examples})
+    return out
 
 
 def _environment() -> jinja2.Environment:
@@ -333,8 +359,14 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render(runs: Sequence[Mapping[str, Any]], title: str | None = None) -> str:
-    """The report's HTML for one or more results JSON dicts."""
+def render(runs: Sequence[Mapping[str, Any]], title: str | None = None,
+           flips: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The report's HTML for one or more results JSON dicts.
+
+    ``flips``: flip sets of each run against the first for the comparison section, each
+    ``{"label", "against", "rows": [{path, images, flips, rate, lost, gained}], "examples": [{png,
+    index, label, before, after, lost}]}`` (``robust-eval compare`` builds them from per-image records).
+    """
     if not runs:
         raise ValueError("render needs at least one results dict")
     multi = len(runs) > 1
@@ -343,15 +375,17 @@ def render(runs: Sequence[Mapping[str, Any]], title: str | None = None) -> str:
         title = (f"Robustness report: {contexts[0]['title']}" if not multi else
                  f"Robustness comparison: {len(runs)} runs")
     return _environment().get_template("template.html").render(
-        title=title, runs=contexts, multi=multi, comparison=comparison_context(runs) if multi else None,
+        title=title, runs=contexts, multi=multi,
+        comparison={**comparison_context(runs), "flips": flip_context(flips or [])} if multi else None,
         generated=time.strftime("%Y-%m-%d %H:%M"),
         versions=(runs[0].get("environment") or {}).get("robustbench_lite", ""),
     )
 
 
-def write_html(path: str | Path, runs: Sequence[Mapping[str, Any]], title: str | None = None) -> Path:
+def write_html(path: str | Path, runs: Sequence[Mapping[str, Any]], title: str | None = None,
+               flips: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Render and write atomically; returns the path."""
     from robustbench_lite.files import atomic_write
 
-    text = render(runs, title)
+    text = render(runs, title, flips)
     return atomic_write(path, lambda f: f.write(text))

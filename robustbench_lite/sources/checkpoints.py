@@ -139,6 +139,10 @@ def load_checkpoint(
     if precision not in PRECISIONS:
         raise RobustEvalError(f"checkpoint {path} says precision {precision!r}, which this robustbench_lite cannot "
                               f"run (valid: {', '.join(PRECISIONS)}); upgrade robustbench-lite")
+    if meta.get("shapes"):  # a structurally pruned copy: its layers have fewer channels
+        from robustbench_lite.models import resize_modules
+
+        resize_modules(net, meta["shapes"])
     net = net.to(PRECISIONS[precision])  # a compressed copy keeps its precision (robust-eval compress)
     try:
         net.load_state_dict(payload["state_dict"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from robustbench_lite.efficiency import EfficiencyResult, measure
-from robustbench_lite.formatting import num, si
+from robustbench_lite.formatting import num, pct, si
 from robustbench_lite.options import Options, int_in, option
 from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite
 
@@ -55,6 +55,7 @@ class EfficiencySuite(Suite):
         rows = [
             ("parameters", f"{si(block.get('params'))} ({num(block.get('params'))})"),
             ("trainable parameters", si(block.get("trainable_params"))),
+            ("zero weights (sparsity)", pct(block.get("sparsity"), 1) if block.get("sparsity") is not None else "n/a"),
             ("FLOPs per image", si(block.get("flops"))),
             ("MACs per image", si(block.get("macs"))),
             ("weights", f"{num(block.get('size_mb'), 3)} MB"),

@@ -49,6 +49,9 @@ class Trainer:
         >>> model, meta, path = Trainer(TrainConfig(model="shufflenetv2_x0_5", dataset="digits")).run()
     """
 
+    #: Whether the run saves a state file to resume from (each epoch, and when interrupted).
+    resumable = True
+
     def __init__(self, cfg: TrainConfig, log: Log = print, on_step: Callable[[int, int], None] | None = None) -> None:
         self.cfg = cfg
         self.log = log
@@ -70,9 +73,10 @@ class Trainer:
                     if epoch + 1 < self.recipe.epochs:
                         self.save_state(epoch + 1, 0)
             except KeyboardInterrupt:
-                self.save_state(*self.done)
-                self.log(f"interrupted at epoch {self.done[0] + 1}, step {self.done[1]}: state saved to "
-                         f"{self.resume_file}; run the same command with --resume to continue")
+                if self.resumable:
+                    self.save_state(*self.done)
+                    self.log(f"interrupted at epoch {self.done[0] + 1}, step {self.done[1]}: state saved to "
+                             f"{self.resume_file}; run the same command with --resume to continue")
                 raise
         self.train_seconds = self.elapsed + time.perf_counter() - self.start
         self.select()
@@ -112,9 +116,7 @@ class Trainer:
         self.all_idx, self.hold_idx = all_idx, hold_idx
         self.input_size = max(train_set.size)
         torch.manual_seed(derive_seed(cfg.seed, 0, "init"))
-        mean, std = (None, None) if cfg.pretrained else channel_stats(train_set)
-        model = architectures.build(cfg.model, train_set.num_classes, train_set.channels, self.input_size,
-                             pretrained=cfg.pretrained, mean=mean, std=std).to(device)
+        model = self.build_model(train_set).to(device)
         if device.type == "cpu":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -151,6 +153,24 @@ class Trainer:
         model.train()
         self.done = (self.epoch0, self.step0)
 
+    def build_model(self, train_set: data_mod.ImageDataset) -> torch.nn.Module:
+        """The network training starts from: ``cfg.model`` built for the dataset (the global RNG is seeded).
+
+        The seam for starting elsewhere: a subclass returns an existing network (a pruned copy, a
+        student) instead (:mod:`robustbench_lite.training.compression`).
+        """
+        cfg = self.cfg
+        mean, std = (None, None) if cfg.pretrained else channel_stats(train_set)
+        return architectures.build(cfg.model, train_set.num_classes, train_set.channels, self.input_size,
+                                   pretrained=cfg.pretrained, mean=mean, std=std)
+
+    def step_loss(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits, labels) of one training batch: the defences' loss (:meth:`Pipeline.loss`).
+
+        The seam for adding a term (knowledge distillation adds the teacher's).
+        """
+        return self.pipeline.loss(self.trainee, batch, attack_model=self.model)
+
     def _resume(self) -> None:
         """Load the state an interrupted run left (``cfg.resume``), or say that one is there."""
         if self.cfg.resume:
@@ -173,7 +193,7 @@ class Trainer:
         """Write the resume state for continuing at (epoch, step) (rank 0 only)."""
         from robustbench_lite.files import atomic_write
 
-        if not self.main:
+        if not self.main or not self.resumable:
             return
         payload = {"format": STATE_FORMAT, "run": self.run_id, "epoch": epoch, "step": step,
                    "elapsed": self.elapsed + time.perf_counter() - self.start, "model": self.model.state_dict(),
@@ -206,7 +226,7 @@ class Trainer:
             batch = pipeline.prepare(train_set.images[idx], train_set.labels[idx], idx.tolist(), device)
             if device.type == "cpu":
                 batch.x = batch.x.contiguous(memory_format=torch.channels_last)
-            loss, logits, labels = pipeline.loss(self.trainee, batch, attack_model=self.model)
+            loss, logits, labels = self.step_loss(batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.options import Options, int_in, one_of, option
+from robustbench_lite.options import Options, float_in, int_in, one_of, option
 from robustbench_lite.registry import Registry
 from robustbench_lite.sources.onnx import ARTEFACT_KEY  # noqa: F401  (re-exported: the provenance's key)
 
@@ -57,9 +57,31 @@ class CompressOptions(Options):
                                      f"{', '.join(CALIBRATION_METHODS)} (default: minmax)", example="percentile",
                                      default="minmax", parse=one_of("--calibration-method", CALIBRATION_METHODS))
 
+    epochs: int = option("--epochs", "fine-tuning epochs after pruning, or distillation epochs (default: 1 to "
+                         "fine-tune, 3 to distill)", example="2", parse=int_in("--epochs", 1), metavar="N")
+    lr: float = option("--lr", "peak learning rate of the fine-tune or distillation (default: the parent's recipe "
+                       "rate / 10 to fine-tune, the parent's rate to distill)", example="0.001",
+                       parse=float_in("--lr", 0.0), metavar="RATE")
+    student: str = option("--student", "the network to distil the parent into, a zoo, torchvision: or timm: name "
+                          "(--method distill; same as distill:NAME)", example="shufflenetv2_x0_5", metavar="NAME")
+    temperature: float = option("--temperature", "distillation temperature T softening both models' "
+                                "probabilities (default: 4)", example="2", default=4.0,
+                                parse=float_in("--temperature", 0.0), metavar="T")
+    distill_weight: float = option("--distill-weight", "weight of the teacher's soft targets (T^2 KL) against the "
+                                   "training loss on the labels, in [0, 1] (default: 0.9)", example="0.5",
+                                   default=0.9, parse=float_in("--distill-weight", 0.0, 1.0, lo_open=False),
+                                   metavar="W")
+
     def validate(self) -> None:
         name, arg = parse_spec(self.method)
-        METHODS.entry(name).parse_arg(arg)  # an unknown name or a bad argument: one line, before any work
+        method = METHODS.entry(name)
+        method.parse_arg(arg)  # an unknown name or a bad argument: one line, before any work
+        stray = [f for f in ("epochs", "lr", "student") if getattr(self, f) is not None and f not in method.reads]
+        if stray:
+            flag = self.flags()[stray[0]].flag
+            users = ", ".join(n for n, m in METHODS.items() if stray[0] in m.reads)
+            raise RobustEvalError(f"{flag} is not used by --method {name}; it applies to {users}: drop {flag}")
+        method.check_options(self)
 
     @property
     def entry(self) -> Method:
@@ -67,10 +89,29 @@ class CompressOptions(Options):
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The method's own settings (its argument parsed, and the options it reads)."""
+        """The method's own settings (its argument parsed, and the options it reads; None: its default)."""
         name, arg = parse_spec(self.method)
         method = METHODS.entry(name)
-        return {**method.parse_arg(arg), **{k: getattr(self, k) for k in method.reads}}
+        return {**{k: getattr(self, k) for k in method.reads}, **method.parse_arg(arg)}
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a method may need of the run beyond the parent: where it came from, data, seed, defences.
+
+    Attributes:
+        parent_path: the parent checkpoint.
+        seed: seeds calibration draws and fine-tuning.
+        data_dir: where datasets are read from (None: the default cache).
+        show_progress: progress bars while training.
+        defences: defences to fine-tune or distill with; None: the parent's own (its recipe).
+    """
+
+    parent_path: Path
+    seed: int = 0
+    data_dir: str | None = None
+    show_progress: bool = True
+    defences: Any = None
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -108,8 +149,12 @@ class Method:
     def check(self) -> None:
         """Anything missing for this method (an optional package): one line, before any work."""
 
+    def check_options(self, options: CompressOptions) -> None:
+        """Checks of the method's argument against the other options (one line, before any work)."""
+
     def make(self, parent: NormalizedModel, meta: dict[str, Any], settings: dict[str, Any],
-             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log) -> dict[str, Any]:
+             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log,
+             job: Job) -> dict[str, Any]:
         """Write the artefact to ``out`` atomically, with ``record`` (its provenance) inside.
 
         Args:
@@ -120,6 +165,7 @@ class Method:
             out: the artefact path (suffix :attr:`suffix`).
             record: the provenance record to store in the artefact.
             log: progress lines.
+            job: the run's seed, data folder and defences (methods that train read them).
 
         Returns:
             Facts about the result worth recording and printing (sizes, nodes quantized...).

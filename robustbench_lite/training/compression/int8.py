@@ -99,7 +99,8 @@ class Int8(Method):
         _ort_quantization()
 
     def make(self, parent: torch.nn.Module, meta: dict[str, Any], settings: dict[str, Any],
-             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log) -> dict[str, Any]:
+             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log,
+             job: Any = None) -> dict[str, Any]:
         import onnx
 
         from robustbench_lite.files import atomic_write

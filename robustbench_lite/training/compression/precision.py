@@ -24,7 +24,8 @@ class _Precision(Method):
     suffix = ".pt"
 
     def make(self, parent: torch.nn.Module, meta: dict[str, Any], settings: dict[str, Any],
-             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log) -> dict[str, Any]:
+             calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log,
+             job: Any = None) -> dict[str, Any]:
         from robustbench_lite.sources.checkpoints import save_checkpoint
 
         child = parent.to(DTYPES[self.name])

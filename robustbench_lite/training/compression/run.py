@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.training.compression.base import CompressOptions, Log, parse_spec, provenance
+from robustbench_lite.training.compression.base import CompressOptions, Job, Log, parse_spec, provenance
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class CompressConfig:
             ``model`` on ``dataset`` (trained and cached on first use).
         options: the method and its settings (:class:`CompressOptions`).
         output: the artefact path; None: beside the parent, ``<parent>.<method>[-<arg>]<suffix>``.
-        seed: draws the calibration images.
+        seed: draws the calibration images, seeds fine-tuning and distillation.
+        defences: what methods that train (prune, distill) train with, ``DefenceOptions``; None:
+            the parent's own defences and settings.
     """
 
     checkpoint: str | None = None
@@ -39,6 +41,7 @@ class CompressConfig:
     seed: int = 0
     data_dir: str | None = None
     show_progress: bool = True
+    defences: Any = None
 
 
 @dataclass
@@ -74,6 +77,19 @@ class Artefact:
             left = ", ".join(f"{k} x{v}" for k, v in self.facts["float_ops"].items())
             lines.append(f"left in float: {left}")
         return "\n".join(lines)
+
+
+def recorded_artefact(path: str | Path) -> dict[str, Any] | None:
+    """The provenance an artefact file carries (ONNX metadata or checkpoint metadata); None: none or unreadable."""
+    from robustbench_lite import sources
+
+    try:
+        info = sources.inspect_file(path)
+    except RobustEvalError:
+        return None
+    meta = info.meta.get("payload", {}).get("meta", {}) if info.format == "checkpoint" else info.meta
+    record = meta.get("artefact") if isinstance(meta, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def default_output(parent: Path, spec: str, suffix: str) -> Path:
@@ -150,5 +166,6 @@ def compress(config: CompressConfig, log: Log = print) -> Artefact:
         record["parent"]["artefact"] = meta["artefact"]
     name, _ = parse_spec(spec)
     log(f"compress: {name} of {path.name} -> {out}")
-    facts = method.make(parent.cpu().eval(), meta, settings, images, out, record, log)
+    job = Job(path, config.seed, config.data_dir, config.show_progress, config.defences)
+    facts = method.make(parent.cpu().eval(), meta, settings, images, out, record, log, job)
     return Artefact(out, record, facts, out.stat().st_size, path.stat().st_size, time.perf_counter() - start)
