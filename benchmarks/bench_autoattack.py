@@ -16,9 +16,13 @@ Prints a table: robust accuracy, seconds, the original AutoAttack's time divided
 ``forward``, every image whose logits are backpropagated); the floor line is the passes early exit
 cannot avoid for our ensemble (``floor_passes``). Models are loaded as in ``bench_attacks.py``.
 
+On a shared machine whose speed drifts by tens of percent over an hour, ``--interleave 4`` runs
+every row on each quarter of the images in turn (the order rotating), so the drift slows every row
+alike; times and pass counts are summed and accuracies pooled over the chunks.
+
 Usage:
     PYTHONPATH=/path/to/auto-attack python benchmarks/bench_autoattack.py --n 200
-    python benchmarks/bench_autoattack.py --checkpoint ck.pt --n 1000 --json aa.json
+    python benchmarks/bench_autoattack.py --checkpoint ck.pt --n 1000 --interleave 4 --json aa.json
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--skip", default="", help="comma-separated rows to skip: " + ", ".join(ROWS) + " (default: none)")
     g = p.add_argument_group("execution")
     g.add_argument("--batch-size", type=int, default=250, help="images per batch (default: 250, AutoAttack's)")
+    g.add_argument("--interleave", type=int, default=1, metavar="K",
+                   help="split the images into K chunks and run every row on each chunk in turn (the order "
+                        "rotating), so a machine whose speed drifts over the hour slows every row alike; times and "
+                        "counts are summed, accuracies pooled (default: 1, each row on all images at once)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     g.add_argument("--json", default=None, help="also write the result dict here (default: none)")
@@ -207,6 +215,31 @@ def original_available() -> str | None:
     return None
 
 
+def pooled(parts: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """One row from its runs on consecutive chunks: seconds and pass counts summed, accuracies pooled."""
+    if len(parts) == 1:
+        return parts[0][0]
+    n = sum(size for _, size in parts)
+    out = dict(parts[0][0])
+    for key in ("seconds", "forward", "backward", "floor"):
+        values = [r.get(key) for r, _ in parts]
+        out[key] = None if any(v is None for v in values) else sum(values)
+    for key in ("robust_accuracy", "clean_accuracy"):
+        if all(key in r for r, _ in parts):
+            out[key] = sum(r[key] * size for r, size in parts) / n
+    for key in ("broken_by", "component_seconds"):
+        if all(key in r for r, _ in parts):
+            merged: dict[str, float] = {}
+            for r, _ in parts:
+                for name, value in r[key].items():
+                    merged[name] = merged.get(name, 0) + value
+            out[key] = {name: round(v, 2) if isinstance(v, float) else v for name, v in merged.items()}
+    out["chunks"] = [{"images": size, "seconds": round(r["seconds"], 2), "robust_accuracy": r["robust_accuracy"]}
+                     for r, size in parts]
+    out["load_average_before"] = [r.get("load_average_before") for r, _ in parts]
+    return out
+
+
 def uptime() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -251,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     missing_original = original_available()
     print(f"AutoAttack Linf eps={args.eps:g} on {len(images)} images ({args.model}/{args.dataset}"
           f"{', ' + args.checkpoint if args.checkpoint else ''}; {device}, {torch.get_num_threads()} threads, "
-          f"one run each; load average before {uptime()})", flush=True)  # fmt: skip
+          f"one run each{f', interleaved in {args.interleave} chunks' if args.interleave > 1 else ''}; load average "
+          f"before {uptime()})", flush=True)  # fmt: skip
     if missing_original:
         print(f"  original AutoAttack rows skipped: autoattack is not importable: {missing_original}", flush=True)
         skip |= set(ORIGINAL_ROWS)
@@ -261,15 +295,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     evaluate_attack(model, APGD(args.eps, steps=2), images[warm], labels[warm], indices[warm])
 
     results: dict[str, dict[str, Any]] = {}
-    for key, (label, fn) in ROWS.items():
-        if key in skip:
-            continue
-        load_before = uptime()
-        results[key] = fn(model, images, labels, indices, args, device)
-        results[key]["load_average_before"] = load_before
-        r = results[key]
-        print(f"  done {label}: robust accuracy {r['robust_accuracy']:.4f} in {r['seconds']:.2f} s "
-              f"(load average before {load_before})", flush=True)
+    active = [key for key in ROWS if key not in skip]
+    k = max(1, min(args.interleave, len(images)))
+    chunks = [slice(round(i * len(images) / k), round((i + 1) * len(images) / k)) for i in range(k)]
+    parts: dict[str, list[tuple[dict[str, Any], int]]] = {key: [] for key in active}
+    for c, rows in enumerate(chunks):
+        for key in active[c % len(active):] + active[:c % len(active)]:  # each row first in turn
+            load_before = uptime()
+            r = ROWS[key][1](model, images[rows], labels[rows], indices[rows], args, device)
+            r["load_average_before"] = load_before
+            parts[key].append((r, rows.stop - rows.start))
+            where = f" (chunk {c + 1}/{k}: images {rows.start}-{rows.stop - 1})" if k > 1 else ""
+            print(f"  done {ROWS[key][0]}{where}: robust accuracy {r['robust_accuracy']:.4f} in {r['seconds']:.2f} s "
+                  f"(load average before {load_before})", flush=True)
+    for key in active:
+        results[key] = pooled(parts[key])
     clean = next((r["clean_accuracy"] for r in results.values() if "clean_accuracy" in r), float("nan"))
     print(f"clean accuracy {clean:.4f}\n{table(results, len(images))}")
     checks = {}
@@ -294,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"seconds per component: {r.get('component_seconds')}")
     result = {"model": args.model, "dataset": args.dataset, "checkpoint": args.checkpoint, "n": len(images),
               "eps": args.eps, "seed": args.seed, "device": str(device), "threads": torch.get_num_threads(),
-              "batch_size": args.batch_size, "setup_seconds": round(setup_s, 3), "clean_accuracy": clean,
+              "batch_size": args.batch_size, "interleave": args.interleave, "setup_seconds": round(setup_s, 3),
+              "clean_accuracy": clean,
               "original_available": missing_original is None, "results": results, "checks": checks}  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")

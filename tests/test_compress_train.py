@@ -79,6 +79,7 @@ def test_global_magnitude_pruning_keeps_its_zeros_through_the_fine_tune(pruned, 
     assert training["recipe"]["epochs"] == 1
     assert training["recipe"]["lr"] == pytest.approx(parent_meta["recipe"]["lr"] / 10)
     assert training["defence"]["label"] == "standard" and len(training["history"]) == 1
+    assert record["settings"]["epochs"] == 1 and record["settings"]["lr"] == training["recipe"]["lr"]
     assert pruned.facts["sparsity"] == pytest.approx(meta["sparsity"], abs=1e-4)
 
 
@@ -184,6 +185,8 @@ def test_distillation_with_an_adversarial_defence(digits_checkpoint, tmp_path, c
     (["--method", "distill:shufflenetv2_x0_5", "--student", "resnet18"], "name different students"),
     (["--method", "int8", "--epochs", "2"], "--epochs is not used by --method int8"),
     (["--method", "bf16", "--student", "resnet18"], "--student is not used by --method bf16"),
+    (["--method", "prune:0.5", "--temperature", "2"], "--temperature is not used by --method prune"),
+    (["--method", "fp16", "--calibration", "64"], "--calibration is not used by --method fp16"),
     (["--method", "int8", "--defence", "pgd-at"], "apply to methods that train"),
     (["--method", "prune:0.5", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["--method", "prune:0.5", "--lr", "-1"], "--lr must be a number > 0"),
@@ -269,3 +272,16 @@ def test_the_pytest_plugin_gates_an_artefact_against_its_parent(pytester, pruned
     result = pytester.runpytest("--robustness", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*clean.accuracy*baseline*"])
+
+
+def test_artefacts_compose_prune_then_half_precision(channels, tmp_path, test_set):
+    """fp16 of a channel-pruned checkpoint keeps its layer shapes; its record names both steps."""
+    out = tmp_path / "channels.fp16.pt"
+    compress(CompressConfig(checkpoint=str(channels.path), output=str(out), **QUIET,
+                            options=CompressOptions(method="fp16")), log=lambda m: None)
+    model, meta = checkpoints.load_checkpoint(out)
+    pruned_model, pruned_meta = checkpoints.load_checkpoint(channels.path)
+    assert meta["shapes"] == pruned_meta["shapes"] and meta["precision"] == "fp16"
+    assert "sparsity" not in meta and next(model.parameters()).dtype == torch.float16
+    assert meta["artefact"]["parent"]["artefact"]["method"] == "prune-channels"
+    assert abs(accuracy(model, test_set) - accuracy(pruned_model, test_set)) <= 0.02

@@ -76,7 +76,7 @@ class CompressOptions(Options):
         name, arg = parse_spec(self.method)
         method = METHODS.entry(name)
         method.parse_arg(arg)  # an unknown name or a bad argument: one line, before any work
-        stray = [f for f in ("epochs", "lr", "student") if getattr(self, f) is not None and f not in method.reads]
+        stray = [f for f in self.set_fields() if f != "method" and f not in method.reads]
         if stray:
             flag = self.flags()[stray[0]].flag
             users = ", ".join(n for n, m in METHODS.items() if stray[0] in m.reads)
@@ -189,9 +189,14 @@ PARENT_ONLY = ("clean_accuracy", "clean_accuracy_images", "history", "train_seco
                "robustbench_lite_version", "torch_version")
 
 
+#: Facts about the parent's weights that a new artefact measures again (or that no longer hold).
+MEASURED = ("artefact", "precision", "sparsity")
+
+
 def inherited(meta: dict[str, Any]) -> dict[str, Any]:
-    """What an artefact checkpoint keeps of its parent's metadata: architecture, data, recipe, classes."""
-    return {k: v for k, v in meta.items() if k not in PARENT_ONLY and k != "artefact"}
+    """What an artefact checkpoint keeps of its parent's metadata: architecture (with a pruned parent's
+    layer shapes), data, recipe, classes; not its measurements, its precision or its own record."""
+    return {k: v for k, v in meta.items() if k not in PARENT_ONLY and k not in MEASURED}
 
 
 def provenance(parent: Path, parent_sha256: str, meta: dict[str, Any], options: CompressOptions,

@@ -19,7 +19,7 @@ from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.training.compression.base import CompressOptions, Job, Log, Method, inherited, register_method
-from robustbench_lite.training.compression.finetune import train_from
+from robustbench_lite.training.compression.finetune import record_training, train_from
 
 
 @register_method
@@ -77,9 +77,10 @@ class Distill(Method):
             log(f"distill: note: the student {name} is not smaller than its teacher")
         trained, training = train_from(student, meta, settings, job, out, log, model=name, lr_scale=1.0,
                                        default_epochs=3, teacher=parent)
-        record["training"] = training
+        record_training(record, training)
         own = architecture_meta(trained, name, meta["num_classes"], meta["input_size"], False)
-        save_checkpoint(out, trained, {**inherited(meta), **own, "init": "scratch", "recipe": training["recipe"],
+        keep = {k: v for k, v in inherited(meta).items() if k != "shapes"}  # the teacher's pruned layers, if any
+        save_checkpoint(out, trained, {**keep, **own, "init": "scratch", "recipe": training["recipe"],
                                        "defence": training["defence"], "clean_accuracy": training["clean_accuracy"],
                                        "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
         return {"student": name, "parameters": sizes[1], "parameters_before": sizes[0],

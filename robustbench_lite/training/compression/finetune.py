@@ -150,3 +150,11 @@ def train_from(start: nn.Module, meta: dict[str, Any], settings: dict[str, Any],
     trained, facts, _ = trainer.run()
     facts["seconds"] = round(time.perf_counter() - start_time, 2)
     return trained, facts
+
+
+def record_training(record: dict[str, Any], training: dict[str, Any]) -> None:
+    """Put what the training did into an artefact's record: the epochs and rate it used, its recipe,
+    defences, history and clean accuracy."""
+    record["settings"] = {**record["settings"], "epochs": training["recipe"]["epochs"],
+                          "lr": training["recipe"]["lr"]}
+    record["training"] = training

@@ -29,7 +29,7 @@ from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.training.compression.base import Job, Log, Method, inherited, register_method
-from robustbench_lite.training.compression.finetune import train_from
+from robustbench_lite.training.compression.finetune import record_training, train_from
 
 #: Elementwise layers a channel passes through unchanged in position (pruning it prunes theirs).
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Hardtanh,
@@ -93,7 +93,7 @@ class Prune(Method):
             if prune.is_pruned(module):
                 prune.remove(module, name)
         achieved = sparsity(trained)
-        record["training"] = training
+        record_training(record, training)
         save_checkpoint(out, trained, {**inherited(meta), "sparsity": round(achieved, 6),
                                        "clean_accuracy": training["clean_accuracy"],
                                        "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
@@ -275,9 +275,9 @@ class PruneChannels(Method):
             f"({after / before:.2f}x); fine-tuning")
         trained, training = train_from(child, meta, settings, job, out, log, model=meta["model"],
                                        lr_scale=FINE_TUNE_LR_SCALE, default_epochs=1)
-        record["training"] = training
+        record_training(record, training)
         record["channels"] = {"removed": removed, "of": total, "parameters_before": before, "parameters": after}
-        save_checkpoint(out, trained, {**inherited(meta), "shapes": shapes,
+        save_checkpoint(out, trained, {**inherited(meta), "shapes": {**meta.get("shapes", {}), **shapes},
                                        "clean_accuracy": training["clean_accuracy"],
                                        "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
         return {"channels_removed": removed, "parameters": after, "parameters_before": before,
