@@ -31,12 +31,7 @@ from robustbench_lite.api import evaluate  # noqa: E402
 from robustbench_lite.config import RunConfig  # noqa: E402
 from robustbench_lite.flips import flip_sets  # noqa: E402
 from robustbench_lite.gates import headline  # noqa: E402
-from robustbench_lite.training.compression import (  # noqa: E402
-    CompressConfig,
-    CompressOptions,
-    compress,
-    recorded_artefact,
-)
+from robustbench_lite.training.compression import CompressOptions, ensure_artefact  # noqa: E402
 from robustbench_lite.training.compression.run import default_output  # noqa: E402
 
 METHODS = "int8,fp16,bf16,prune:0.5,prune-channels:0.3,distill:shufflenetv2_x0_5"
@@ -58,15 +53,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def artefact(parent: Path, spec: str, out_dir: Path, seed: int) -> tuple[Path, float]:
     """The artefact of ``parent`` by ``spec`` (made now, or kept from an earlier run); seconds spent."""
-    options = CompressOptions(method=spec)
-    path = out_dir / default_output(parent, spec, options.entry.suffix).name
-    record = recorded_artefact(path) if path.is_file() else None
-    if record is not None and record.get("spec") == spec and record["parent"]["path"] == str(parent.resolve()):
-        return path, 0.0
+    path = out_dir / default_output(parent, spec, CompressOptions(method=spec).entry.suffix).name
     t0 = time.perf_counter()
-    compress(CompressConfig(checkpoint=str(parent), options=options, output=str(path), seed=seed,
-                            show_progress=False), log=lambda m: print(f"    {m}", flush=True))
-    return path, time.perf_counter() - t0
+    made = ensure_artefact(parent, spec, path, seed=seed, log=lambda m: print(f"    {m}", flush=True))
+    return path, time.perf_counter() - t0 if made else 0.0
 
 
 def measure(path: Path, args: argparse.Namespace) -> Any:

@@ -46,10 +46,10 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
         SUITES.entry(suite)
     info = sources.inspect_file(config.checkpoint) if config.checkpoint else None
     meta = info.meta["payload"]["meta"] if info is not None and info.format == "checkpoint" else {}
-    parent = artefact_parent(info) if info is not None and not info.differentiable else None
-    if parent is not None and not config.surrogate and "adversarial" in config.suites:
-        # A gradient-free artefact (int8 ONNX) of robust-eval compress: its float parent crafts the attacks.
-        config = dataclasses.replace(config, surrogate=str(parent))
+    if info is not None and not info.differentiable and not config.surrogate and "adversarial" in config.suites:
+        parent = artefact_parent(info)
+        if parent is not None:  # a gradient-free artefact of robust-eval compress: its float parent crafts attacks
+            config = dataclasses.replace(config, surrogate=str(parent))
     surrogate = _inspect_surrogate(config)
     typed = typed_options(config.suites, config.suite_options)
     if info is not None:
@@ -67,16 +67,23 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
     return config, info, surrogate
 
 
-def artefact_parent(info: sources.FileInfo) -> Path | None:
-    """The parent checkpoint a compressed artefact records, when it is still there unchanged (its sha256)."""
-    from robustbench_lite.files import sha256_file
-
+def _recorded_parent(info: sources.FileInfo) -> tuple[Path, str] | None:
+    """(path, sha256) of the parent a compressed artefact's record names, or None."""
     record = info.meta.get("artefact") if isinstance(info.meta, dict) else None
     parent = record.get("parent") if isinstance(record, dict) else None
     if not isinstance(parent, dict) or not parent.get("path") or not parent.get("sha256"):
         return None
-    path = Path(str(parent["path"]))
-    return path if path.is_file() and sha256_file(path) == parent["sha256"] else None
+    return Path(str(parent["path"])), str(parent["sha256"])
+
+
+def artefact_parent(info: sources.FileInfo) -> Path | None:
+    """The parent checkpoint a compressed artefact records, when it is still there unchanged (its sha256)."""
+    from robustbench_lite.files import sha256_file
+
+    recorded = _recorded_parent(info)
+    if recorded is None or not recorded[0].is_file():
+        return None
+    return recorded[0] if sha256_file(recorded[0]) == recorded[1] else None
 
 
 def _inspect_surrogate(config: RunConfig) -> sources.FileInfo | None:
@@ -286,7 +293,8 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     if surrogate_info is not None and "adversarial" in config.suites:
         surrogate = _load_surrogate(config, surrogate_info, dataset, device, log, loaded.contract)
         attack_model = sources.with_surrogate(loaded, surrogate).eval()
-        parent = artefact_parent(info) if info is not None and not info.differentiable else None
+        recorded = _recorded_parent(info) if info is not None else None  # checked when prepare chose it
+        parent = recorded[0] if recorded is not None else None
         if parent is not None and Path(str(config.surrogate)) == parent:
             log(f"model: {Path(str(config.checkpoint)).name} has no gradients: attacks are crafted on its float "
                 f"parent {parent.name} (recorded in the artefact) and scored on it (transfer); --surrogate PATH "

@@ -61,10 +61,14 @@ def count_params(model: nn.Module) -> tuple[int, int]:
             sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
+#: The layers whose weights sparsity counts (and magnitude pruning prunes).
+WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
 def weight_sparsity(model: nn.Module) -> float | None:
     """Fraction of the convolution and linear weights that are exactly zero (None: the model has none)."""
     weights = [m.weight for m in model.modules()
-               if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and isinstance(m.weight, torch.Tensor)]
+               if isinstance(m, WEIGHTED_LAYERS) and isinstance(m.weight, torch.Tensor)]
     total = sum(w.numel() for w in weights)
     return sum(int((w == 0).sum()) for w in weights) / total if total else None
 

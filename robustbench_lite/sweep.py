@@ -170,21 +170,13 @@ def _parent_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
 
 
 def _artefact_for(parent: str, spec: str, cfg: SweepConfig, log: Log) -> str:
-    """The artefact of ``parent`` by ``spec`` under ``output_dir/artefacts``: made once, reused while its
-    record names this parent (sha256), method and seed."""
-    from robustbench_lite.training.compression import CompressConfig, CompressOptions, compress, recorded_artefact
+    """The artefact of ``parent`` by ``spec`` in ``output_dir/artefacts`` (named by its sha256), made once."""
+    from robustbench_lite.training.compression import CompressOptions, ensure_artefact
     from robustbench_lite.training.compression.run import default_output
 
-    options = CompressOptions(method=spec)
-    name = default_output(Path(parent), spec, options.entry.suffix).name
+    name = default_output(Path(parent), spec, CompressOptions(method=spec).entry.suffix).name
     path = Path(cfg.output_dir) / "artefacts" / f"{sha256_file(parent)[:12]}-{name}"
-    record = recorded_artefact(path) if path.is_file() else None
-    if record is not None and record.get("spec") == spec and record.get("seed") == cfg.seed:
-        log(f"compress: {spec} of {Path(parent).name}: kept ({path.name})")
-        return str(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compress(CompressConfig(checkpoint=parent, options=options, output=str(path), seed=cfg.seed,
-                            data_dir=cfg.data_dir, show_progress=False), log=log)
+    ensure_artefact(parent, spec, path, seed=cfg.seed, data_dir=cfg.data_dir, log=log)
     return str(path)
 
 

@@ -12,7 +12,13 @@ from robustbench_lite.training.compression import int8 as _int8  # noqa: F401  (
 from robustbench_lite.training.compression import precision as _precision  # noqa: F401  (registers fp16, bf16)
 from robustbench_lite.training.compression import prune as _prune  # noqa: F401  (registers prune, prune-channels)
 from robustbench_lite.training.compression.base import ARTEFACT_KEY, METHODS, CompressOptions, Job, Method, parse_spec
-from robustbench_lite.training.compression.run import Artefact, CompressConfig, compress, recorded_artefact
+from robustbench_lite.training.compression.run import (
+    Artefact,
+    CompressConfig,
+    compress,
+    ensure_artefact,
+    recorded_artefact,
+)
 
 __all__ = ["ARTEFACT_KEY", "METHODS", "Artefact", "CompressConfig", "CompressOptions", "Job", "Method", "compress",
-           "parse_spec", "recorded_artefact"]
+           "ensure_artefact", "parse_spec", "recorded_artefact"]

@@ -19,7 +19,7 @@ from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.training.compression.base import CompressOptions, Job, Log, Method, inherited, register_method
-from robustbench_lite.training.compression.finetune import record_training, train_from
+from robustbench_lite.training.compression.finetune import save_trained, train_from
 
 
 @register_method
@@ -55,7 +55,7 @@ class Distill(Method):
              job: Job) -> dict[str, Any]:
         from robustbench_lite.seeding import derive_seed
         from robustbench_lite.sources import architectures
-        from robustbench_lite.sources.checkpoints import architecture_meta, save_checkpoint
+        from robustbench_lite.sources.checkpoints import architecture_meta
 
         name = settings["student"]
         torch.manual_seed(derive_seed(job.seed, 0, "init"))
@@ -77,11 +77,9 @@ class Distill(Method):
             log(f"distill: note: the student {name} is not smaller than its teacher")
         trained, training = train_from(student, meta, settings, job, out, log, model=name, lr_scale=1.0,
                                        default_epochs=3, teacher=parent)
-        record_training(record, training)
         own = architecture_meta(trained, name, meta["num_classes"], meta["input_size"], False)
         keep = {k: v for k, v in inherited(meta).items() if k != "shapes"}  # the teacher's pruned layers, if any
-        save_checkpoint(out, trained, {**keep, **own, "init": "scratch", "recipe": training["recipe"],
-                                       "defence": training["defence"], "clean_accuracy": training["clean_accuracy"],
-                                       "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
+        save_trained(out, trained, {**keep, **own, "init": "scratch", "recipe": training["recipe"],
+                                    "defence": training["defence"]}, record, training)
         return {"student": name, "parameters": sizes[1], "parameters_before": sizes[0],
                 "clean_accuracy": training["clean_accuracy"]}

@@ -71,7 +71,7 @@ class FineTune(Trainer):
     resumable = False  # a fine-tune is short: an interrupted one leaves nothing behind
 
     def __init__(self, cfg: Any, start: nn.Module, log: Log, teacher: nn.Module | None = None,
-                 temperature: float = 4.0, weight: float = 0.9) -> None:
+                 temperature: float = 1.0, weight: float = 0.0) -> None:
         super().__init__(cfg, log)
         self.start_model = start
         self.teacher = teacher
@@ -145,16 +145,22 @@ def train_from(start: nn.Module, meta: dict[str, Any], settings: dict[str, Any],
         for p in teacher.parameters():
             p.requires_grad_(False)
     start_time = time.perf_counter()
-    trainer = FineTune(cfg, start, log, teacher, float(settings.get("temperature") or 4.0),
-                               float(settings.get("distill_weight", 0.9)))
+    kd = (float(settings["temperature"]), float(settings["distill_weight"])) if teacher is not None else (1.0, 0.0)
+    trainer = FineTune(cfg, start, log, teacher, *kd)
     trained, facts, _ = trainer.run()
     facts["seconds"] = round(time.perf_counter() - start_time, 2)
     return trained, facts
 
 
-def record_training(record: dict[str, Any], training: dict[str, Any]) -> None:
-    """Put what the training did into an artefact's record: the epochs and rate it used, its recipe,
-    defences, history and clean accuracy."""
+def save_trained(out: Path, model: nn.Module, meta: dict[str, Any], record: dict[str, Any],
+                 training: dict[str, Any]) -> None:
+    """Write a trained artefact: ``meta`` (architecture and what the method adds) with the clean
+    accuracy just measured, and the record with what the training did (the epochs and rate it used,
+    its recipe, defences and history)."""
+    from robustbench_lite.sources.checkpoints import save_checkpoint
+
     record["settings"] = {**record["settings"], "epochs": training["recipe"]["epochs"],
                           "lr": training["recipe"]["lr"]}
     record["training"] = training
+    save_checkpoint(out, model, {**meta, "clean_accuracy": training["clean_accuracy"],
+                                 "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})

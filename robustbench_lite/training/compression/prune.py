@@ -29,7 +29,7 @@ from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.training.compression.base import Job, Log, Method, inherited, register_method
-from robustbench_lite.training.compression.finetune import record_training, train_from
+from robustbench_lite.training.compression.finetune import save_trained, train_from
 
 #: Elementwise layers a channel passes through unchanged in position (pruning it prunes theirs).
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Hardtanh,
@@ -52,7 +52,9 @@ def _fraction(name: str, arg: str | None, what: str, example: str) -> float:
 
 def prunable_weights(net: nn.Module) -> list[tuple[nn.Module, str]]:
     """Every convolution's and linear layer's weight, as ``(module, "weight")``."""
-    return [(m, "weight") for m in net.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+    from robustbench_lite.efficiency import WEIGHTED_LAYERS
+
+    return [(m, "weight") for m in net.modules() if isinstance(m, WEIGHTED_LAYERS)]
 
 
 def sparsity(net: nn.Module) -> float:
@@ -78,8 +80,6 @@ class Prune(Method):
              job: Job) -> dict[str, Any]:
         from torch.nn.utils import prune
 
-        from robustbench_lite.sources.checkpoints import save_checkpoint
-
         child = copy.deepcopy(parent).float()
         targets = prunable_weights(child)
         if not targets:
@@ -93,10 +93,7 @@ class Prune(Method):
             if prune.is_pruned(module):
                 prune.remove(module, name)
         achieved = sparsity(trained)
-        record_training(record, training)
-        save_checkpoint(out, trained, {**inherited(meta), "sparsity": round(achieved, 6),
-                                       "clean_accuracy": training["clean_accuracy"],
-                                       "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
+        save_trained(out, trained, {**inherited(meta), "sparsity": round(achieved, 6)}, record, training)
         return {"sparsity": round(achieved, 4), "clean_accuracy": training["clean_accuracy"]}
 
 
@@ -265,8 +262,6 @@ class PruneChannels(Method):
     def make(self, parent: nn.Module, meta: dict[str, Any], settings: dict[str, Any],
              calibration: torch.Tensor | None, out: Path, record: dict[str, Any], log: Log,
              job: Job) -> dict[str, Any]:
-        from robustbench_lite.sources.checkpoints import save_checkpoint
-
         child = copy.deepcopy(parent).float()
         before = sum(p.numel() for p in child.parameters())
         shapes, removed, total = prune_channels(child.net, settings["fraction"], prefix="net.")
@@ -275,11 +270,9 @@ class PruneChannels(Method):
             f"({after / before:.2f}x); fine-tuning")
         trained, training = train_from(child, meta, settings, job, out, log, model=meta["model"],
                                        lr_scale=FINE_TUNE_LR_SCALE, default_epochs=1)
-        record_training(record, training)
         record["channels"] = {"removed": removed, "of": total, "parameters_before": before, "parameters": after}
-        save_checkpoint(out, trained, {**inherited(meta), "shapes": {**meta.get("shapes", {}), **shapes},
-                                       "clean_accuracy": training["clean_accuracy"],
-                                       "clean_accuracy_images": training["clean_accuracy_images"], "artefact": record})
+        save_trained(out, trained, {**inherited(meta), "shapes": {**meta.get("shapes", {}), **shapes}}, record,
+                     training)
         return {"channels_removed": removed, "parameters": after, "parameters_before": before,
                 "clean_accuracy": training["clean_accuracy"]}
 

@@ -92,6 +92,23 @@ def recorded_artefact(path: str | Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def ensure_artefact(parent: str | Path, spec: str, out: str | Path, *, seed: int = 0, data_dir: str | None = None,
+                    log: Log = print) -> bool:
+    """The artefact of ``parent`` by ``spec`` at ``out``: kept when its record names this parent
+    (sha256), method and seed, else made now. Returns whether it was made."""
+    from robustbench_lite.files import sha256_file
+
+    record = recorded_artefact(out) if Path(out).is_file() else None
+    if (record is not None and record.get("spec") == spec and record.get("seed") == seed
+            and record.get("parent", {}).get("sha256") == sha256_file(parent)):
+        log(f"compress: {spec} of {Path(parent).name}: kept ({Path(out).name})")
+        return False
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    compress(CompressConfig(checkpoint=str(parent), options=CompressOptions(method=spec), output=str(out), seed=seed,
+                            data_dir=data_dir, show_progress=False), log=log)
+    return True
+
+
 def default_output(parent: Path, spec: str, suffix: str) -> Path:
     """``net.pt`` + ``prune:0.5`` + ``.pt`` -> ``net.prune-0.5.pt`` beside the parent."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.replace(":", "-")).strip("-")
