@@ -16,11 +16,11 @@ help:
 	@echo "make bench  - side-by-side speed benchmarks against the peer libraries"
 	@echo "make bench-defences - standard vs fgsm-rs/pgd-at/trades/augmix training (about an hour on 2 cores)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,timm,onnx]'
-	$(BIN)/pip install --quiet --no-deps $(REFERENCE_PKGS)
+	$(BIN)/pip install --quiet -c constraints/ci.txt -e '.[dev,timm,onnx]'
+	$(BIN)/pip install --quiet -c constraints/ci.txt --no-deps $(REFERENCE_PKGS)
 	touch $(STAMP)
 
 data:

@@ -51,6 +51,15 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+_said: set[str] = set()
+
+
+def _warn(message: str, *args: Any) -> None:
+    """A cache warning, once per process: the manifest is read at every lookup, the problem is one."""
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        log.warning("%s", text)
 
 MANIFEST = "manifest.json"
 PARTIAL = "partial"
@@ -124,6 +133,27 @@ class CacheKey:
 # ----------------------------------------------------------------------------- the cache
 
 
+#: A manifest file entry's keys and their types.
+ENTRY_FIELDS = {"file": str, "size": int, "sha256": str, "shape": list, "dtype": str, "severities": list,
+                "corruption": str}
+
+
+def _entry_shape_problem(entry: Any) -> str | None:
+    """Why a manifest file entry is not what the cache writes, or None."""
+    if not isinstance(entry, dict):
+        return f"an entry is a {type(entry).__name__}, not a mapping"
+    for key, kind in ENTRY_FIELDS.items():
+        if key not in entry:
+            return f"no '{key}'"
+        if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
+            return f"'{key}' is not a {kind.__name__}"
+    if not all(isinstance(s, int) and s in SEVERITIES for s in entry["severities"]):
+        return "'severities' are not 1..5"
+    if "/" in entry["file"].replace("partial/", "", 1) or ".." in entry["file"]:
+        return "'file' points outside the cache folder"
+    return None
+
+
 def _to_nhwc_uint8(images: torch.Tensor) -> np.ndarray:
     x = images.detach().float().cpu().clamp(0, 1).mul(255).round_().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().numpy()
@@ -166,9 +196,14 @@ class CorruptionCache:
             if not isinstance(data["files"], dict):
                 raise ValueError("'files' is not a mapping")
             CacheKey.from_json(data["key"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("corruption cache: ignoring unreadable manifest %s (%s)", path, exc)
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            _warn("corruption cache: ignoring unreadable manifest %s (%s)", path, exc)
             return None
+        for rel, entry in list(data["files"].items()):  # a hand-edited entry is a miss (rebuilt), not a crash
+            problem = _entry_shape_problem(entry)
+            if problem is not None:
+                _warn("corruption cache: ignoring entry %s of %s (%s); it will be rebuilt", rel, path, problem)
+                del data["files"][rel]
         return data
 
     def _write_manifest(self, folder: Path, manifest: dict[str, Any]) -> None:
@@ -261,15 +296,15 @@ class CorruptionCache:
         entry, problem = self._lookup(name, severity, expected)
         if entry is None:
             if problem is not None and "not cached" not in problem and problem != "no manifest":
-                log.warning("corruption cache: rebuilding %s severity %s: %s", name, severity, problem)
+                _warn("corruption cache: rebuilding %s severity %s: %s", name, severity, problem)
             return None
         try:
             array = np.load(self.directory(expected) / entry["file"], mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:  # raced with a concurrent rewrite, or corrupt header
-            log.warning("corruption cache: rebuilding %s severity %s: %s", name, severity, exc)
+            _warn("corruption cache: rebuilding %s severity %s: %s", name, severity, exc)
             return None
         if list(array.shape) != entry["shape"] or array.dtype != np.uint8:
-            log.warning("corruption cache: rebuilding %s: file changed under the manifest", name)
+            _warn("corruption cache: rebuilding %s: file changed under the manifest", name)
             return None
         block = entry["severities"].index(severity)
         n = expected.n
@@ -299,7 +334,7 @@ class CorruptionCache:
             manifest = self._read_manifest(folder)
             if self._key_problem(manifest, key) is not None:
                 if manifest is not None:
-                    log.warning("corruption cache: %s held other data; clearing it", folder)
+                    _warn("corruption cache: %s held other data; clearing it", folder)
                 self._clear(folder)
                 manifest = {"format": FORMAT, "version": VERSION, "key": key.to_json(), "files": {}}
             files: dict[str, Any] = manifest["files"]

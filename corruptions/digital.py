@@ -8,7 +8,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from corruptions import _kernels as K
 from corruptions.base import Corruption, register_corruption
@@ -87,11 +86,39 @@ _MOSAIC_WIDTH = 4096
 
 
 def _jpeg_round_trip(images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+    """Encode each (C, H, W) uint8 image to JPEG at ``quality`` and decode it: torchvision's batched
+    libjpeg codecs where this torchvision has them, else :func:`_jpeg_round_trip_pil` (the same
+    libjpeg with the same settings: the same pixels, checked by the tests), so the corruption keeps
+    its numbers when torchvision hands its codecs to TorchCodec."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+    except ImportError:
+        return _jpeg_round_trip_pil(images, quality)
     with warnings.catch_warnings():
         # torchvision >= 0.29 warns on every call that its codecs move to TorchCodec; nothing a
         # caller can act on, and it would flood an evaluation's log once per batch.
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TorchCodec")
         return decode_jpeg(encode_jpeg(images, quality=int(quality)), mode=ImageReadMode.UNCHANGED)
+
+
+def _jpeg_round_trip_pil(images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+    """The JPEG round trip through PIL (libjpeg, 4:2:0 chroma subsampling for colour, as torchvision)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for image in images:
+        array = image.permute(1, 2, 0).numpy()
+        pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, "L" if array.shape[2] == 1 else "RGB")
+        buffer = io.BytesIO()
+        pil.save(buffer, format="JPEG", quality=int(quality), subsampling="4:2:0" if array.shape[2] == 3 else -1)
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            back = np.array(decoded.convert(pil.mode))
+        out.append(torch.from_numpy(back[..., None] if back.ndim == 2 else back).permute(2, 0, 1).contiguous())
+    return out
 
 
 def _jpeg_grey_mosaic(images: torch.Tensor, quality: int) -> torch.Tensor:

@@ -1,12 +1,16 @@
-"""Frost textures: the photographs of frost shipped inside the imagecorruptions package.
+"""Frost textures: the photographs of frost from ImageNet-C, shipped with this package.
 
-The textures are not redistributed here; they are read from an installed imagecorruptions
-(``pip install 'robustbench-lite[imagecorruptions]'``). The package is located with
-:func:`importlib.util.find_spec`, which does not import it (its modules need a NumPy-1 era stack),
-and the images are read with PIL.
+The five textures the originals draw from are in ``corruptions/frost/`` with their licence
+(Apache 2.0, as published in Hendrycks & Dietterich's ImageNet-C repository and the
+imagecorruptions package, byte for byte the files imagecorruptions 1.1.2 installs), so every
+install scores the same 15 corruptions: a mean over 14 on one machine and 15 on another would be
+two different quantities. A copy whose files are missing falls back to an installed
+imagecorruptions (located with :func:`importlib.util.find_spec`, which does not import it: its
+modules need a NumPy-1 era stack); the images are read with PIL.
 
 Both originals pick ``np.random.randint(5)`` of the six listed files, so ``frost6.jpg`` is never
-used; neither is it here. Textures are RGB, 0..255 values (uint8), cached in memory once scaled:
+used; neither is it here (nor shipped). Textures are RGB, 0..255 values (uint8), cached in memory
+once scaled:
 
 - ``cifar`` (``make_cifar_c.py``): ``cv2.resize(frost, (0, 0), fx=0.2, fy=0.2)`` (bilinear, which
   for an exact factor 5 samples pixel ``5 i + 2``). Where that is too small for the image
@@ -30,14 +34,20 @@ FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.j
 #: How many of :data:`FROST_FILES` the originals draw from (``np.random.randint(5)``).
 FROST_USED = 5
 UNAVAILABLE = (
-    "frost needs the frost textures shipped with imagecorruptions: "
-    "pip install 'robustbench-lite[imagecorruptions]'"
+    "frost needs its textures, shipped in corruptions/frost/ (this copy lacks them) or with imagecorruptions: "
+    "reinstall robustbench-lite, or pip install 'robustbench-lite[imagecorruptions]'"
 )
 CIFAR_SCALE = 0.2
 
 
+#: The textures shipped with this package.
+SHIPPED = Path(__file__).resolve().parent / "frost"
+
+
 def frost_dir() -> Path | None:
-    """The ``frost`` folder of an installed imagecorruptions, or ``None``."""
+    """The folder holding the textures: the shipped one, else an installed imagecorruptions', else ``None``."""
+    if all((SHIPPED / name).is_file() for name in FROST_FILES[:FROST_USED]):
+        return SHIPPED
     try:
         spec = importlib.util.find_spec("imagecorruptions")
     except (ImportError, ValueError):

@@ -18,7 +18,7 @@ from torch import nn
 from robustbench_lite import data as data_mod
 from robustbench_lite import sources, statistics
 from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
-from robustbench_lite.engine import resolve_device
+from robustbench_lite.engine import FINITE_PROBE, check_finite, resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
 from robustbench_lite.sources import architectures
@@ -68,8 +68,12 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
 
 
 def _recorded_parent(info: sources.FileInfo) -> tuple[Path, str] | None:
-    """(path, sha256) of the parent a compressed artefact's record names, or None."""
-    record = info.meta.get("artefact") if isinstance(info.meta, dict) else None
+    """(path, sha256) of the parent a compressed artefact's record names, or None (an ONNX file keeps the
+    record in its metadata, a checkpoint in its payload's)."""
+    meta = info.meta if isinstance(info.meta, dict) else {}
+    if info.format == "checkpoint":
+        meta = meta["payload"]["meta"]
+    record = meta.get("artefact")
     parent = record.get("parent") if isinstance(record, dict) else None
     if not isinstance(parent, dict) or not parent.get("path") or not parent.get("sha256"):
         return None
@@ -84,6 +88,24 @@ def artefact_parent(info: sources.FileInfo) -> Path | None:
     if recorded is None or not recorded[0].is_file():
         return None
     return recorded[0] if sha256_file(recorded[0]) == recorded[1] else None
+
+
+def _parent_transfer(config: RunConfig, info: sources.FileInfo, loaded: sources.LoadedModel,
+                     dataset: data_mod.ImageDataset, device: torch.device, log: Log) -> nn.Module | None:
+    """A differentiable artefact's outputs with its recorded float parent's gradients (the masking check's
+    model), when the parent is on disk unchanged; None otherwise (said in the log)."""
+    if _recorded_parent(info) is None:
+        return None
+    parent = artefact_parent(info)
+    if parent is None:
+        log(f"model: {Path(str(config.checkpoint)).name}'s recorded parent is gone or changed: its white-box attacks "
+            "are not checked against attacks crafted on the parent")
+        return None
+    loaded_parent = _load_surrogate(dataclasses.replace(config, surrogate=str(parent)), sources.inspect_file(parent),
+                                    dataset, device, log, loaded.contract)
+    log(f"model: {Path(str(config.checkpoint)).name} is compressed from {parent.name}: attacked white-box, and on the "
+        "first images also by the same attacks crafted on the parent, to flag masked gradients")
+    return sources.with_surrogate(loaded, loaded_parent).eval()
 
 
 def _inspect_surrogate(config: RunConfig) -> sources.FileInfo | None:
@@ -278,6 +300,8 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     if dataset is None:
         dataset = data_mod.as_dataset(config.dataset, data_dir=config.data_dir)
     dataset = dataset.limit(config.limit)
+    for name in config.suites:  # options that cannot work on this data: before any model or suite
+        SUITES.entry(name).check_data(config.suite_options.get(name), dataset)
     timings["load_data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -288,6 +312,10 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
             f"the checkpoint's classes ({', '.join(map(str, meta['classes'][:5]))}...) differ from "
             f"{config.dataset}'s ({', '.join(dataset.classes[:5])}...); evaluate on the dataset it was trained on"
         )
+    if info is not None and info.format == "checkpoint":
+        from robustbench_lite.sources.checkpoints import check_input_size
+
+        check_input_size(loaded.path, meta, config.dataset, tuple(dataset.size))
     model = loaded.model.eval()
     attack_model = None
     if surrogate_info is not None and "adversarial" in config.suites:
@@ -302,11 +330,18 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         else:
             log(f"model: attacks are crafted on the surrogate {Path(str(config.surrogate)).name} and scored on the "
                 "model")
+    parent_transfer = None
+    if surrogate_info is None and info is not None and loaded.differentiable and "adversarial" in config.suites:
+        parent_transfer = _parent_transfer(config, info, loaded, dataset, device, log)
     timings["load_model"] = time.perf_counter() - t0
 
+    from robustbench_lite.files import sha256_file
+
+    model_sha = sha256_file(loaded.path) if loaded.path and Path(loaded.path).is_file() else None
     result = run_suites(model, dataset, config, device, meta, log,
-                        checkpoint={"path": loaded.path, **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
-                        source=loaded, attack_model=attack_model,
+                        checkpoint={"path": loaded.path, **({"sha256": model_sha} if model_sha else {}),
+                                    **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
+                        source=loaded, attack_model=attack_model, parent_transfer=parent_transfer,
                         label=config.model or Path(config.checkpoint or "model").name)
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
@@ -352,6 +387,18 @@ def _examples(model: nn.Module, dataset: data_mod.ImageDataset, result: Evaluati
         return None
 
 
+def data_provenance(dataset: data_mod.ImageDataset) -> dict[str, Any]:
+    """Where the test images came from: the loader's folder and each file read, with its sha256."""
+    from robustbench_lite.files import sha256_file
+
+    files = []
+    for path in dataset.meta.get("files") or []:
+        p = Path(path)
+        if p.is_file():
+            files.append({"path": str(p), "sha256": sha256_file(p), "bytes": p.stat().st_size})
+    return {"name": dataset.name, "split": dataset.split, "source": dataset.source, "files": files}
+
+
 def run_suites(
     model: nn.Module,
     dataset: data_mod.ImageDataset,
@@ -363,6 +410,7 @@ def run_suites(
     source: sources.LoadedModel | None = None,
     attack_model: nn.Module | None = None,
     label: str | None = None,
+    parent_transfer: nn.Module | None = None,
 ) -> EvaluationResult:
     """Run ``config.suites`` on a ready model (eval mode, on ``device``) and test split.
 
@@ -375,7 +423,9 @@ def run_suites(
         SUITES.entry(name)
     config = dataclasses.replace(config, suite_options=typed_options(config.suites, config.suite_options))
     ctx = EvalContext(model=model, dataset=dataset, config=config, device=device, meta=meta or {}, log=log,
-                      source=source, attack_with=attack_model)
+                      source=source, attack_with=attack_model, parent_transfer=parent_transfer)
+    probe = dataset.limit(min(len(dataset), FINITE_PROBE, config.batch_size))
+    check_finite(model, probe, max(1, len(probe)), device)  # one forward pass
     result = EvaluationResult(
         model=label or str(config.model),
         dataset=str(config.dataset),
@@ -385,6 +435,7 @@ def run_suites(
         environment=environment(str(device)),
         checkpoint=checkpoint or {},
         source=source.describe() if source is not None else {},
+        data=data_provenance(dataset),
     )
     timings: dict[str, float] = {}
     resampler = statistics.Resampler(seed=config.seed)

@@ -84,12 +84,16 @@ class Row:
     cis: list[tuple[float, float] | None] = field(default_factory=list)
     #: each run's delta test against the first (None for the first run, and where nothing was tested)
     tests: list[DeltaTest | None] = field(default_factory=list)
+    #: per run, why its value is not the same quantity as the first run's (a mean over other conditions)
+    incomparable: list[str | None] = field(default_factory=list)
 
     @property
     def metric(self) -> str:
         return f"{self.suite} {self.label}"
 
     def delta(self, i: int) -> float | None:
+        if i < len(self.incomparable) and self.incomparable[i]:
+            return None
         first, value = self.values[0], self.values[i]
         if first is None or value is None or not (math.isfinite(first) and math.isfinite(value)):
             return None
@@ -144,6 +148,8 @@ class Comparison:
 
     def _delta_text(self, row: Row, i: int) -> str:
         d = row.delta(i)
+        if i < len(row.incomparable) and row.incomparable[i]:
+            return "not comparable"
         if d is None:
             return "n/a"
         if row.unit == "fraction":
@@ -201,6 +207,10 @@ class Comparison:
         for label, reasons in self.unpaired.items():
             out.append(f"{label} unpaired: {'; '.join(reasons)}; its deltas count as significant only where the two "
                        "95% intervals do not overlap (conservative: a real difference can stay unmarked)")
+        for row in self.rows:
+            for i, why in enumerate(row.incomparable):
+                if why:
+                    out.append(f"{row.metric} of {self.labels[i]} is not comparable with {self.labels[0]}'s: {why}")
         if self.groups:
             out.append("mean ± sd over seeds: runs of one recipe that differ only in the training seed "
                        "(sd: sample standard deviation)")
@@ -280,6 +290,7 @@ class Comparison:
                 "values": r.values, "ci": [None if (c := r.ci(i)) is None else list(c) for i in range(n)],
                 "deltas": [r.delta(i) for i in range(1, n)],
                 "tests": [None if (t := r.test(i)) is None else t.to_dict() for i in range(1, n)],
+                **({"not_comparable": r.incomparable[1:]} if any(r.incomparable) else {}),
             })
         groups = []
         for g in self.groups:
@@ -432,6 +443,17 @@ class _Tester:
         return diff if diff is not None else why
 
 
+def _incomparable(row: Row, first: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
+    """Why ``row``'s number in ``run`` is another quantity than in ``first`` (a mean over other
+    conditions: 14 corruptions against 15), or None."""
+    from robustbench_lite.suites import SUITES
+
+    block, base = run.get(row.suite), first.get(row.suite)
+    if row.suite not in SUITES or not isinstance(block, Mapping) or not isinstance(base, Mapping):
+        return None
+    return SUITES.entry(row.suite).comparable(row.path.removeprefix(f"{row.suite}."), block, base)
+
+
 def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: Sequence[Records | None] | None = None,
             *, reasons: Sequence[str] | None = None) -> Comparison:
     """The comparison table of ``runs`` (results dicts), deltas against the first, tested for significance.
@@ -458,7 +480,8 @@ def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: S
     labels = unique_labels(list(labels))
     tester = _Tester(runs, labels, records, reasons)
     for row in rows:
-        row.tests = [None, *[tester.test(row, i) for i in range(1, len(runs))]]
+        row.incomparable = [None, *[_incomparable(row, runs[0], runs[i]) for i in range(1, len(runs))]]
+        row.tests = [None, *[None if row.incomparable[i] else tester.test(row, i) for i in range(1, len(runs))]]
     infos = [_info(r) for r in runs]
     info = {k: [i[k] for i in infos] for k in infos[0]}
     info = {k: v for k, v in info.items() if any(x != "—" for x in v)}

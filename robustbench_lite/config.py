@@ -150,7 +150,7 @@ class TrainConfig:
                 raise RobustEvalError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if self.lr is not None and not self.lr > 0:
             raise RobustEvalError(f"--lr must be positive, got {self.lr}; e.g. 0.003")
-        if self.weight_decay is not None and self.weight_decay < 0:
+        if self.weight_decay is not None and not self.weight_decay >= 0:
             raise RobustEvalError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise RobustEvalError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -169,6 +169,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise RobustEvalError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise RobustEvalError(f"config file {path} is a folder; give the YAML file inside it") from None
+    except UnicodeDecodeError:
+        raise RobustEvalError(f"config file {path} is not text (binary bytes); give a YAML file") from None
+    except OSError as exc:
+        raise RobustEvalError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise RobustEvalError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:

@@ -114,6 +114,10 @@ def parse_name(name: str) -> tuple[str, str | None]:
 
 def search_roots(data_dir: str | Path | None = None) -> list[Path]:
     """The lookup order: --data-dir, $ROBUST_EVAL_DATA, the data cache (where downloads go)."""
+    if data_dir is not None and not Path(data_dir).is_dir():
+        what = "is a file" if Path(data_dir).exists() else "does not exist"
+        raise RobustEvalError(f"--data-dir {data_dir} {what}; give the folder that holds the dataset's files, or "
+                              "leave --data-dir out to use the usual places")
     roots = [Path(data_dir)] if data_dir else []
     if os.environ.get("ROBUST_EVAL_DATA"):
         roots.append(Path(os.environ["ROBUST_EVAL_DATA"]))

@@ -81,3 +81,28 @@ def predict(
         return torch.cat(out) if out else torch.empty(0, dataset.num_classes)
     finally:
         model.train(was_training)
+
+
+#: Test images a model's logits are checked on before any suite runs (all of them again in the clean pass).
+FINITE_PROBE = 64
+
+
+def check_finite(model: nn.Module, dataset: ImageDataset, batch_size: int, device: torch.device,
+                 logits: torch.Tensor | None = None) -> None:
+    """A model whose logits on clean test images are NaN or infinite is broken, not robust or fragile: one
+    line before (or instead of) scoring it, naming how many images and parameters are affected."""
+    if len(dataset) == 0:
+        return
+    if logits is None:
+        logits = predict(model, dataset, batch_size, device, desc="probe")
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if not bad:
+        return
+    tensors = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    broken = sum(int((~torch.isfinite(t.detach())).sum()) for t in tensors)
+    total = sum(t.numel() for t in tensors)
+    weights = (f"{broken:,} of its {total:,} weights and buffers are NaN or infinite" if broken
+               else "its weights are finite, so an operation overflows (a layer, a cast to 16 bits, an input scale)"
+               if total else "its weights are not visible from here")
+    raise RobustEvalError(f"the model's logits are NaN or infinite on {bad} of {len(dataset)} clean test images "
+                          f"({weights}): scores of a broken model would mean nothing; check the model file")

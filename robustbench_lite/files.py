@@ -90,6 +90,32 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
                  *, digest: Literal[True]) -> Digest: ...
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left for ``path`` when its process died mid-write
+    (``kill -9`` between the write and the rename): ``.<name>.<pid>.<random>.tmp`` whose pid is gone.
+    A live writer's file is never touched; returns what was removed."""
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False,
                  *, digest: bool = False) -> Path | Digest:
     """Write ``path`` atomically through ``write(f)``.
@@ -111,7 +137,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None],
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     # mkstemp creates the file 0600; results, reports and caches are meant to be shared like any file
     umask = os.umask(0)
     os.umask(umask)

@@ -360,6 +360,7 @@ def check(gates: Sequence[Gate], results: Mapping[str, Any],
             base_key = _lookup(base_paths, gate.baseline_path or "")
             assert base_key is not None  # validate_baseline
             base_value = base_paths[base_key]
+            check_comparable(gate.expr, found, results, base_key, baseline or {}, baseline_label)
         threshold = None if gate.uses_baseline and base_value is None else gate.threshold(base_value)
         o = GateOutcome(gate.expr, found, gate.op, None if value is None else float(value), threshold, False,
                         base_value, mode=mode.value, interval=interval_of(paths, found),
@@ -375,6 +376,23 @@ def check(gates: Sequence[Gate], results: Mapping[str, Any],
             _decide(o, gate, mode, margin_ci)
         outcomes.append(o)
     return outcomes
+
+
+def check_comparable(expr: str, path: str, results: Mapping[str, Any], base_path: str,
+                     baseline: Mapping[str, Any], baseline_label: str) -> None:
+    """A baseline gate on a mean (``corruptions.mean_accuracy``) compares two means over the same
+    conditions, or refuses in one line: 14 corruptions against 15 is another quantity, not a drop."""
+    suite, _, rest = path.partition(".")
+    base_suite, _, base_rest = base_path.partition(".")
+    if suite not in SUITES or suite != base_suite or rest.split(".", 1)[0] != base_rest.split(".", 1)[0]:
+        return
+    block, other = results.get(suite), baseline.get(suite)
+    if not isinstance(block, Mapping) or not isinstance(other, Mapping):
+        return
+    why = SUITES.entry(suite).comparable(rest, block, other)
+    if why is not None:
+        raise RobustEvalError(f"gate {expr!r}: {path} of this run and of the baseline ({baseline_label}) are not the "
+                              f"same quantity: {why}; run both with the same --corruptions and --severities")
 
 
 def _pair(o: GateOutcome, gate: Gate, base_key: str, run: tuple[Mapping[str, Any], tuple[Records | None, str]],

@@ -52,11 +52,15 @@ def db_path() -> Path:
     return cache_home() / DB_NAME
 
 
-def _connect(path: Path | None = None) -> sqlite3.Connection:
+#: Seconds a run waits for a history another program holds locked before it is left out of it.
+RECORD_WAIT = 5.0
+
+
+def _connect(path: Path | None = None, timeout: float = 30) -> sqlite3.Connection:
     path = path or db_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(path, timeout=30)
+        conn = sqlite3.connect(path, timeout=timeout)
         conn.execute(_SCHEMA)
     except sqlite3.DatabaseError as exc:
         raise RobustEvalError(f"run history {path} is unusable ({exc}); move it away to start a new one") from None
@@ -88,7 +92,7 @@ class Run:
 
 
 def record(results: Mapping[str, Any], json_path: str | Path | None = None,
-           html_path: str | Path | None = None, path: Path | None = None) -> int:
+           html_path: str | Path | None = None, path: Path | None = None, timeout: float = 30) -> int:
     """Append a finished run (its results JSON dict) in one transaction; returns its id."""
     from robustbench_lite.gates import headline
 
@@ -103,12 +107,27 @@ def record(results: Mapping[str, Any], json_path: str | Path | None = None,
         int(gates.get("total", 0)), int(gates.get("failed", 0)),
         json.dumps(heads), json.dumps(results, allow_nan=False),
     )
-    with closing(_connect(path)) as conn, conn:  # `with conn`: commit, or roll back on any error
+    with closing(_connect(path, timeout)) as conn, conn:  # `with conn`: commit, or roll back on any error
         cursor = conn.execute(
             "INSERT INTO runs (created, model, dataset, suites, n_examples, seed, checkpoint, json_path, html_path, "
             "gates_total, gates_failed, headline, results) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
         assert cursor.lastrowid is not None
         return int(cursor.lastrowid)
+
+
+def try_record(results: Mapping[str, Any], json_path: str | Path | None = None,
+               html_path: str | Path | None = None, path: Path | None = None) -> tuple[int | None, str | None]:
+    """:func:`record`, best-effort: ``(id, None)``, or ``(None, why)`` when the history cannot take the run
+    (locked by another program past :data:`RECORD_WAIT` seconds, damaged, a value SQLite cannot hold, a
+    folder that cannot be written). A run is never lost, nor its exit code changed, for its history row."""
+    try:
+        return record(results, json_path, html_path, path, timeout=RECORD_WAIT), None
+    except sqlite3.OperationalError as exc:
+        locked = "locked" in str(exc)
+        return None, (f"{path or db_path()} stayed locked by another program for {RECORD_WAIT:g} s" if locked
+                      else f"{path or db_path()}: {exc}")
+    except (sqlite3.Error, OverflowError, ValueError, OSError, RobustEvalError) as exc:
+        return None, f"{path or db_path()}: {exc}"
 
 
 def _run(row: sqlite3.Row) -> Run:

@@ -49,7 +49,8 @@ def comma_list(value: Any, flag: str, example: str, *, unique: bool = True) -> t
         for part in str(item).split(",") if isinstance(item, str) else [str(item)]:
             part = part.strip()
             if not part:
-                raise RobustEvalError(f"{flag} {value!r} has an empty item; separate items with single commas, "
+                shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                raise RobustEvalError(f"{flag} {shown!r} has an empty item; separate items with single commas, "
                                       f"e.g. {flag} {example}")
             if not unique or part not in out:
                 out.append(part)

@@ -162,8 +162,23 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text + "\n"))
 
 
+def attempt(what: str, write: Callable[[], Any]) -> Any:
+    """Run one output's ``write`` after the work is done: its result, or None after a one-line warning on
+    stderr; never the run lost for it: the other outputs and the gate verdict still come."""
+    try:
+        return write()
+    except Exception as exc:  # noqa: BLE001 - any failure of one output (disk, permissions, a renderer bug)
+        reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        print(f"robust-eval: warning: {what} was not written ({reason})", file=sys.stderr)
+        return None
+
+
 def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dict[str, Any]:
     """Write every output of one evaluation; raise the gate failure (exit 1) last.
+
+    Every output is attempted even when another failed (each failure one warning line); the
+    history is best-effort (:func:`robustbench_lite.history.try_record`); the exit code stays the
+    gates' verdict.
 
     Returns:
         The results dict as written to JSON (with ``gates`` when gates were given).
@@ -187,15 +202,24 @@ def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dic
             data["gates"] = gates.gates_block(outcomes, spec.baseline_label)
 
     print_table(result, out)
+    json_path = html_path = None
     if spec.json:
-        out(f"\nresults: {write_json(spec.json, data).resolve()}")
+        json_path = attempt(f"--json {spec.json}", lambda: write_json(spec.json, data).resolve())
+        if json_path is not None:
+            out(f"\nresults: {json_path}")
     if spec.html:
         from robustbench_lite.report import write_html
 
-        out(f"report: {Path(write_html(spec.html, [data])).resolve()}")
+        html_path = attempt(f"--html {spec.html}", lambda: Path(write_html(spec.html, [data])).resolve())
+        if html_path is not None:
+            out(f"report: {html_path}")
     if spec.history:
-        run_id = history.record(data, spec.json, spec.html)
-        out(f"history: run {run_id} (use as --baseline run:{run_id})")
+        run_id, why = history.try_record(data, json_path, html_path)
+        if run_id is not None:
+            out(f"history: run {run_id} (use as --baseline run:{run_id})")
+        else:
+            print(f"robust-eval: warning: this run is not in the history ({why}); its results are in the outputs "
+                  "above", file=sys.stderr)
     if gate_error is not None:
         raise gate_error
     finish_gates(spec.gates, outcomes, spec.junit, f"{result.model} on {result.dataset}",
@@ -206,20 +230,23 @@ def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dic
 
 def finish_gates(gate_list: Sequence[Any], outcomes: Sequence[Any], junit: str | None, subject: str,
                  properties: dict[str, Any], out: Print = print) -> None:
-    """Print the gate table, write JUnit, raise GateFailure (exit 1) when a gate failed."""
+    """Print the gate table, write JUnit (best-effort: :func:`attempt`), raise GateFailure (exit 1) when a
+    gate failed."""
     from robustbench_lite import gates
 
     if not gate_list:
         if junit:
-            gates.write_junit(junit, [], properties=properties)
+            attempt(f"--junit {junit}", lambda: gates.write_junit(junit, [], properties=properties))
         return
     failed = sum(not o.passed for o in outcomes)
     mode = outcomes[0].mode if outcomes else GateMode.POINT.value
     how = "" if mode == GateMode.POINT.value else f" ({mode} mode: {MODE_TEXT[mode]})"
     out(f"\ngates: {len(outcomes) - failed} of {len(outcomes)} passed{how}\n{gates.table(outcomes)}")
     if junit:
-        path = gates.write_junit(junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties)
-        out(f"junit: {Path(path).resolve()}")
+        path = attempt(f"--junit {junit}", lambda: gates.write_junit(
+            junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties))
+        if path is not None:
+            out(f"junit: {Path(path).resolve()}")
     error = gates.failure(outcomes, subject)
     if error is not None:
         raise error

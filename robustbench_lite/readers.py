@@ -101,21 +101,39 @@ class ImageDataset:
 # IDX (MNIST, Fashion-MNIST)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): the MNIST format."""
+#: What to do about a damaged dataset file, unless its loader knows better.
+GOOD_COPY = "delete it and run again (it is downloaded anew where downloads work), or replace it with a good copy"
+
+
+def read_idx(path: Path, fix: str = GOOD_COPY) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the MNIST format. A damaged file is one line naming it,
+    what is wrong, and ``fix`` (how to get a good copy)."""
+    import zlib
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        what = "not gzip data" if "Not a gzipped file" in str(exc) else (
+            "a truncated gzip stream" if isinstance(exc, EOFError) else f"a damaged gzip stream ({exc})")
+        raise RobustEvalError(f"dataset file {path} is damaged: {what}; {fix}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise RobustEvalError(f"{path} is not an IDX file (bad magic number)")
+        raise RobustEvalError(f"dataset file {path} is not an IDX file (bad magic number); {fix}")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if data[2] not in dtypes:
-        raise RobustEvalError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+        raise RobustEvalError(f"dataset file {path} is damaged: unknown IDX element type 0x{data[2]:02x}; {fix}")
     ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise RobustEvalError(f"dataset file {path} is damaged: its IDX header is cut short; {fix}")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    width = np.dtype(dtypes[data[2]]).itemsize
+    body = len(data) - 4 - 4 * ndim
+    expected = int(np.prod(shape, dtype=np.int64))
+    if body != expected * width:
+        raise RobustEvalError(f"dataset file {path} is {'truncated' if body < expected * width else 'too long'}: "
+                              f"its header promises {expected} values, the file holds {body // width}; {fix}")
     arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise RobustEvalError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {arr.size}")
     return arr.reshape(shape)
 
 
@@ -156,11 +174,25 @@ def idx_loader(
             img, lbl = _find_idx(dirs, img_stem), _find_idx(dirs, lbl_stem)
         if img is None or lbl is None:
             raise missing(name, dirs, note)
-        images = torch.from_numpy(read_idx(img).copy()).unsqueeze(1)
-        labels = torch.from_numpy(read_idx(lbl).astype(np.int64))
+        fix = (f"reinstall the Debian package dataset-{name} (apt-get install --reinstall dataset-{name})"
+               if debian is not None and img.parent == debian else GOOD_COPY)
+        raw_images, raw_labels = read_idx(img, fix), read_idx(lbl, fix)
+        if raw_images.ndim != 3 or raw_images.dtype != np.uint8:
+            raise RobustEvalError(f"dataset file {img} holds {raw_images.dtype} values of shape {raw_images.shape}, "
+                                  f"not N x H x W 8-bit images; {fix}")
+        if raw_labels.ndim != 1:
+            raise RobustEvalError(f"dataset file {lbl} holds values of shape {raw_labels.shape}, not N labels; {fix}")
+        images = torch.from_numpy(raw_images.copy()).unsqueeze(1)
+        labels = torch.from_numpy(raw_labels.astype(np.int64))
         if len(images) != len(labels):
-            raise RobustEvalError(f"{img} and {lbl} differ in length ({len(images)} vs {len(labels)})")
-        return ImageDataset(name, split, images, labels, classes, str(img.parent))
+            raise RobustEvalError(f"{img} and {lbl} differ in length ({len(images)} vs {len(labels)}); {fix}")
+        bad = (labels < 0) | (labels >= len(classes))
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise RobustEvalError(f"dataset file {lbl} is damaged: label {int(labels[first])} at position {first} "
+                                  f"({int(bad.sum())} in all) is outside 0..{len(classes) - 1}; {fix}")
+        return ImageDataset(name, split, images, labels, classes, str(img.parent),
+                            {"files": [str(img.resolve()), str(lbl.resolve())]})
 
     return loader
 
@@ -206,12 +238,22 @@ def cifar_loader(name: str, folder: str, tv_cls: str, files: dict[str, list[str]
         images, labels = [], []
         for f in files[split]:
             entry = _unpickle(found / f)
-            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(entry[label_key])
+            try:
+                data = np.asarray(entry["data"], dtype=np.uint8)
+                images.append(data.reshape(-1, 3, 32, 32))
+                labels.extend(int(v) for v in entry[label_key])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise RobustEvalError(f"{found / f} is damaged: no usable 'data' and '{label_key}' "
+                                      f"({type(exc).__name__}: {exc}); {GOOD_COPY}") from None
         meta = _unpickle(found / meta_file) if (found / meta_file).is_file() else {}
         classes = tuple(meta.get(names_key, [str(i) for i in range(max(labels) + 1)]))
+        outside = [v for v in labels if not 0 <= v < len(classes)]
+        if outside:
+            raise RobustEvalError(f"{found} is damaged: {len(outside)} label(s) outside 0..{len(classes) - 1} "
+                                  f"(first {outside[0]}); {GOOD_COPY}")
         return ImageDataset(name, split, torch.from_numpy(np.concatenate(images)),
-                            torch.tensor(labels, dtype=torch.int64), classes, str(found))
+                            torch.tensor(labels, dtype=torch.int64), classes, str(found),
+                            {"files": [str((found / f).resolve()) for f in files[split]]})
 
     return loader
 
@@ -235,10 +277,12 @@ def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             raw = _PlainUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError) as exc:
-        raise RobustEvalError(f"{path} is not a CIFAR python batch file ({exc})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError, TypeError, KeyError,
+            OSError) as exc:
+        raise RobustEvalError(f"{path} is not a CIFAR python batch file ({type(exc).__name__}: {exc}); "
+                              f"{GOOD_COPY}") from None
     if not isinstance(raw, dict):
-        raise RobustEvalError(f"{path} is not a CIFAR python batch file (not a dict)")
+        raise RobustEvalError(f"{path} is not a CIFAR python batch file (not a dict); {GOOD_COPY}")
     out = {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
     for key in ("label_names", "fine_label_names", "coarse_label_names"):
         if key in out:
@@ -266,8 +310,9 @@ def _read_images(paths: Sequence[Path], size: tuple[int, int] | None, mode: str)
                 if (im.height, im.width) != size:
                     im = im.resize((size[1], size[0]), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except OSError as exc:
-            raise RobustEvalError(f"cannot read image {p}: {exc}") from None
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL: UnidentifiedImageError, truncated data
+            raise RobustEvalError(f"cannot read image {p} ({exc}); remove it from the folder or replace it with "
+                                  "a good copy") from None
         out.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(out))
 
@@ -346,8 +391,12 @@ def imagefolder_loader(split: str, roots: list[Path], download_dir: Path | None,
         raise RobustEvalError(f"imagefolder: no images ({', '.join(sorted(IMAGE_EXTS))}) under {base}")
     from PIL import Image
 
-    with Image.open(paths[0]) as first:
-        mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
+    try:
+        with Image.open(paths[0]) as first:
+            mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RobustEvalError(f"cannot read image {paths[0]} ({exc}); remove it from the folder or replace it with "
+                              "a good copy") from None
     images = _read_images(paths, None, mode)
     return ImageDataset(f"imagefolder:{arg}", split, images, torch.tensor(labels), tuple(classes), str(base))
 

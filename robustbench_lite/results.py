@@ -62,6 +62,9 @@ class EvaluationResult:
     environment: dict[str, Any]
     checkpoint: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    #: where the test images came from: ``name``, ``split``, ``source`` (folder or loader) and ``files``
+    #: (each read file's path, sha256 and size)
+    data: dict[str, Any] = field(default_factory=dict)
     suites: dict[str, SuiteResult] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     examples: dict[str, Any] | None = None
@@ -86,6 +89,7 @@ class EvaluationResult:
             "environment": plain(self.environment),
             "checkpoint": plain(self.checkpoint),
             "source": plain(self.source),
+            **({"data": plain(self.data)} if self.data else {}),
             "suites": list(self.suites),
             "timings": plain(self.timings),
         }
@@ -115,12 +119,57 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise RobustEvalError(f"results file {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RobustEvalError(f"results file {path} is not valid JSON ({exc})") from None
+    except IsADirectoryError:
+        raise RobustEvalError(f"results file {path} is a folder; give the JSON file inside it") from None
+    except OSError as exc:
+        raise RobustEvalError(f"results file {path} cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict) or "schema_version" not in data:
         raise RobustEvalError(f"{path} is not a robust-eval results file (no schema_version)")
-    if data["schema_version"] > SCHEMA_VERSION:
+    return check_results(data, str(path))
+
+
+#: Top-level fields of a results JSON and the type each must have when present.
+RESULT_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "dataset": (str,), "n_examples": (int,), "seed": (int,), "config": (dict,),
+    "environment": (dict,), "checkpoint": (dict,), "source": (dict,), "data": (dict,), "suites": (list,),
+    "timings": (dict,),
+    "statistics": (dict,), "records": (dict,), "command": (list,), "examples": (dict,), "gates": (dict,),
+}
+
+
+def check_results(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` when its fields have the types a results JSON has; else one line naming the field.
+
+    Every command that reads results (``report``, ``gate``, ``compare``, ``--baseline``) goes through
+    here, so a file that parses but is not what it claims stops before any work.
+    """
+    from robustbench_lite.errors import RobustEvalError
+
+    def bad(field_: str, want: str, got: Any) -> RobustEvalError:
+        shown = repr(got) if len(repr(got)) <= 40 else type(got).__name__
+        return RobustEvalError(f"results file {where} is damaged: '{field_}' should be {want}, got {shown}; "
+                               "re-create it with robust-eval (--json)")
+
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad("schema_version", "an integer >= 1", version)
+    if version > SCHEMA_VERSION:
         raise RobustEvalError(
-            f"{path} has schema_version {data['schema_version']}, newer than {SCHEMA_VERSION}; upgrade robustbench-lite"
+            f"{where} has schema_version {version}, newer than {SCHEMA_VERSION}; upgrade robustbench-lite"
         )
+    for key, types in RESULT_FIELDS.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise bad(key, f"a {'/'.join(t.__name__ for t in types)}", value)
+    suites = data.get("suites") or []
+    for name in suites:
+        if not isinstance(name, str):
+            raise bad("suites", "a list of suite names", suites)
+        if name in data and not isinstance(data[name], dict):
+            raise bad(name, "a mapping (the suite's results)", data[name])
+    for key, value in (data.get("timings") or {}).items():
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise bad(f"timings.{key}", "a number of seconds", value)
     return data
 
 

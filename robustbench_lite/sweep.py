@@ -78,6 +78,7 @@ class SweepConfig:
         for key in ("models", "datasets", "suites", "init", "compress"):
             if isinstance(data.get(key), str):
                 data[key] = [p.strip() for p in data[key].split(",") if p.strip()]
+        _check_types(data, source)
         return cls(**data).validate()
 
     def validate(self) -> SweepConfig:
@@ -122,6 +123,37 @@ class SweepConfig:
         """The options the sweep sets for ``suite``, as plain values."""
         opts = self.suite_options.get(suite)
         return opts.to_dict() if opts is not None else {}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: Each sweep key's type check and what it must be (the flags' types, for YAML files alike).
+SWEEP_TYPES: dict[str, tuple[Any, str]] = {
+    **{key: (lambda v: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
+             "a list of names (or one comma-separated string)")
+       for key in ("models", "datasets", "suites", "init", "compress")},
+    "checkpoints": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) and x
+                                                          for k, x in v.items()),
+                    "a mapping of 'model/dataset' to checkpoint paths"),
+    "limit": (lambda v: v is None or _is_int(v) and v >= 1, "a positive integer (images)"),
+    "seed": (lambda v: _is_int(v) and 0 <= v <= 2**63 - 1, "an integer in [0, 2**63 - 1]"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "device": (lambda v: isinstance(v, str) and bool(v.strip()), "a device name (auto, cpu, cuda, cuda:N)"),
+    "data_dir": (lambda v: v is None or isinstance(v, str) and bool(v.strip()), "a folder path"),
+    "suite_options": (lambda v: isinstance(v, dict), "a mapping of suite names to their options"),
+    "output_dir": (lambda v: isinstance(v, str) and bool(v.strip()), "a folder path"),
+    "launcher": (lambda v: v is None or isinstance(v, str) and bool(v.strip()), "a command line"),
+}
+
+
+def _check_types(data: Mapping[str, Any], source: str) -> None:
+    """Every key of a sweep config of the type its flag takes: one line naming the key, before any cell."""
+    for key, value in data.items():
+        ok, what = SWEEP_TYPES.get(key, (lambda v: True, ""))
+        if not ok(value):
+            raise RobustEvalError(f"{source}: {key} should be {what}, got {value!r}")
 
 
 @dataclass
@@ -287,8 +319,8 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
                 raise ck
             path, sha = ck
             key_file = cell_dir / f"{cell_key(sha, cell, cfg)}.json"
-            if key_file.is_file():
-                result = json.loads(key_file.read_text())["result"]
+            result = _cached_cell(key_file, log, prefix) if key_file.is_file() else None
+            if result is not None:
                 cached += 1
                 log(f"{prefix}: cached ({key_file.name})")
             else:
@@ -326,6 +358,22 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     text = json.dumps({**summary, "runs": runs}, indent=2, allow_nan=False)
     outcome.results_path = atomic_write(out / "results.json", lambda f: f.write(text + "\n"))
     return outcome
+
+
+def _cached_cell(path: Path, log: Log, prefix: str) -> dict[str, Any] | None:
+    """A cell's cached result, or None (recomputed and rewritten) when the file is damaged: said once,
+    naming the file; a damaged cache entry is a miss, never a failure on every --resume."""
+    from robustbench_lite.results import check_results
+
+    try:
+        result = json.loads(path.read_text())["result"]
+        if not isinstance(result, dict):
+            raise TypeError(f"its result is a {type(result).__name__}")
+        check_results(result, str(path))
+        return result
+    except (OSError, ValueError, KeyError, TypeError, RobustEvalError) as exc:
+        log(f"{prefix}: cached cell {path} is damaged ({exc}); computing it again")
+        return None
 
 
 def _yaml(data: Mapping[str, Any]) -> str:

@@ -155,7 +155,9 @@ def test_train_command_writes_a_checkpoint_with_its_recipe(tmp_path, capsys):
     (["--limit", "ten"], "expected an integer, got 'ten'"),
     (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
     (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--dataset", "cifar10", "--model", "resnet18", "--data-dir", "/nonexistent"], "cifar10: files not found"),
+    (["--dataset", "cifar10", "--model", "resnet18", "--data-dir", "/nonexistent"],
+     "--data-dir /nonexistent does not exist"),
+    (["--dataset", "cifar10", "--model", "resnet18", "--data-dir", "/"], "cifar10: files not found"),
     (["--checkpoint", "/nonexistent.pt"], "does not exist"),
     (["--bogus-flag"], "unrecognized arguments: --bogus-flag"),
     (["train", "--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
@@ -235,8 +237,9 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
     old_html = b"<!doctype html><title>previous run</title>\n"
     out_json.write_bytes(old_json)
     out_html.write_bytes(old_html)
-    # the model check at load time is one forward, then --limit 64 --batch-size 32: the clean suite is two batches
-    hook = _FailOnForward(ok=3, error=error)
+    # the model check at load time is one forward, the finite-logits probe another, then --limit 64
+    # --batch-size 32: the clean suite is two batches
+    hook = _FailOnForward(ok=4, error=error)
     real_load = checkpoints.load_checkpoint
 
     def load_then_arm(*args, **kwargs):
@@ -256,7 +259,7 @@ def test_failed_run_leaves_no_results_file(digits_checkpoint, tmp_path, capsys, 
         with pytest.raises(RuntimeError, match="out of memory"):
             cli.main(argv)
         out, err = capsys.readouterr()
-    assert hook.calls == 4  # the load check and the clean suite's two batches ran, then the adversarial suite failed
+    assert hook.calls == 5  # the load check, the probe and the clean suite's two batches ran, then adversarial failed
     assert "clean: done on 64 images" in err and "adversarial: done" not in err
     assert "results:" not in out and "report:" not in out
     assert out_json.read_bytes() == old_json and out_html.read_bytes() == old_html

@@ -208,3 +208,68 @@ def test_flip_set_of_parent_and_int8_child_equals_a_direct_recount(int8, digits_
     assert clean.lost == int((changed & right_before & ~right_after).sum())
     assert clean.gained == int((changed & ~right_before & right_after).sum())
     assert sum(v["flips"] for v in clean.per_class.values()) == clean.count
+
+
+def test_a_differentiable_artefact_is_also_attacked_through_its_parent(digits_checkpoint, tmp_path, capsys):
+    """fp16 keeps gradients: attacked white-box, and on the first images by the same attack crafted on the
+    parent, both numbers recorded; a parent gone since is said in the log, not guessed at."""
+    child = tmp_path / "child.fp16.pt"
+    compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(child),
+                            options=CompressOptions(method="fp16")), log=lambda m: None)
+    out = tmp_path / "r.json"
+    code, log, err = run(capsys, "--checkpoint", str(child), "--dataset", "digits", "--suite", "adversarial",
+                         "--attack", "fgsm,pgd", "--limit", "48", "--json", str(out), "--no-history", "--no-progress")
+    assert code == 0, err
+    assert "is compressed from digits.pt" in log + err
+    block = json.loads(out.read_text())["adversarial"]
+    assert "transfer_from" not in block["settings"], "the headline numbers stay white-box"
+    check = block["settings"]["masking_checks"]["from_parent"]
+    assert Path(check["source"]).resolve() == Path(digits_checkpoint).resolve() and check["images"] == 48
+    key = block["results"][-1]["key"]
+    assert set(check["attacks"]) == {r["key"] for r in block["results"]}
+    assert check["attacks"][key]["white_box"] == pytest.approx(block["robust_accuracy"][key])
+    # fp16 rounding moves the gradients a little: crafted on the parent, PGD does about as well, not far better.
+    assert abs(check["attacks"][key]["from_parent"] - check["attacks"][key]["white_box"]) <= 0.1
+    Path(digits_checkpoint).rename(tmp_path / "moved.pt")
+    try:
+        code, log, err = run(capsys, "--checkpoint", str(child), "--dataset", "digits", "--suite", "adversarial",
+                             "--limit", "16", "--json", str(out), "--no-history", "--no-progress")
+    finally:
+        (tmp_path / "moved.pt").rename(digits_checkpoint)
+    assert code == 0, err
+    assert "recorded parent is gone or changed" in log + err
+    assert "from_parent" not in json.loads(out.read_text())["adversarial"]["settings"]["masking_checks"]
+
+
+class _Rounded(torch.nn.Module):
+    """The parent behind an input rounded to 8 bits: the same predictions, no input gradient at all."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 255) / 255)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_masked_gradients_of_an_artefact_are_flagged_against_its_parent(masked, digits_checkpoint):
+    from robustbench_lite.api import run_suites
+    from robustbench_lite.config import RunConfig
+    from robustbench_lite.sources.runtimes import Transfer
+
+    parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
+    parent.eval()
+    child = _Rounded(parent) if masked else parent
+    test = data.load("digits", "test").limit(64)
+    config = RunConfig(dataset="digits", suites=["adversarial"], show_progress=False,
+                       suite_options={"adversarial": {"attack": "pgd", "eps": 0.1}})
+    result = run_suites(child, test, config, torch.device("cpu"), log=lambda m: None,
+                        parent_transfer=Transfer(child, parent, "parent.pt")).to_dict()["adversarial"]
+    check = result["settings"]["masking_checks"]["from_parent"]["attacks"]["pgd.Linf[0.1]"]
+    flags = [w for w in result["warnings"] if "crafted on the parent" in w]
+    if masked:  # rounding stops the white-box gradient; the parent's still finds the way
+        assert check["from_parent"] < check["white_box"] - 0.1, check
+        assert len(flags) == 1 and "masked" in flags[0] and f"{check['from_parent']:.3f}" in flags[0]
+    else:  # the parent is the model: the same gradients, the same images fooled
+        assert check["from_parent"] == check["white_box"] and flags == []

@@ -73,3 +73,20 @@ def test_sha256_array_sees_dtype_and_shape_and_takes_tensors():
     assert sha256_array(a) != sha256_array(a.astype(np.int32))
     assert sha256_array(torch.arange(12)) == sha256_array(a)
     assert sha256_array(a.reshape(3, 4).T) == sha256_array(np.ascontiguousarray(a.reshape(3, 4).T))
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    """kill -9 between the write and the rename leaves .<name>.<pid>.<rand>.tmp: the next write of that
+    file removes it when its process is gone, and never touches a live writer's."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".r.json.{dead}.abc123.tmp"
+    stale.write_text("half a file")
+    live = tmp_path / f".r.json.{os.getppid()}.def456.tmp"  # a running process (our parent)
+    live.write_text("being written")
+    atomic_write(tmp_path / "r.json", lambda f: f.write("{}"))
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "r.json").read_text() == "{}"

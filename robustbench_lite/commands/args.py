@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.options import comma_list
@@ -36,6 +36,16 @@ def _at_least(lo: int) -> Callable[[str], int]:
 #: argparse types: counts, limits and batch sizes (>= 1); seeds and counts where 0 means none or all (>= 0).
 positive_int = _at_least(1)
 non_negative_int = _at_least(0)
+#: The largest seed: what a 64-bit signed integer (the run history, NumPy's and torch's generators) holds.
+MAX_SEED = 2**63 - 1
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in [0, MAX_SEED]."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63 - 1], got {value}")
+    return value
 
 
 def names(values: Sequence[str] | str | None, flag: str, example: str) -> list[str]:
@@ -46,7 +56,7 @@ def names(values: Sequence[str] | str | None, flag: str, example: str) -> list[s
 def add_run_arguments(parser: argparse.ArgumentParser, *, config: bool = True, progress: bool = True) -> None:
     group = parser.add_argument_group("run")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--seed", type=non_negative_int, default=0, help="seed for every random choice (default: 0)")
+    group.add_argument("--seed", type=seed_int, default=0, help="seed for every random choice (default: 0)")
     group.add_argument("--data-dir", default=None,
                        help="searched first for dataset files (then $ROBUST_EVAL_DATA, system locations, download)")
     if config:
@@ -112,12 +122,78 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
                 f"config file {args.config} has unknown options: {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(known))}"
             )
-        for action in parser._actions:  # repeatable flags (--suite, --defence...) take a list
-            if isinstance(action, argparse._AppendAction) and isinstance(values.get(action.dest), str):
-                values[action.dest] = [values[action.dest]]
+        values = {dest: _config_value(parser, args.config, dest, value) for dest, value in values.items()}
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
+    check_values(parser, args)
     return args
+
+
+def check_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """No flag of any command takes an empty value or a NaN/infinite number (one line, before any work)."""
+    import math
+
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        flag = action.option_strings[-1] if action.option_strings else action.metavar or action.dest
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and not item.strip():
+                raise RobustEvalError(f"{flag} is empty; give a value, or leave {flag} out (see '{parser.prog} "
+                                      "--help')")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise RobustEvalError(f"{flag} {item} is not a finite number; give a number")
+
+
+def _config_value(parser: argparse.ArgumentParser, path: str, dest: str, value: Any) -> Any:
+    """A --config file's value checked and typed exactly as the flag's text would be (one line if wrong)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    flag = action.option_strings[-1] if action.option_strings else dest
+    where = f"config file {path}: {dest}"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise RobustEvalError(f"{where} is a switch ({flag}): write true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):  # repeatable flags (--suite, --defence...) take a list
+        items = value if isinstance(value, list) else [value]
+        return [_config_scalar(action, where, flag, v) for v in items]
+    if action.nargs not in (None, "?"):
+        items = value if isinstance(value, list) else [value]
+        return [_config_scalar(action, where, flag, v) for v in items]
+    if (isinstance(value, list) and action.type is None and value
+            and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value)):
+        value = ",".join(map(str, value))  # a list option (--severities 1,3,5) written as a YAML list
+    if isinstance(value, (list, dict)):
+        raise RobustEvalError(f"{where} takes one value ({flag} {action.metavar or 'VALUE'}), got a "
+                              f"{'list' if isinstance(value, list) else 'mapping'}: {value!r}")
+    return _config_scalar(action, where, flag, value)
+
+
+def _config_scalar(action: argparse.Action, where: str, flag: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)) or isinstance(value, bool) and action.type is not None:
+        raise RobustEvalError(f"{where} takes a single {('number' if action.type else 'value')} ({flag}), got "
+                              f"{value!r}")
+    text = str(value)
+    try:
+        typed = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        raise RobustEvalError(f"{where}: {exc} (as {flag} would be)") from None
+    except RobustEvalError as exc:
+        raise RobustEvalError(f"{where}: {exc}") from None
+    if action.choices is not None and typed not in action.choices:
+        raise RobustEvalError(f"{where} is {value!r}; valid: {', '.join(map(str, action.choices))}")
+    return typed
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None] | None = None) -> None:
+    """Every output path writable, none twice, none over an input: before any work (one line, exit 2)."""
+    from robustbench_lite.output_paths import check_distinct, check_output
+
+    for flag, path in outputs.items():
+        if path is not None:
+            check_output(path, flag)
+    check_distinct(outputs, inputs)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

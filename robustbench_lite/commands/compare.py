@@ -60,7 +60,7 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.api import evaluate
     from robustbench_lite.compare import FORMATS
     from robustbench_lite.config import RunConfig
-    from robustbench_lite.outputs import write_json
+    from robustbench_lite.outputs import attempt, write_json
     from robustbench_lite.records import load_records_for
     from robustbench_lite.suites import SUITES, expand_suites, full_suites, options_from_args
 
@@ -68,6 +68,8 @@ def run(argv: Sequence[str]) -> int:
     kinds = [_compare_input(spec) for spec in args.inputs]  # every input checked before any work
     if Path(args.output).suffix not in FORMATS:
         raise RobustEvalError(f"--output {args.output}: use a table file ending in {', '.join(FORMATS)}")
+    a.check_outputs({"--output": args.output, "--json": args.json, "--html": args.html},
+                    {spec: spec for spec in args.inputs})
     labels = [lbl.strip() for lbl in args.labels.split(",")] if args.labels else None
     if labels is not None and len(labels) != len(args.inputs):
         raise RobustEvalError(f"--labels has {len(labels)} names for {len(args.inputs)} inputs; give one per input")
@@ -96,22 +98,32 @@ def run(argv: Sequence[str]) -> int:
             result.command = [a.PROG, "compare", *argv]
             data = result.to_dict()
             if not args.no_history:
-                history.record(data)
+                _, why = history.try_record(data)
+                if why:
+                    a.log(f"robust-eval: warning: {Path(spec).name}'s run is not in the history ({why})")
             names.append(Path(spec).stem)
             records.append(result.records)  # evaluated here: the records are in memory
             reasons.append("" if result.records is not None else "no per-image records")
         runs.append(data)
     table = compare.compare(runs, labels or names, records, reasons=reasons)
     print(table.to_text())
-    path = table.write(args.output)
-    print(f"table: {Path(path).resolve()}")
+    # every output is attempted; one that fails is a warning, not the comparison
+    path = attempt(f"--output {args.output}", lambda: table.write(args.output))
+    if path is not None:
+        print(f"table: {Path(path).resolve()}")
     if args.json:
-        print(f"results: {write_json(args.json, {'comparison': table.to_dict(), 'runs': runs}).resolve()}")
+        path = attempt(f"--json {args.json}",
+                       lambda: write_json(args.json, {"comparison": table.to_dict(), "runs": runs}))
+        if path is not None:
+            print(f"results: {Path(path).resolve()}")
     if args.html:
         from robustbench_lite.report import write_html
 
         flips = flip_report(table, runs[0].get("dataset"), args.data_dir)
-        print(f"report: {Path(write_html(args.html, runs, title='robust-eval compare', flips=flips)).resolve()}")
+        path = attempt(f"--html {args.html}",
+                       lambda: write_html(args.html, runs, title="robust-eval compare", flips=flips))
+        if path is not None:
+            print(f"report: {Path(path).resolve()}")
     return 0
 
 

@@ -46,6 +46,8 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.training.defences import FLAGS, DefenceOptions
 
     args = a.parse(parser(), argv)
+    if args.output is not None:
+        a.check_outputs({"--output": args.output})
     options = CompressOptions.from_args(args)  # every option checked before any model or data is loaded
     chosen = None
     if getattr(args, "defence", None) or any(getattr(args, k, None) is not None for k in FLAGS):

@@ -73,6 +73,8 @@ def run(argv: Sequence[str]) -> int:
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)
     gate_mode = GateMode.parse(args.gate_mode)
     gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline, suites)
+    a.check_outputs({"--json": args.json, "--html": args.html, "--junit": args.junit, "--records": args.records},
+                    {"--checkpoint": args.checkpoint, "--baseline": args.baseline})
     if args.records:
         records.check_path(args.records)
     config = RunConfig(

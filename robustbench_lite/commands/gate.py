@@ -23,9 +23,10 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import history
     from robustbench_lite.gate_modes import GateMode
 
-    args = parser().parse_args(argv)
+    args = a.parse(parser(), argv)
     if not args.gate:
         raise RobustEvalError("no gate given; pass --gate EXPR, e.g. --gate 'clean.accuracy >= 0.9'")
+    a.check_outputs({"--junit": args.junit}, {args.results: args.results, "--baseline": args.baseline})
     mode = GateMode.parse(args.gate_mode)
     gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline)
     data, label = history.load_results(args.results)

@@ -28,7 +28,11 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import history
     from robustbench_lite.formatting import format_value
 
-    args = parser().parse_args(argv)
+    args = a.parse(parser(), argv)
+    if args.suite is not None:
+        from robustbench_lite.suites import SUITES
+
+        SUITES.entry(args.suite)  # a suite no run can have ran is a typo: one line, with the valid names
     if args.show is not None:
         print(json.dumps(history.get(args.show), indent=2))
         return 0

@@ -73,7 +73,7 @@ def _listing(what: str, pattern: str) -> Rows:
 
 
 def run(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    args = a.parse(parser(), argv)
     rows = _listing(args.what, args.pattern)
     if not rows:
         raise RobustEvalError(f"no {args.what} match '{args.pattern}'; try 'robust-eval list {args.what}'")

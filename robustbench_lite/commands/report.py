@@ -27,7 +27,9 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import history
     from robustbench_lite.report import write_html
 
-    args = parser().parse_args(argv)
+    args = a.parse(parser(), argv)
+    if args.output is not None:
+        a.check_outputs({"--output": args.output}, {spec: spec for spec in args.results})
     runs, labels = [], []
     for spec in args.results:
         data, label = history.load_results(spec)
@@ -38,6 +40,7 @@ def run(argv: Sequence[str]) -> int:
         first = args.results[0]
         output = (f"reports/{labels[0].replace(':', '-')}.html" if history.run_id(first) is not None
                   else str(Path(first).with_suffix(".html")))
+    a.check_outputs({"--output": output}, {spec: spec for spec in args.results})
     path = write_html(output, runs, title=args.title)
     missing = [lbl for lbl, r in zip(labels, runs, strict=True) if "examples" not in r]
     print(f"report: {Path(path).resolve()}")

@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_suite_arguments(p)
     group = p.add_argument_group("run")
     group.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--seed", type=a.non_negative_int, default=None,
+    group.add_argument("--seed", type=a.seed_int, default=None,
                        help="seed for every random choice (default: 0)")
     group.add_argument("--data-dir", default=None, help="searched first for dataset files")
     group.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -61,7 +61,11 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite import sweep
     from robustbench_lite.config import load_yaml
 
-    args = parser().parse_args(argv)
+    args = a.parse(parser(), argv)
+    if args.output_dir is not None:
+        from robustbench_lite.output_paths import check_output
+
+        check_output(args.output_dir, "--output-dir", folder=True)
     values: dict[str, Any] = {}
     if args.config_file:
         values = load_yaml(args.config_file)

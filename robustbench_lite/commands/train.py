@@ -75,6 +75,8 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.training.defences import DefenceOptions
 
     args = a.parse(parser(), argv)
+    if args.output is not None:
+        a.check_outputs({"--output": args.output})
     seeds = None
     if args.seeds is not None:
         from robustbench_lite.training.seeds import parse_seeds

@@ -90,12 +90,82 @@ def check_payload(path: str | Path, payload: Any) -> dict[str, Any]:
             f"checkpoint {path} is not a robustbench_lite checkpoint (no '{CHECKPOINT_FORMAT}' header); "
             "re-create it with 'robust-eval train', or pass --model to load it as a state_dict"
         )
-    if payload.get("version", 0) > CHECKPOINT_VERSION:
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RobustEvalError(f"checkpoint {path} is damaged: its format version is {version!r}, not an integer; "
+                              "re-create it with 'robust-eval train'")
+    if version > CHECKPOINT_VERSION:
         raise RobustEvalError(
             f"checkpoint {path} has format version {payload['version']}, newer than this robustbench_lite "
             f"supports ({CHECKPOINT_VERSION}); upgrade robustbench-lite"
         )
+    check_meta(path, payload.get("meta"))
+    if not isinstance(payload["state_dict"], dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
+        raise RobustEvalError(f"checkpoint {path} is damaged: its state_dict is not a mapping of names to tensors; "
+                              "re-create it with 'robust-eval train'")
     return payload
+
+
+def _is_int(value: Any, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _numbers(value: Any, n: int, positive: bool = False) -> bool:
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and (v > 0 or not positive)
+                    for v in value))
+
+
+#: The metadata a checkpoint's network is rebuilt from: key -> (check, what it must be).
+META_SCHEMA: dict[str, tuple[Any, str]] = {
+    "model": (lambda v, m: isinstance(v, str) and bool(v), "a model name (see 'robust-eval list models')"),
+    "num_classes": (lambda v, m: _is_int(v, 2), "an integer >= 2"),
+    "in_channels": (lambda v, m: _is_int(v, 1), "an integer >= 1"),
+    "input_size": (lambda v, m: _is_int(v, 1), "an integer >= 1 (pixels)"),
+    "mean": (lambda v, m: _numbers(v, m.get("in_channels")), "a list of one number per input channel"),
+    "std": (lambda v, m: _numbers(v, m.get("in_channels"), positive=True),
+            "a list of one positive number per input channel"),
+}
+#: Optional keys, checked when present.
+META_OPTIONAL: dict[str, tuple[Any, str]] = {
+    "classes": (lambda v, m: isinstance(v, list) and len(v) == m.get("num_classes") and all(isinstance(c, str)
+                                                                                           for c in v),
+                "a list of num_classes class names"),
+    "dataset": (lambda v, m: isinstance(v, str) and bool(v), "a dataset name"),
+    "shapes": (lambda v, m: isinstance(v, dict), "a mapping of layer names to shapes"),
+    "precision": (lambda v, m: isinstance(v, str), "one of " + ", ".join(PRECISIONS)),
+}
+
+
+def check_meta(path: str | Path, meta: Any) -> dict[str, Any]:
+    """A checkpoint's metadata against :data:`META_SCHEMA`: the first problem is one line naming the key."""
+    fix = "re-create it with 'robust-eval train' (a hand-edited checkpoint must keep these keys and types)"
+    if not isinstance(meta, dict):
+        raise RobustEvalError(f"checkpoint {path} is damaged: its metadata is a {type(meta).__name__}, not a mapping; "
+                              f"{fix}")
+    for key, (ok, what) in META_SCHEMA.items():
+        if key not in meta:
+            raise RobustEvalError(f"checkpoint {path} is damaged: its metadata has no '{key}' ({what}); {fix}")
+        if not ok(meta[key], meta):
+            raise RobustEvalError(f"checkpoint {path} is damaged: metadata '{key}' should be {what}, got "
+                                  f"{meta[key]!r}; {fix}")
+    for key, (ok, what) in META_OPTIONAL.items():
+        if key in meta and meta[key] is not None and not ok(meta[key], meta):
+            raise RobustEvalError(f"checkpoint {path} is damaged: metadata '{key}' should be {what}, got "
+                                  f"{meta[key]!r}; {fix}")
+    return meta
+
+
+def check_input_size(path: str | Path, meta: dict[str, Any], dataset: str | None, size: tuple[int, int]) -> None:
+    """``robust-eval train`` records the data's larger side as ``input_size`` (it picks the network variant:
+    small-input stems up to 64 px); another value on the same dataset means edited metadata, which would
+    build another network around the same weights."""
+    if dataset is not None and meta.get("dataset") == dataset and meta["input_size"] != max(size):
+        raise RobustEvalError(
+            f"checkpoint {path} says input_size {meta['input_size']}, but it was trained on {dataset}, whose "
+            f"images are {max(size)} px (training records the data's size, which picks the network variant): its "
+            "metadata was changed; re-create it with 'robust-eval train'")
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

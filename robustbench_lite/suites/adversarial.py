@@ -23,7 +23,9 @@ JSON (under ``adversarial``):
   accuracies, their normalised area and a summary of each image's smallest successful budget.
 * ``clean_accuracy``, ``warnings`` (gradient-masking red flags), ``passes`` (forward / backward
   images against the early-exit floor) and ``settings`` (everything resolved, defaults included;
-  with ``--surrogate``: ``transfer_from``, and ``masking_checks.skipped`` saying why).
+  with ``--surrogate``: ``transfer_from``, and ``masking_checks.skipped`` saying why; for a differentiable
+  compressed artefact whose parent is on disk: ``masking_checks.from_parent``, each gradient attack's
+  robust accuracy white-box and crafted on the parent, on the same first images).
 * ``ci``: the 95% interval of every accuracy above (clean, robust, success rate, worst case, AUC);
   the per-image records behind them are described in :mod:`robustbench_lite.suites._adversarial_records`.
 """
@@ -165,6 +167,45 @@ def _score_based_flags(evaluations: Mapping[tuple[str, str], attacks.AttackEvalu
             flags.append(f"{r.attack}: Square broke {n_square} image(s) at {r.norm} eps={r.eps:.4g} that its gradient "
                          "attacks could not: their gradients may be masked; trust the ensemble's number")
     return flags
+
+
+def _parent_check(ctx: EvalContext, evaluations: Mapping[tuple[str, str], attacks.AttackEvaluation],
+                  budgets: Mapping[str, tuple[float, ...]], params: Mapping[str, Mapping[str, dict[str, Any]]],
+                  images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+                  batch_size: int) -> dict[str, Any]:
+    """A differentiable compressed artefact, attacked white-box, against the same attacks crafted on its
+    float parent (transfer, scored on the artefact) on the first images: where the parent's gradients
+    fool clearly more images than the artefact's own, the artefact's gradients are masked (16-bit
+    underflow, saturated logits, shattered by pruning) and its white-box number overstates it.
+
+    Returns ``{"source", "images", "tolerance", "attacks": {key: {"white_box", "from_parent"}},
+    "seconds", "flags"}`` (``flags``: warnings, popped by the caller). Score-based attacks and
+    ensembles are left out: the first reads no gradients, the second mixes them.
+    """
+    n = len(labels)
+    tolerance = max(2, math.ceil(0.01 * n))  # images; per-image seeds differ in effect between the two
+    out: dict[str, Any] = {"source": getattr(ctx.parent_transfer, "source", None), "images": n,
+                           "tolerance_images": tolerance, "attacks": {}, "seconds": 0.0, "flags": []}
+    for (name, norm), ev in evaluations.items():
+        score_based = name in attacks.ATTACKS and not getattr(attacks.ATTACKS.entry(name), "needs_gradients", True)
+        if ev.broken_by is not None or score_based:
+            continue
+        ctx.log(f"adversarial: {name} {norm} crafted on the parent, on {n} images (masking check)")
+        parent = attacks.evaluate_attack(ctx.parent_transfer, name, images, labels, indices, eps_list=budgets[norm],
+                                         batch_size=batch_size, attack_kwargs=params[norm][name])
+        out["seconds"] += parent.seconds
+        white_correct = ev.clean_correct[:n]
+        for j, eps in enumerate(ev.eps):
+            white = int((white_correct & ~ev.fooled[:n, j]).sum())
+            crafted = int((parent.clean_correct & ~parent.fooled[:, j]).sum())
+            out["attacks"][result_key(name, norm, eps)] = {"white_box": white / n, "from_parent": crafted / n}
+            if j == len(ev.eps) - 1 and white - crafted >= tolerance:
+                out["flags"].append(
+                    f"{name} crafted on the parent leaves {crafted / n:.3f} robust accuracy at {norm} eps={eps:.4g} "
+                    f"on the first {n} images, below the artefact's own gradients' {white / n:.3f}: its gradients "
+                    "are masked (reduced precision or pruning), so its white-box number overstates it; trust the "
+                    "lower one, or add --attack square")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,6 +373,11 @@ class AdversarialSuite(Suite):
             )
 
         warnings += _score_based_flags(evaluations, entries if not no_gradients else [])
+        from_parent = None
+        if ctx.parent_transfer is not None and check_n and not transfer:
+            from_parent = _parent_check(ctx, evaluations, budgets, params, images[:check_n], labels[:check_n],
+                                        indices[:check_n], batch_size)
+            warnings += from_parent.pop("flags")
 
         passes: dict[str, Any] = {f"{a}.{n}": _passes(ev) for (a, n), ev in evaluations.items()}
         totals = {k: sum(p[k] for p in passes.values()) for k in ("forward", "backward", "total", "floor")}
@@ -361,7 +407,8 @@ class AdversarialSuite(Suite):
                 "seed": seed,
                 "batch_size": batch_size,
                 "masking_checks": {"images": check_n, "eps": check_eps,
-                                   **({"skipped": skipped} if skipped else {})},
+                                   **({"skipped": skipped} if skipped else {}),
+                                   **({"from_parent": from_parent} if from_parent else {})},
                 "key_format": "<attack>.<norm>[<eps %.6g>]",
                 # what each ensemble ran, and what it left out (not implemented natively, or needing gradients)
                 **({"ensembles": ensembles} if ensembles else {}),

@@ -19,7 +19,7 @@ from torch import nn
 
 from robustbench_lite.config import RunConfig
 from robustbench_lite.data import ImageDataset
-from robustbench_lite.engine import Transform, predict
+from robustbench_lite.engine import Transform, check_finite, predict
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import format_value
 from robustbench_lite.options import Options
@@ -98,6 +98,9 @@ class EvalContext:
         log: progress messages for the user.
         source: what the model is (format, runtime, the model as shipped and its input shape).
         attack_with: the transfer model when attacks are crafted on a surrogate.
+        parent_transfer: for a differentiable compressed artefact whose float parent is on disk, the
+            artefact's outputs with the parent's gradients: the adversarial suite's masking check
+            compares attacks crafted on it with the white-box ones.
         records: per-image outcomes; a suite adds one condition per accuracy it reports (its gate
             path), on the image set ``"test"`` (declared here) or on its own.
     """
@@ -110,6 +113,7 @@ class EvalContext:
     log: Callable[[str], None] = print
     source: LoadedModel | None = None
     attack_with: nn.Module | None = None
+    parent_transfer: nn.Module | None = None
     records: Records = field(default_factory=Records)
     _clean_logits: torch.Tensor | None = None
 
@@ -129,7 +133,9 @@ class EvalContext:
     def clean_logits(self) -> torch.Tensor:
         """Clean logits, computed once per run and shared by every suite."""
         if self._clean_logits is None:
-            self._clean_logits = self.predict(desc="clean")
+            logits = self.predict(desc="clean")
+            check_finite(self.model, self.dataset, self.config.batch_size, self.device, logits)
+            self._clean_logits = logits
         return self._clean_logits
 
     def options(self, suite: str) -> Any:
@@ -189,6 +195,11 @@ class Suite:
         """
 
     @classmethod
+    def check_data(cls, options: Any, dataset: ImageDataset) -> None:
+        """Refuse, once the test split is loaded and before any model is built or suite run, options
+        that cannot work on this data (they would otherwise fail after the suites before this one)."""
+
+    @classmethod
     def headline(cls, block: Mapping[str, Any], paths: Mapping[str, float | None]) -> list[Headline]:
         """This suite's headline metrics in a results JSON, in order; missing ones are left out.
 
@@ -221,6 +232,30 @@ class Suite:
             The derived numbers by path relative to the block (``mean_accuracy``, ``ce.fog``).
         """
         return {}
+
+    #: Keys of the block that average over the suite's conditions (a mean differs when the set does).
+    aggregate_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def conditions(cls, block: Mapping[str, Any]) -> Any:
+        """What the block's aggregates average over (``aggregate_keys``), comparable between runs;
+        None where the suite has no aggregates."""
+        return None
+
+    @classmethod
+    def comparable(cls, path: str, block: Mapping[str, Any], other: Mapping[str, Any]) -> str | None:
+        """Why ``path`` (relative to the block) of this block and ``other`` are not the same quantity (a
+        mean over other conditions), or None when they can be compared."""
+        if path.split(".", 1)[0] not in cls.aggregate_keys:
+            return None
+        mine, theirs = cls.conditions(block), cls.conditions(other)
+        if mine is None or theirs is None or mine == theirs:
+            return None
+        return cls.describe_difference(mine, theirs)
+
+    @classmethod
+    def describe_difference(cls, mine: Any, theirs: Any) -> str:
+        return f"one averages over {mine}, the other over {theirs}"
 
     @classmethod
     def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -109,6 +109,10 @@ class CorruptionOptions(Options):
 
     def validate(self) -> None:
         names = resolve_corruptions(self.corruptions)
+        if self.cache is not None:
+            from robustbench_lite.output_paths import check_output
+
+            check_output(self.cache, "--cache-corruptions", folder=True)
         if self.backend == "imagecorruptions" and self.profile == "cifar":
             raise RobustEvalError("the imagecorruptions backend implements the imagenet profile only; "
                                   "add --profile imagenet")
@@ -197,6 +201,16 @@ def means(acc: dict[str, dict[str, Any]], names: list[str], severities: list[int
             "accuracy_by_family": {f: sum(v) / len(v) for f, v in families.items()}}
 
 
+def _eight_bit(transform: Any) -> Any:
+    """The corrupted images rounded to 8 bits, as CIFAR-10-C and ImageNet-C ship them and as the cache
+    stores them: a run computes exactly the images a cached run reads back (the same numbers either way)."""
+
+    def quantised(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return transform(x, indices).mul(255).round_().clamp_(0, 255).div_(255)
+
+    return quantised
+
+
 def image_source(ctx: EvalContext, severities: list[int], profile: str, backend: str,
                  cache_dir: str | None) -> ImageSource:
     """Where this run's corrupted images come from, picked once (see :mod:`corruptions.sources`).
@@ -242,20 +256,54 @@ class CorruptionSuite(Suite):
                         HeadlineMetric("mCE", "mce", higher_is_better=False))
 
     Options = CorruptionOptions
+    aggregate_keys = ("mean_accuracy", "accuracy_by_severity", "accuracy_by_family", "mce", "relative_mce")
 
-    def run(self, ctx: EvalContext) -> CorruptionResult:
+    @classmethod
+    def conditions(cls, block: Mapping[str, Any]) -> Any:
+        names, severities = block.get("corruptions"), block.get("severities")
+        if not isinstance(names, list) or not isinstance(severities, list):
+            return None
+        return {"corruptions": sorted(map(str, names)), "severities": sorted(map(int, severities)),
+                "profile": block.get("profile")}
+
+    @classmethod
+    def describe_difference(cls, mine: Any, theirs: Any) -> str:
+        parts = []
+        for key in ("corruptions", "severities"):
+            a, b = set(mine[key]), set(theirs[key])
+            if a != b:
+                only_a, only_b = sorted(a - b, key=str), sorted(b - a, key=str)
+                parts.append(f"{len(a)} vs {len(b)} {key}" + (f" (only in this run: {', '.join(map(str, only_a))})"
+                                                                if only_a else "")
+                             + (f" (only in the other: {', '.join(map(str, only_b))})" if only_b else ""))
+        if mine["profile"] != theirs["profile"]:
+            parts.append(f"profile {mine['profile']} vs {theirs['profile']}")
+        return "they average over different conditions: " + "; ".join(parts)
+
+    @classmethod
+    def check_data(cls, options: Any, dataset: Any) -> None:
+        cls._profile_backend(options or CorruptionOptions(), dataset)
+
+    @staticmethod
+    def _profile_backend(opts: CorruptionOptions, dataset: Any) -> tuple[str, str]:
+        """The resolved (profile, backend) for this data; a backend that cannot run the profile is one line."""
         from corruptions import profile_for_size
 
+        profile = opts.profile or "auto"
+        if profile == "auto":
+            profile = profile_for_size(*dataset.size)
+        backend = opts.backend or "native"
+        if backend == "imagecorruptions" and profile != "imagenet":
+            raise RobustEvalError(f"the imagecorruptions backend implements the imagenet profile only, and "
+                                  f"{dataset.size[0]}x{dataset.size[1]} images take the {profile} profile; "
+                                  "add --profile imagenet")
+        return profile, backend
+
+    def run(self, ctx: EvalContext) -> CorruptionResult:
         opts: CorruptionOptions = ctx.options(self.name)
         names = resolve_corruptions(opts.corruptions)
         severities = resolve_severities(opts.severities)
-        profile = opts.profile or "auto"
-        if profile == "auto":
-            profile = profile_for_size(*ctx.dataset.size)
-        backend = opts.backend or "native"
-        if backend == "imagecorruptions" and profile != "imagenet":
-            raise RobustEvalError("the imagecorruptions backend implements the imagenet profile only; "
-                                  "add --profile imagenet")
+        profile, backend = self._profile_backend(opts, ctx.dataset)
         reference = _reference(opts.mce_reference, names, severities) if opts.mce_reference else None
 
         source = image_source(ctx, severities, profile, backend, opts.cache)
@@ -280,7 +328,7 @@ class CorruptionSuite(Suite):
             for severity in severities:
                 desc = f"{name} s{severity}"
                 got = source.images(name, severity)
-                logits = (ctx.predict(got.transform, desc=desc) if got.images is None
+                logits = (ctx.predict(_eight_bit(got.transform), desc=desc) if got.images is None
                           else self._predict_stored(ctx, got.images, desc))
                 predicted = logits.argmax(1)
                 acc[name][str(severity)] = float((predicted == labels).float().mean())

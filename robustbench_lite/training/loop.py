@@ -361,8 +361,32 @@ def load_or_train_baseline(
     model: str, dataset: str, seed: int, device: str, data_dir: str | None, log: Log = print,
     show_progress: bool = True, pretrained: bool = False,
 ) -> tuple[models.NormalizedModel, dict[str, Any], Path]:
-    """The cached quick baseline for (model, dataset, seed); trained and cached on first use."""
+    """The cached quick baseline for (model, dataset, seed); trained and cached on first use.
+
+    Two processes asking for the same missing baseline do not both train it: the second waits on a
+    file lock beside the checkpoint and then loads what the first wrote (under torchrun the ranks
+    train together, so no lock is taken there).
+    """
     path = baseline_path(model, dataset, seed, pretrained)
+    if distributed.active():
+        return _load_or_train(path, model, dataset, seed, device, data_dir, log, show_progress, pretrained)
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"another run is training the quick baseline {path.name}; waiting for it")
+        lock.acquire()
+    try:
+        return _load_or_train(path, model, dataset, seed, device, data_dir, log, show_progress, pretrained)
+    finally:
+        lock.release()
+
+
+def _load_or_train(path: Path, model: str, dataset: str, seed: int, device: str, data_dir: str | None, log: Log,
+                   show_progress: bool, pretrained: bool) -> tuple[models.NormalizedModel, dict[str, Any], Path]:
     if path.is_file():
         try:
             net, meta = checkpoints.load_checkpoint(path, model=model)

@@ -44,7 +44,10 @@ def read_state(path: Path, run_id: str) -> dict[str, Any]:
 class StopRequest:
     """SIGINT/SIGTERM during training set a flag; the loop stops at the next step boundary.
 
-    Stopping between steps (never inside one) is what makes the saved resume state consistent.
+    Stopping between steps (never inside one) is what makes the saved resume state consistent, so
+    every further signal is absorbed (with a line saying so) until the state is written and the
+    handlers are restored: a second Ctrl-C 50 ms after the first cannot cut a step or the write in
+    half. (SIGKILL cannot be caught; the atomic write leaves the previous state file then.)
     """
 
     def __init__(self) -> None:
@@ -58,8 +61,12 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
+        if self.requested:  # a second Ctrl-C: already stopping; never cut the step or the state write in half
+            import sys
+
+            print("robust-eval: already stopping: finishing the step and writing the resume state",
+                  file=sys.stderr, flush=True)
+            return
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:

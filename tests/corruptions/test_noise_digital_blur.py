@@ -478,3 +478,25 @@ def test_classes_use_profile_parameters(profile: str) -> None:
     torch.testing.assert_close(
         zoom(x), blur.zoom_blur(x, blur.zoom_factors(*zoom.params), profile == "cifar")
     )
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_jpeg_without_torchvision_codecs_gives_the_same_pixels(channels: int, monkeypatch) -> None:
+    """When torchvision hands its codecs to TorchCodec, the corruption falls back to PIL's libjpeg: the
+    same images come back, so jpeg_compression keeps its numbers."""
+    import builtins
+
+    x = _digits_rgb(4)
+    x = np.concatenate([x, _rng().integers(0, 256, x.shape, dtype=np.uint8)])[..., :channels]
+    images = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    with_torchvision = digital.jpeg_compression(images, 25)
+    real_import = builtins.__import__
+
+    def no_codecs(name, *args, **kwargs):
+        if name == "torchvision.io":
+            raise ImportError("torchvision.io moved to TorchCodec")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_codecs)
+    with_pil = digital.jpeg_compression(images, 25)
+    assert torch.equal(with_pil, with_torchvision)

@@ -11,6 +11,7 @@ frost needs the textures of the ``imagecorruptions`` extra; those tests skip wit
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,7 +380,25 @@ def test_fog_adds_low_frequency_brightness(digits: Digits) -> None:
 # ----------------------------------------------------------------------------- frost
 
 
-def test_frost_unavailable_gives_reason(monkeypatch: pytest.MonkeyPatch, digits: Digits) -> None:
+def test_frost_textures_are_shipped_and_equal_imagecorruptions_files() -> None:
+    """Every install scores the same 15 corruptions: the textures come with the package, byte for byte
+    the files imagecorruptions installs (when it is there to compare)."""
+    import hashlib
+    import importlib.util
+
+    assert T.frost_dir() == T.SHIPPED
+    assert (T.SHIPPED / "LICENSE").read_text().lstrip().startswith("Apache License")
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None:
+        pytest.skip("imagecorruptions is not installed to compare with")
+    theirs = Path(list(spec.submodule_search_locations)[0]) / "frost"
+    for name in T.FROST_FILES[: T.FROST_USED]:
+        ours = hashlib.sha256((T.SHIPPED / name).read_bytes()).hexdigest()
+        assert ours == hashlib.sha256((theirs / name).read_bytes()).hexdigest(), name
+
+
+def test_frost_unavailable_gives_reason(monkeypatch: pytest.MonkeyPatch, digits: Digits, tmp_path) -> None:
+    monkeypatch.setattr(T, "SHIPPED", tmp_path / "no-frost")  # a copy that lost its textures
     monkeypatch.setattr(T.importlib.util, "find_spec", lambda name, *a: None)
     T._raw.cache_clear()
     T.frost_textures.cache_clear()
