@@ -115,11 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"== {parent.name}", flush=True)
         base = measure(parent, args)
         rows.append(row(parent.stem, base, None, 0.0))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)  # every row as soon as it is measured
         for spec in methods:
             path, seconds = artefact(parent, spec, out_dir, args.seed)
             result = measure(path, args)
             rows.append(row(f"{parent.stem} {spec}", result, base, seconds))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
+            if args.json:  # kept up to date: a long run stopped half-way keeps its rows
+                Path(args.json).write_text(json.dumps(rows, indent=2))
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
