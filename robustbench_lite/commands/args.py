@@ -153,10 +153,7 @@ def _config_value(parser: argparse.ArgumentParser, path: str, dest: str, value: 
         if not isinstance(value, bool):
             raise RobustEvalError(f"{where} is a switch ({flag}): write true or false, got {value!r}")
         return value
-    if isinstance(action, argparse._AppendAction):  # repeatable flags (--suite, --defence...) take a list
-        items = value if isinstance(value, list) else [value]
-        return [_config_scalar(action, where, flag, v) for v in items]
-    if action.nargs not in (None, "?"):
+    if isinstance(action, argparse._AppendAction) or action.nargs not in (None, "?"):  # flags that take a list
         items = value if isinstance(value, list) else [value]
         return [_config_scalar(action, where, flag, v) for v in items]
     if (isinstance(value, list) and action.type is None and value
