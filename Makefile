@@ -3,16 +3,20 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The oldest supported versions (constraints/minimum.txt, equal to pyproject's floors), in a venv of their own.
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed
 FMNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 # Reference libraries for the cross-checks; installed without their dependency pins
 # (torchattacks pins requests~=2.25.1, imagecorruptions imports pkg_resources): see README.
 REFERENCE_PKGS := torchattacks==3.5.1 imagecorruptions==1.1.2
 
-.PHONY: demo test test-all bench bench-defences data browser lint clean help
+.PHONY: demo test test-all test-minimum bench bench-defences data browser lint clean help
 
 help:
 	@echo "make demo   - evaluate shufflenetv2 on Fashion-MNIST (trains a quick baseline on first use)"
 	@echo "make test   - run the fast test suite"
+	@echo "make test-minimum - the fast suite on the oldest supported versions (constraints/minimum.txt)"
 	@echo "make bench  - side-by-side speed benchmarks against the peer libraries"
 	@echo "make bench-defences - standard vs fgsm-rs/pgd-at/trades/augmix training (about an hour on 2 cores)"
 
@@ -53,6 +57,17 @@ demo: $(STAMP) data
 test: $(STAMP) data browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+$(MIN_STAMP): pyproject.toml constraints/minimum.txt
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/pip install --quiet --only-binary=:all: -r constraints/minimum.txt
+	$(MIN_VENV)/bin/pip install --quiet --no-deps -e .
+	$(MIN_VENV)/bin/pip install --quiet --no-deps $(REFERENCE_PKGS)
+	touch $(MIN_STAMP)
+
+test-minimum: $(MIN_STAMP) data
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 test-all: $(STAMP) data browser
 	$(BIN)/python -m pytest -q -m "" -p no:cacheprovider
 
@@ -68,4 +83,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check robustbench_lite attacks corruptions tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) build *.egg-info

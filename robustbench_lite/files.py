@@ -116,6 +116,42 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+class Rescued(Exception):
+    """:func:`write_or_rescue` could not write the target but wrote the same bytes elsewhere."""
+
+    def __init__(self, path: Path, rescued: Path, error: OSError) -> None:
+        super().__init__(f"{path}: {error}; written to {rescued} instead")
+        self.path, self.rescued, self.error = path, rescued, error
+
+
+def write_or_rescue(path: str | os.PathLike[str], data: bytes, rescue_dirs: list[Path]) -> Path:
+    """:func:`atomic_write` of finished work (a trained checkpoint): when the target cannot be written
+    (a full disk, a folder removed or replaced since the run started), the same bytes go to the first of
+    ``rescue_dirs`` that takes them, under the target's name (a numbered one if taken), and
+    :class:`Rescued` says where, so hours of work are never lost to an output problem.
+
+    Raises:
+        Rescued: the target failed and a copy was written (``.rescued``).
+        OSError: the target and every rescue folder failed (the target's error).
+    """
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda f: f.write(data), binary=True)
+    except OSError as error:
+        for folder in rescue_dirs:
+            target = folder / path.name
+            for n in range(1, 1000):
+                if not target.exists():
+                    break
+                target = folder / f"{path.stem}.{n}{path.suffix}"
+            try:
+                atomic_write(target, lambda f: f.write(data), binary=True)
+            except OSError:
+                continue
+            raise Rescued(path, target, error) from error
+        raise
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], binary: bool = False,
                  *, digest: bool = False) -> Path | Digest:
     """Write ``path`` atomically through ``write(f)``.

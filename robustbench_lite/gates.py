@@ -71,8 +71,9 @@ SKIP_KEYS = frozenset({"reliability", "per_image", "histogram", "settings", "opt
 CI_LOW, CI_HIGH = "ci_low", "ci_high"
 EXAMPLE = "clean.accuracy >= 0.9"
 
-_PATH_RE = re.compile(r"^[A-Za-z_][\w\-/]*(?:\[[^\[\]\s]+\])?(?:\.[\w\-/]+(?:\[[^\[\]\s]+\])?)*$")
-_GATE_RE = re.compile(r"^\s*(?P<path>[^\s<>=!]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<rhs>\S.*?)\s*$")
+# names may hold '=' (a shift level: ``alpha=0.1``); one '=' followed by a name character is not an operator
+_PATH_RE = re.compile(r"^[A-Za-z_][\w\-/=]*(?:\[[^\[\]\s]+\])?(?:\.[\w\-/=]+(?:\[[^\[\]\s]+\])?)*$")
+_GATE_RE = re.compile(r"^\s*(?P<path>(?:[^\s<>=!]|=(?=[\w.\-]))+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<rhs>\S.*?)\s*$")
 _RHS_RE = re.compile(r"^baseline(?:\.(?P<path>\S+?))?\s*(?:(?P<op>[-+*])\s*(?P<num>\S+))?$")
 _BRACKET_RE = re.compile(r"\[([^\[\]]+)\]")
 
@@ -234,6 +235,35 @@ def validate_suites(gates: Sequence[Gate], suites: Sequence[str]) -> None:
                 f"gate {gate.expr!r} reads suite {gate.suite!r}, which this run does not run; add "
                 f"--suite {gate.suite} or drop the gate (running: {', '.join(suites)})"
             )
+
+
+def validate_metrics(gates: Sequence[Gate], options: Mapping[str, Any]) -> None:
+    """Before a run: each gate reads a key its suite will write (``clean.acuracy`` is refused at once,
+    not after hours of work). Checked to the first key under the suite (what the suite's options
+    decide, such as which attacks run); deeper parts (a corruption's name, a budget) are checked
+    against the results.
+
+    Args:
+        options: each suite's typed options by name (:meth:`EvalContext.options`' defaults where unset).
+    """
+    for gate in gates:
+        if gate.suite not in SUITES or gate.suite not in options:
+            continue
+        roots = SUITES.entry(gate.suite).gate_roots(options[gate.suite])
+        if roots is None:
+            continue
+        valid = sorted(r for r in roots if r not in SKIP_KEYS)
+        rest = gate.path[len(gate.suite):].lstrip(".")
+        first = re.split(r"[.\[]", rest, maxsplit=1)[0]
+        if first in valid or first.lower() in {r.lower() for r in valid}:
+            continue
+        close = difflib.get_close_matches(first, valid, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(f'{gate.suite}.{c}' for c in close)}?" if close else ""
+        what = f"{gate.suite}.{first}" if first else gate.suite
+        raise RobustEvalError(
+            f"gate {gate.expr!r}: {what!r} is not a number this run's {gate.suite} suite writes.{hint} "
+            f"Valid: {', '.join(f'{gate.suite}.{r}' for r in valid)} (see 'robust-eval gate --help' for paths)"
+        )
 
 
 def validate_baseline(gates: Sequence[Gate], baseline: Mapping[str, Any] | None, label: str = "--baseline") -> None:

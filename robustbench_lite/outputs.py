@@ -49,10 +49,16 @@ class OutputSpec:
     gate_mode: GateMode = GateMode.POINT
 
 
-def load_gates(exprs: Sequence[str] | None, baseline_spec: str | None,
-               suites: Sequence[str] | None = None) -> tuple[list[Any], dict[str, Any] | None, str | None]:
-    """Parse gates and load their baseline before any work: their mistakes exit 2 at once."""
+def load_gates(exprs: Sequence[str] | None, baseline_spec: str | None, suites: Sequence[str] | None = None,
+               options: Mapping[str, Any] | None = None) -> tuple[list[Any], dict[str, Any] | None, str | None]:
+    """Parse gates and load their baseline before any work: their mistakes exit 2 at once.
+
+    Args:
+        suites: the suites the run will run: each gate must read one of them.
+        options: with ``suites``, the run's ``suite_options``: each gate must read a key they write.
+    """
     from robustbench_lite import gates, history
+    from robustbench_lite.suites.base import options_of
 
     parsed = gates.parse_all(exprs or [])
     baseline, label = (None, None)
@@ -61,6 +67,8 @@ def load_gates(exprs: Sequence[str] | None, baseline_spec: str | None,
     gates.validate_baseline(parsed, baseline, label or "--baseline")
     if suites is not None:
         gates.validate_suites(parsed, list(suites))
+        if options is not None:
+            gates.validate_metrics(parsed, {s: options_of(options, s) for s in suites if s in gates.SUITES})
     return parsed, baseline, label
 
 

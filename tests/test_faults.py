@@ -73,6 +73,74 @@ USER_ERRORS = [
 ]
 
 
+#: Per command, a call that would do real work (kept small); the generated cases add one bad flag to it.
+COMMAND_BASES = {
+    "eval": [*EVAL, "--limit", "8"],
+    "train": ["train", "--dataset", "digits", "--epochs", "1", "--limit", "32", "--output", "OUT/m.pt"],
+    "compress": ["compress", "--checkpoint", "CKPT", "--method", "fp16", "--output", "OUT/c.pt"],
+    "compare": ["compare", "KEPT", "KEPT"],
+    "sweep": ["sweep", "--models", "shufflenetv2_x0_5", "--datasets", "digits", "--limit", "8",
+              "--output-dir", "OUT/s"],
+    "report": ["report", "KEPT", "-o", "OUT/r.html"],
+    "gate": ["gate", "KEPT", "--gate", "clean.accuracy >= 0.1"],
+    "history": ["history"],
+    "plan": ["plan", "--margin", "0.05"],
+    "list": ["list", "suites"],
+}
+
+
+def _generated_flag_cases() -> list[tuple[str, str, str]]:
+    """(command, flag, bad value) for every flag that takes a value in every command's parser: the empty
+    value everywhere, and for number flags NaN, infinity and a word. New flags are covered when added."""
+    import argparse
+    import importlib
+
+    from robustbench_lite.commands.main import COMMANDS
+
+    cases = []
+    for command, module in COMMANDS.items():
+        parser = importlib.import_module(f"robustbench_lite.commands.{module}").parser()
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0 or isinstance(action, argparse._HelpAction):
+                continue
+            flag = max(action.option_strings, key=len)
+            cases.append((command, flag, ""))
+            try:
+                sample = action.type("1") if callable(action.type) else None
+            except Exception:
+                sample = None
+            values = sample if isinstance(sample, tuple) else (sample,)
+            if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                cases += [(command, flag, bad) for bad in ("nan", "inf", "many")]
+    return cases
+
+
+GENERATED = _generated_flag_cases()
+
+
+def test_every_command_is_covered_by_the_generated_cases():
+    from robustbench_lite.commands.main import COMMANDS
+
+    assert set(COMMAND_BASES) == set(COMMANDS), "a new command needs a base call in COMMAND_BASES"
+    assert len(GENERATED) > 250 and {c for c, _, _ in GENERATED} >= set(COMMANDS) - {"list"}
+
+
+@pytest.mark.parametrize(("command", "flag", "value"), GENERATED, ids=[f"{c} {f} {v!r}" for c, f, v in GENERATED])
+def test_every_flag_of_every_command_refuses_empty_and_non_finite_values(command, flag, value, digits_checkpoint,
+                                                                           sentinel, tmp_path, capsys, monkeypatch):
+    """Generated from the parsers: one line, exit 2, before any work; the results file untouched."""
+    monkeypatch.setenv("ROBUST_EVAL_HOME", str(tmp_path / "home"))
+    before = sha256_file(sentinel)
+    argv = _expand(COMMAND_BASES[command], tmp_path, sentinel, digits_checkpoint) + [f"{flag}={value}"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (argv, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("robust-eval") and "Traceback" not in err, err
+    assert sha256_file(sentinel) == before
+    assert not [name for name in ("m.pt", "c.pt", "s", "r.html") if (tmp_path / name).exists()]
+    assert not (tmp_path / "home" / "history.sqlite").exists()
+
+
 @pytest.mark.parametrize(("argv", "needle"), USER_ERRORS, ids=[" ".join(c[0][-4:]) for c in USER_ERRORS])
 def test_user_errors_are_one_line_before_any_work(argv, needle, digits_checkpoint, sentinel, tmp_path, capsys):
     before = sha256_file(sentinel), sha256_file(digits_checkpoint)
@@ -160,6 +228,43 @@ def test_a_report_the_disk_refuses_costs_a_warning_not_the_run(digits_checkpoint
     assert "history: run" in stdout
     code, _, err = run(capsys, *argv, "--gate", "clean.accuracy >= 1.01")
     assert code == 1 and "warning: --html" in err, "a failed gate is still exit 1"
+
+
+def test_a_checkpoint_the_folder_refuses_after_training_is_kept_elsewhere(tmp_path, monkeypatch):
+    """After the training: the output folder is gone (replaced by a file) when the checkpoint is written.
+    The trained model is written under $ROBUST_EVAL_HOME/rescued, the one-line error says where and how to
+    move it, and the copy is the model that was trained."""
+    from robustbench_lite.config import TrainConfig
+    from robustbench_lite.errors import RobustEvalError
+    from robustbench_lite.sources import checkpoints
+    from robustbench_lite.training import loop
+
+    monkeypatch.setenv("ROBUST_EVAL_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "m.pt"
+    trained = {}
+
+    def finish(self):  # the folder disappears once the work is done, before the checkpoint is written
+        folder.rmdir()
+        folder.write_text("not a folder")
+        trained["state"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return original(self)
+
+    original = loop.Trainer.finish
+    monkeypatch.setattr(loop.Trainer, "finish", finish)
+    cfg = TrainConfig(model="shufflenetv2_x0_5", dataset="digits", epochs=1, limit=64, eval_limit=32,
+                      output=str(out), device="cpu", show_progress=False)
+    with pytest.raises(RobustEvalError) as err:
+        loop.train(cfg, log=lambda m: None)
+    rescued = tmp_path / "home" / "rescued" / "m.pt"
+    message = str(err.value)
+    assert "\n" not in message and f"could not write the checkpoint {out}" in message
+    assert f"it was written to {rescued} instead" in message and f"mv {rescued} {out}" in message
+    model, meta = checkpoints.load_checkpoint(rescued)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trained["state"][key]), key
+    assert meta["model"] == "shufflenetv2_x0_5" and not list(tmp_path.glob("home/rescued/.*.tmp"))
 
 
 @pytest.mark.parametrize("damage", ["locked", "garbage"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -53,6 +54,8 @@ def results() -> dict:
     ("adversarial.pgd.Linf[8/255].robust_accuracy > 1e-1", "adversarial.pgd.Linf[0.0313725].robust_accuracy", ">", 0.1),
     ("clean.per_class_accuracy[1] != 0", "clean.per_class_accuracy[1]", "!=", 0.0),
     ("timings.total < 60", "timings.total", "<", 60.0),
+    ("shift.splits.label/dirichlet.levels.alpha=0.1.accuracy>=0.5",  # a level's name holds '='
+     "shift.splits.label/dirichlet.levels.alpha=0.1.accuracy", ">=", 0.5),
 ])
 def test_parse_numbers(expr, path, op, number):
     g = gates.parse(expr)
@@ -74,7 +77,7 @@ def test_parse_baseline(expr, base_path, adjust_op, adjust, threshold):
 @pytest.mark.parametrize("expr", [
     "", "clean.accuracy", "clean.accuracy >= ", "clean.accuracy => 0.9", "clean accuracy >= 0.9", ">= 0.9",
     "clean.accuracy >= high", "clean.accuracy >= baseline + x", "__import__('os').system('x') >= 1",
-    "clean.accuracy >= 1/0", "clean.accuracy >= 0.9; rm -rf /",
+    "clean.accuracy >= 1/0", "clean.accuracy >= 0.9; rm -rf /", "clean.accuracy=0.9", "clean.accuracy = 0.9",
 ])
 def test_malformed_expressions_name_the_syntax(expr):
     with pytest.raises(RobustEvalError, match="malformed gate.*PATH OP NUMBER"):
@@ -209,11 +212,45 @@ def test_cli_gate_errors_exit_2(digits_checkpoint, tmp_path, capsys):
     code, _, err = run(capsys, *eval_args(digits_checkpoint, tmp_path), "--baseline", str(tmp_path / "none.json"),
                        "--gate", "clean.accuracy >= baseline")
     assert code == 2 and "does not exist" in err
-    # A path the results lack is only known after the run: the results are kept, then exit 2 with the valid paths.
-    code, out, err = run(capsys, *eval_args(digits_checkpoint, tmp_path), "--gate", "clean.acc >= 0.5")
+    # A metric the suite never writes (a typo, an attack that does not run): refused before the work, with the fix.
+    for gate, needle in [("clean.acuracy >= 0.5", "Did you mean clean.accuracy?"),
+                         ("clean >= 0.5", "'clean' is not a number"),
+                         ("clean.Acuracy >= 0.5", "Valid: clean.accuracy")]:
+        code, out, err = run(capsys, *eval_args(digits_checkpoint, tmp_path), "--gate", gate)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (gate, err)
+        assert not (tmp_path / "r.json").exists()
+    code, out, err = run(capsys, *eval_args(digits_checkpoint, tmp_path), "--suite", "clean,adversarial",
+                         "--attack", "fgsm", "--gate", "adversarial.pgd.Linf[0.1] >= 0.1")
+    assert code == 2 and "'adversarial.pgd' is not a number" in err and "adversarial.fgsm" in err
+    assert not (tmp_path / "r.json").exists()
+    # A key deeper down (a class index) is only known after the run: the results are kept, then exit 2 with the
+    # valid paths.
+    code, out, err = run(capsys, *eval_args(digits_checkpoint, tmp_path),
+                         "--gate", "clean.per_class_accuracy[99] >= 0.5")
     last = err.strip().splitlines()[-1]
-    assert code == 2 and last.startswith("robust-eval: error: gate 'clean.acc >= 0.5'")
+    assert code == 2 and last.startswith("robust-eval: error: gate 'clean.per_class_accuracy[99] >= 0.5'")
     assert "Valid paths: clean.accuracy" in last
     assert (tmp_path / "r.json").is_file()
     code, out, err = run(capsys, "gate", str(tmp_path / "r.json"))
     assert code == 2 and "no gate given" in err
+
+
+def test_gate_roots_cover_every_path_a_real_run_writes(digits_checkpoint):
+    """What is refused before a run is exactly what a run never writes: every gateable number of a real run
+    of every suite starts with a key its suite declares (or the check would refuse a good gate)."""
+    from robustbench_lite.api import evaluate
+    from robustbench_lite.suites import SUITES
+    from robustbench_lite.suites.base import options_of
+
+    opts = {"adversarial": {"attack": "fgsm,pgd", "steps": 2}, "corruptions": {"severities": "1"},
+            "efficiency": {"latency_runs": 1, "throughput_batch_size": 8}}
+    result = evaluate(str(digits_checkpoint), "digits", full_suites(), limit=24, suite_options=opts)
+    paths = gates.metric_paths(result.to_dict())
+    for suite in full_suites():
+        roots = SUITES.entry(suite).gate_roots(options_of(opts, suite))
+        mine = [p[len(suite) + 1:] for p in paths if p.startswith(suite + ".")]
+        assert mine, suite
+        assert {re.split(r"[.\\[]", p, maxsplit=1)[0] for p in mine} <= roots, suite
+    # and the gates the check lets through are found in the results
+    gates.validate_metrics(gates.parse_all([f"{p} >= 0" for p in paths if not p.startswith("timings")]),
+                           {s: options_of(opts, s) for s in full_suites()})

@@ -6,6 +6,8 @@ torch.export and torch.save, then damaged, mislabelled or given the wrong shape.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import shutil
 import sys
@@ -133,8 +135,10 @@ def test_bad_model_input_is_one_line(files, name, flags, needles, tmp_path, caps
 
 
 def test_pickled_objects_in_a_pt2_are_refused_before_torch_export_load(files, tmp_path, capsys, monkeypatch):
-    """An archive whose weights say use_pickle would be unpickled by torch.export.load: refused unread."""
+    """An archive whose weights say use_pickle (torch >= 2.7), or whose pickled weights hold an object
+    (torch < 2.7 writes them with torch.save), would be unpickled by torch.export.load: refused unread."""
     path = tmp_path / "pickled.pt2"
+    first = "weights"
     with zipfile.ZipFile(files["pt2"]) as src, zipfile.ZipFile(path, "w") as dst:
         for item in src.infolist():
             blob = src.read(item)
@@ -143,6 +147,10 @@ def test_pickled_objects_in_a_pt2_are_refused_before_torch_export_load(files, tm
                 first = next(iter(config["config"]))
                 config["config"][first]["use_pickle"] = True
                 blob = json.dumps(config).encode()
+            elif item.filename.endswith("serialized_state_dict.pt"):
+                buffer = io.BytesIO()
+                torch.save({"weight": argparse.Namespace(code="runs on load")}, buffer)
+                blob = buffer.getvalue()
             dst.writestr(item, blob)
 
     def never(*args, **kwargs):
@@ -166,11 +174,15 @@ def run_ok(path: Path, tmp_path: Path, capsys) -> dict:
 
 def test_damaged_pt2_config_is_one_line(files, tmp_path, capsys):
     path = tmp_path / "damaged.pt2"
+    config = ("weights_config.json", "serialized_exported_program.json")  # torch >= 2.7, torch < 2.7
     with zipfile.ZipFile(files["pt2"]) as src, zipfile.ZipFile(path, "w") as dst:
         for item in src.infolist():
-            dst.writestr(item, b"{not json" if item.filename.endswith("weights_config.json") else src.read(item))
+            dst.writestr(item, b"{not json" if item.filename.endswith(config) else src.read(item))
     line = one_line_error(capsys, tmp_path, "--checkpoint", str(path), "--dataset", "digits", "--suite", "clean")
-    assert "damaged torch.export archive" in line and "weights_config.json" in line
+    assert "damaged torch.export archive" in line and "save it again with torch.export.save" in line
+    with zipfile.ZipFile(files["pt2"]) as z:
+        if any(n.endswith(config[0]) for n in z.namelist()):  # the file is named where torch names it
+            assert config[0] in line
 
 
 @pytest.mark.parametrize("package", ["onnxruntime", "onnx"])

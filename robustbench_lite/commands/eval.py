@@ -72,7 +72,8 @@ def run(argv: Sequence[str]) -> int:
     args = a.parse(parser(), argv)
     suites = expand_suites(a.names(args.suite, "--suite", "clean,corruptions")) or list(DEFAULT_SUITES)
     gate_mode = GateMode.parse(args.gate_mode)
-    gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline, suites)
+    suite_options = options_from_args(args, suites)
+    gate_list, baseline, baseline_label = outputs.load_gates(args.gate, args.baseline, suites, suite_options)
     a.check_outputs({"--json": args.json, "--html": args.html, "--junit": args.junit, "--records": args.records},
                     {"--checkpoint": args.checkpoint, "--baseline": args.baseline})
     if args.records:
@@ -81,7 +82,7 @@ def run(argv: Sequence[str]) -> int:
         model=args.model, dataset=args.dataset, suites=suites,
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
-        suite_options=options_from_args(args, suites), examples=args.examples if args.html else 0, debug=args.debug,
+        suite_options=suite_options, examples=args.examples if args.html else 0, debug=args.debug,
         contract=InputContract.from_args(args), surrogate=args.surrogate,
     )
     result = evaluate(config, log=a.log)  # checks everything before any data is read or model built

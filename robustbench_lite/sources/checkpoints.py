@@ -8,6 +8,8 @@ without any code from the file.
 
 from __future__ import annotations
 
+import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, An
     """
     import json
 
-    from robustbench_lite.files import atomic_write
+    from robustbench_lite.data import cache_home
+    from robustbench_lite.files import Rescued, write_or_rescue
     from robustbench_lite.results import plain
 
     path = Path(path)
@@ -58,8 +61,25 @@ def save_checkpoint(path: str | Path, model: NormalizedModel, meta: dict[str, An
         "meta": meta,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    atomic_write(path, lambda f: torch.save(payload, f), binary=True)
+    buffer = io.BytesIO()  # serialised first: a write that fails is an OSError, never a half-written payload
+    torch.save(payload, buffer)
+    try:
+        write_or_rescue(path, buffer.getvalue(), [cache_home() / "rescued", Path(tempfile.gettempdir())])
+    except Rescued as r:
+        raise RobustEvalError(
+            f"could not write the checkpoint {path} ({_reason(r.error)}); nothing is lost: it was written to "
+            f"{r.rescued} instead; move it where it belongs (mv {r.rescued} {path})"
+        ) from None
+    except OSError as exc:
+        raise RobustEvalError(
+            f"could not write the checkpoint {path} ({_reason(exc)}), nor a copy under {cache_home() / 'rescued'} "
+            f"or {tempfile.gettempdir()}; free some space or fix the folder and run again"
+        ) from None
     return path
+
+
+def _reason(exc: OSError) -> str:
+    return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
 
 
 def load_data(path: str | Path) -> Any:

@@ -251,6 +251,11 @@ class TorchScriptFormat(FileFormat):
 # torch.export
 
 
+#: The pickled parts of the archive torch.export.save wrote before torch 2.7 (``serialized_exported_program.json``
+#: beside them); torch.export.load reads them with weights_only=False.
+LEGACY_EXPORT_PICKLES = ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt")
+
+
 def _check_no_pickles(path: Path, z: zipfile.ZipFile, names: list[str]) -> None:
     """Refuse archives whose loading would unpickle objects (``torch.export.load`` uses weights_only=False)."""
     for name in names:
@@ -269,14 +274,19 @@ def _check_no_pickles(path: Path, z: zipfile.ZipFile, names: list[str]) -> None:
                         f"refused to load {path}: its '{fqn}' is stored as a pickled object (a tensor subclass or "
                         "custom object) that loads only by running pickled code; export plain tensors, or ship "
                         "ONNX or TorchScript")
-        elif "/sample_inputs/" in name and name.endswith(".pt"):
+        elif ("/sample_inputs/" in name and name.endswith(".pt")) or name.endswith(LEGACY_EXPORT_PICKLES):
+            # torch < 2.7 writes the weights, constants and inputs as torch.save pickles and loads them with
+            # weights_only=False: they are read with weights_only=True first, so only plain data gets through
             import io
 
+            data = z.read(name)
             try:
-                torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                if data:
+                    torch.load(io.BytesIO(data), weights_only=True)
             except Exception:  # noqa: BLE001 - anything weights_only refuses
-                raise RobustEvalError(f"refused to load {path}: its sample inputs hold pickled objects; "
-                                      "export with plain tensor inputs, or ship ONNX or TorchScript") from None
+                what = "sample inputs" if "/sample_inputs/" in name or "example_inputs" in name else "weights"
+                raise RobustEvalError(f"refused to load {path}: its {what} hold pickled objects; "
+                                      "export with plain tensors, or ship ONNX or TorchScript") from None
 
 
 def _shape(node: Any) -> list[int | None]:
@@ -294,8 +304,8 @@ class ExportFormat(FileFormat):
     order = 25
 
     def sniff(self, path: Path, head: bytes, names: list[str] | None) -> bool:
-        return names is not None and any(n.endswith("/archive_format") or n.endswith("/models/model.json")
-                                         for n in names)
+        return names is not None and any(n.endswith(("/archive_format", "/models/model.json",
+                                                      "serialized_exported_program.json")) for n in names)
 
     def inspect(self, path: Path, names: list[str] | None) -> FileInfo:
         with zipfile.ZipFile(path) as z:

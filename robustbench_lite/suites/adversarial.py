@@ -249,6 +249,7 @@ def _passes(ev: attacks.AttackEvaluation) -> dict[str, Any]:
 @register_suite
 class AdversarialSuite(Suite):
     name = "adversarial"
+    Result = AdversarialResult
     description = "robust accuracy under FGSM/PGD (Linf, L2) or torchattacks:NAME, eps sweeps, masking checks"
     title = "Adversarial"
     order = 20
@@ -420,6 +421,12 @@ class AdversarialSuite(Suite):
     @classmethod
     def derived(cls, block: Mapping[str, Any], acc: Mapping[str, Any]) -> dict[str, Any]:
         return records.derived(block, acc)
+
+    @classmethod
+    def gate_roots(cls, options: Any) -> frozenset[str] | None:
+        """The result's fields and each attack's name (``adversarial.pgd.Linf[0.1]``)."""
+        roots = super().gate_roots(options)
+        return None if roots is None else roots | frozenset(options.attacks)
 
     @classmethod
     def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -10,6 +10,7 @@ paths, whether it runs on rank 0 alone, and its report section (drawn by the tem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -140,9 +141,14 @@ class EvalContext:
 
     def options(self, suite: str) -> Any:
         """The suite's typed options (its defaults when the run sets none)."""
-        opts = self.config.suite_options.get(suite)
-        cls = SUITES.entry(suite).Options
-        return opts if isinstance(opts, cls) else cls.from_mapping(opts, f"suite_options[{suite!r}]")
+        return options_of(self.config.suite_options, suite)
+
+
+def options_of(values: Mapping[str, Any], suite: str) -> Any:
+    """``suite``'s typed options in a run's ``suite_options`` (its defaults when the run sets none)."""
+    opts = values.get(suite)
+    cls = SUITES.entry(suite).Options
+    return opts if isinstance(opts, cls) else cls.from_mapping(opts, f"suite_options[{suite!r}]")
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class Suite:
     name: ClassVar[str]
     description: ClassVar[str]
     Options: ClassVar[type[Options]] = NoOptions
+    #: The result dataclass: its fields are the block's keys, which gates are checked against before a run.
+    Result: ClassVar[type[SuiteResult] | None] = None
     title: ClassVar[str]
     order: ClassVar[int]
     rank0_only: ClassVar[bool] = False
@@ -256,6 +264,16 @@ class Suite:
     @classmethod
     def describe_difference(cls, mine: Any, theirs: Any) -> str:
         return f"one averages over {mine}, the other over {theirs}"
+
+    @classmethod
+    def gate_roots(cls, options: Any) -> frozenset[str] | None:
+        """The keys right under the block that a gate path of a run with these options can start with
+        (``accuracy`` of ``clean.accuracy``), so a mistyped gate is refused before the work; None: not
+        known before the run (a suite without ``Result``), nothing checked. Keys that hold no metrics
+        (:data:`robustbench_lite.gates.SKIP_KEYS`) are left out by the caller."""
+        if cls.Result is None:
+            return None
+        return frozenset(f.name for f in dataclasses.fields(cls.Result))
 
     @classmethod
     def gate_paths(cls, block: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -32,6 +32,7 @@ class CleanResult(SuiteResult):
 @register_suite
 class CleanSuite(Suite):
     name = "clean"
+    Result = CleanResult
     description = "accuracy, macro-F1, per-class accuracy, confusion matrix, ECE, NLL on the test split"
     title = "Clean"
     order = 10

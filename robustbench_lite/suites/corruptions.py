@@ -248,6 +248,7 @@ def image_source(ctx: EvalContext, severities: list[int], profile: str, backend:
 @register_suite
 class CorruptionSuite(Suite):
     name = "corruptions"
+    Result = CorruptionResult
     description = "accuracy under the 15 ImageNet-C/CIFAR-10-C corruptions x 5 severities; mean accuracy, mCE"
     title = "Corruptions"
     order = 30

@@ -28,6 +28,7 @@ class EfficiencyOptions(Options):
 @register_suite
 class EfficiencySuite(Suite):
     name = "efficiency"
+    Result = EfficiencyResult
     description = "params, FLOPs, weights MB, latency ms (batch 1), throughput img/s, peak memory"
     Options = EfficiencyOptions
     title = "Efficiency"

@@ -296,6 +296,7 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore) 
 @register_suite
 class ShiftSuite(Suite):
     name = "shift"
+    Result = ShiftResult
     description = "accuracy and calibration under natural, subpopulation, covariate and label shift"
     title = "Shift"
     order = 40
