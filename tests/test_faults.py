@@ -415,41 +415,54 @@ def test_results_files_of_the_wrong_types_are_one_line(data, needle, command, di
     assert not (tmp_path / "r.html").exists()
 
 
-def test_two_interrupts_stop_once_and_resume_bit_for_bit(tmp_path):
-    """A second Ctrl-C 50 ms after the first is absorbed: the step and the state write finish, and the
-    resumed run ends with exactly the weights of a run never interrupted."""
+def _train_argv(out: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "robustbench_lite", "train", "--model", "shufflenetv2_x0_5", "--dataset",
+            "digits", "--epochs", "12", "--limit", "256", "--batch-size", "16", "--eval-limit", "32",
+            "--output", str(out), "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The weights of the training run the interrupted ones must end with."""
+    import os
+    import subprocess
+
+    whole = tmp_path_factory.mktemp("whole") / "whole.pt"
+    ref = subprocess.run(_train_argv(whole), env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    return torch.load(whole, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize(("first", "second"), [("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT")])
+def test_two_interrupts_stop_once_and_resume_bit_for_bit(first, second, uninterrupted, tmp_path):
+    """A second Ctrl-C (or a Ctrl-C after the SIGTERM a scheduler sends) 50 ms after the first is absorbed:
+    the step and the state write finish, and the resumed run ends with exactly the weights of a run never
+    interrupted."""
     import os
     import signal
     import subprocess
-    import sys
     import time
-
-    def argv(out: Path) -> list[str]:
-        return [sys.executable, "-m", "robustbench_lite", "train", "--model", "shufflenetv2_x0_5", "--dataset",
-                "digits", "--epochs", "12", "--limit", "256", "--batch-size", "16", "--eval-limit", "32",
-                "--output", str(out), "--device", "cpu", "--no-progress"]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / "cut.pt"
-    proc = subprocess.Popen(argv(out), env=env, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(_train_argv(out), env=env, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:  # wait until the loop runs
         if line.startswith("epoch 1/"):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, first))
     time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, second))
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 130, rest
     assert "already stopping" in rest and "state saved to" in rest and "Traceback" not in rest, rest
-    done = subprocess.run([*argv(out), "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*_train_argv(out), "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "resuming from" in done.stderr, done.stderr
-    whole = tmp_path / "whole.pt"
-    ref = subprocess.run(argv(whole), env=env, capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr
     a = torch.load(out, weights_only=True)["state_dict"]
-    b = torch.load(whole, weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == uninterrupted.keys() and all(torch.equal(a[k], uninterrupted[k]) for k in a)
 
 
 def _eval_json(capsys, checkpoint, out: Path, *extra: str) -> dict:

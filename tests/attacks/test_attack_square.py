@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 
 import pytest
 import torch
@@ -257,7 +258,8 @@ def test_optimised_copy_refused_where_it_would_lie(cnn, mlp, digits, tmp_path):
     from robustbench_lite.sources.onnx import OnnxModule
 
     path = tmp_path / "mlp.onnx"
-    with pytest.warns(DeprecationWarning):  # the legacy exporter
+    with warnings.catch_warnings():  # the legacy exporter is deprecated in newer torch
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(mlp, (images[:2],), str(path), input_names=["x"], output_names=["logits"], dynamo=False,
                           dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}})
     onnx_model = OnnxModule(path, "cpu", 0, 0)

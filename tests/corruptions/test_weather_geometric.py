@@ -633,7 +633,11 @@ def test_elastic_cifar_matches_numpy_port(severity: int, digits: Digits) -> None
     ours = G.elastic_kernel(x, torch.tensor(nx).float(), torch.tensor(ny).float(), c[0], c[1],
                             torch.tensor(corners).float()).clamp(0, 1)
     ref = _nchw([elastic_cifar_np(_hwc(x[i]), c, corners[i], nx[i], ny[i]) for i in range(4)])
-    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+    # OpenCV 4's warpAffine interpolates in fixed point (sample positions in 1/32 pixel, INTER_BITS = 5), so the
+    # reference itself moves by up to ~1 8-bit level there (0.0042 measured with OpenCV 4.8); ours samples exactly,
+    # as OpenCV 5 does.
+    exact = int(cv2.__version__.split(".")[0]) >= 5
+    torch.testing.assert_close(ours, ref, atol=1e-4 if exact else 2 / 255, rtol=0)
 
 
 @pytest.mark.parametrize("severity", [1, 5])
