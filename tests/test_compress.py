@@ -273,3 +273,25 @@ def test_masked_gradients_of_an_artefact_are_flagged_against_its_parent(masked, 
         assert len(flags) == 1 and "masked" in flags[0] and f"{check['from_parent']:.3f}" in flags[0]
     else:  # the parent is the model: the same gradients, the same images fooled
         assert check["from_parent"] == check["white_box"] and flags == []
+
+
+def test_an_attack_weaker_through_masked_gradients_is_not_flagged_when_another_breaks_those_images(
+        digits_checkpoint):
+    """Square (no gradients) breaks on the rounded child what its PGD cannot: the run's worst case is not
+    overstated, so the parent's stronger PGD is recorded but not flagged."""
+    from robustbench_lite.api import run_suites
+    from robustbench_lite.config import RunConfig
+    from robustbench_lite.sources.runtimes import Transfer
+
+    parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
+    child = _Rounded(parent.eval())
+    test = data.load("digits", "test").limit(64)
+    config = RunConfig(dataset="digits", suites=["adversarial"], show_progress=False,
+                       suite_options={"adversarial": {"attack": "pgd,square", "eps": 0.1, "queries": 1000}})
+    result = run_suites(child, test, config, torch.device("cpu"), log=lambda m: None,
+                        parent_transfer=Transfer(child, parent, "parent.pt")).to_dict()["adversarial"]
+    check = result["settings"]["masking_checks"]["from_parent"]["attacks"]
+    assert check["pgd.Linf[0.1]"]["from_parent"] < check["pgd.Linf[0.1]"]["white_box"] - 0.1, check
+    assert "square.Linf[0.1]" not in check  # score-based: no gradients to compare
+    assert result["worst_case"]["Linf[0.1]"] <= check["pgd.Linf[0.1]"]["from_parent"] + 2 / 64, result["worst_case"]
+    assert not [w for w in result["warnings"] if "crafted on the parent" in w]
