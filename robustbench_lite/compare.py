@@ -39,6 +39,7 @@ from robustbench_lite.flips import FlipSet, flip_sets
 from robustbench_lite.formatting import format_value
 from robustbench_lite.gates import headline
 from robustbench_lite.records import Records
+from robustbench_lite.suites import incomparable
 
 FORMATS = (".md", ".csv", ".json", ".txt")
 #: The test of a delta between runs that could not be paired image by image.
@@ -443,17 +444,6 @@ class _Tester:
         return diff if diff is not None else why
 
 
-def _incomparable(row: Row, first: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
-    """Why ``row``'s number in ``run`` is another quantity than in ``first`` (a mean over other
-    conditions: 14 corruptions against 15), or None."""
-    from robustbench_lite.suites import SUITES
-
-    block, base = run.get(row.suite), first.get(row.suite)
-    if row.suite not in SUITES or not isinstance(block, Mapping) or not isinstance(base, Mapping):
-        return None
-    return SUITES.entry(row.suite).comparable(row.path.removeprefix(f"{row.suite}."), block, base)
-
-
 def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: Sequence[Records | None] | None = None,
             *, reasons: Sequence[str] | None = None) -> Comparison:
     """The comparison table of ``runs`` (results dicts), deltas against the first, tested for significance.
@@ -480,7 +470,7 @@ def compare(runs: Sequence[Mapping[str, Any]], labels: Sequence[str], records: S
     labels = unique_labels(list(labels))
     tester = _Tester(runs, labels, records, reasons)
     for row in rows:
-        row.incomparable = [None, *[_incomparable(row, runs[0], runs[i]) for i in range(1, len(runs))]]
+        row.incomparable = [None, *[incomparable(row.path, runs[i], runs[0]) for i in range(1, len(runs))]]
         row.tests = [None, *[None if row.incomparable[i] else tester.test(row, i) for i in range(1, len(runs))]]
     infos = [_info(r) for r in runs]
     info = {k: [i[k] for i in infos] for k in infos[0]}

@@ -44,11 +44,8 @@ import difflib
 import math
 import operator
 import re
-import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from robustbench_lite import paired
@@ -57,7 +54,7 @@ from robustbench_lite.formatting import parse_number
 from robustbench_lite.gate_modes import GateMode, decide
 from robustbench_lite.records import Records
 from robustbench_lite.results import plain
-from robustbench_lite.suites import SUITES, Headline, ordered_suites
+from robustbench_lite.suites import SUITES, Headline, incomparable, ordered_suites
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
@@ -412,14 +409,7 @@ def check_comparable(expr: str, path: str, results: Mapping[str, Any], base_path
                      baseline: Mapping[str, Any], baseline_label: str) -> None:
     """A baseline gate on a mean (``corruptions.mean_accuracy``) compares two means over the same
     conditions, or refuses in one line: 14 corruptions against 15 is another quantity, not a drop."""
-    suite, _, rest = path.partition(".")
-    base_suite, _, base_rest = base_path.partition(".")
-    if suite not in SUITES or suite != base_suite or rest.split(".", 1)[0] != base_rest.split(".", 1)[0]:
-        return
-    block, other = results.get(suite), baseline.get(suite)
-    if not isinstance(block, Mapping) or not isinstance(other, Mapping):
-        return
-    why = SUITES.entry(suite).comparable(rest, block, other)
+    why = incomparable(path, results, baseline, base_path)
     if why is not None:
         raise RobustEvalError(f"gate {expr!r}: {path} of this run and of the baseline ({baseline_label}) are not the "
                               f"same quantity: {why}; run both with the same --corruptions and --severities")
@@ -498,34 +488,6 @@ def failure(outcomes: Sequence[GateOutcome], subject: str = "") -> GateFailure |
         return None
     about = f" for {subject}" if subject else ""
     return GateFailure(f"{len(failed)} of {len(outcomes)} gate(s) failed{about}:\n{table(failed)}")
-
-
-def write_junit(path: str | Path, outcomes: Sequence[GateOutcome], suite_name: str = "robust-eval gates",
-                properties: Mapping[str, Any] | None = None) -> Path:
-    """JUnit XML (one testcase per gate), written atomically."""
-    from robustbench_lite.files import atomic_write
-
-    failures = sum(not o.passed for o in outcomes)
-    root = ET.Element("testsuites", name="robust-eval", tests=str(len(outcomes)), failures=str(failures),
-                      errors="0")
-    suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(len(outcomes)), failures=str(failures),
-                          errors="0", skipped="0", time="0",
-                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()))
-    if properties:
-        props = ET.SubElement(suite, "properties")
-        for key, value in properties.items():
-            ET.SubElement(props, "property", name=str(key), value=str(value))
-    for o in outcomes:
-        case = ET.SubElement(suite, "testcase", classname=f"robust_eval.gates.{o.path.split('.', 1)[0]}",
-                             name=o.expr, time="0")
-        detail = detail_text(o)
-        if o.passed:
-            ET.SubElement(case, "system-out").text = detail
-        else:
-            ET.SubElement(case, "failure", message=detail, type="GateFailure").text = detail
-    ET.indent(root)
-    text = ET.tostring(root, encoding="unicode", xml_declaration=False)
-    return atomic_write(path, lambda f: f.write('<?xml version="1.0" encoding="utf-8"?>\n' + text + "\n"))
 
 
 # ---------------------------------------------------------------------------------------------

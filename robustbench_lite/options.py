@@ -57,6 +57,16 @@ def comma_list(value: Any, flag: str, example: str, *, unique: bool = True) -> t
     return tuple(out)
 
 
+#: The largest seed: what a 64-bit signed integer (the run history, NumPy's and torch's generators) holds.
+MAX_SEED = 2**63 - 1
+
+
+def is_int(value: Any, lo: int | None = None, hi: int | None = None) -> bool:
+    """``value`` is an integer (a bool is not) in [lo, hi]: the check for values already typed (YAML, metadata)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and (lo is None or value >= lo) and (hi is None or value <= hi))
+
+
 def int_in(flag: str, lo: int, hi: int | None = None) -> Callable[[Any], int]:
     """A parser for one integer in [lo, hi]."""
 

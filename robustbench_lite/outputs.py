@@ -170,15 +170,20 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text + "\n"))
 
 
-def attempt(what: str, write: Callable[[], Any]) -> Any:
-    """Run one output's ``write`` after the work is done: its result, or None after a one-line warning on
-    stderr; never the run lost for it: the other outputs and the gate verdict still come."""
+def attempt(what: str, write: Callable[[], Any], say: str | None = None, out: Print = print) -> Path | None:
+    """Run one output's ``write`` after the work is done: the path it wrote (resolved; with ``say``, also
+    printed as ``say: PATH``), or None after a one-line warning on stderr; never the run lost for it: the
+    other outputs and the gate verdict still come."""
     try:
-        return write()
+        written = write()
     except Exception as exc:  # noqa: BLE001 - any failure of one output (disk, permissions, a renderer bug)
         reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
         print(f"robust-eval: warning: {what} was not written ({reason})", file=sys.stderr)
         return None
+    path = Path(written).resolve()
+    if say is not None:
+        out(f"{say}: {path}")
+    return path
 
 
 def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dict[str, Any]:
@@ -212,15 +217,11 @@ def write(result: EvaluationResult, spec: OutputSpec, out: Print = print) -> dic
     print_table(result, out)
     json_path = html_path = None
     if spec.json:
-        json_path = attempt(f"--json {spec.json}", lambda: write_json(spec.json, data).resolve())
-        if json_path is not None:
-            out(f"\nresults: {json_path}")
+        json_path = attempt(f"--json {spec.json}", lambda: write_json(spec.json, data), "\nresults", out)
     if spec.html:
         from robustbench_lite.report import write_html
 
-        html_path = attempt(f"--html {spec.html}", lambda: Path(write_html(spec.html, [data])).resolve())
-        if html_path is not None:
-            out(f"report: {html_path}")
+        html_path = attempt(f"--html {spec.html}", lambda: write_html(spec.html, [data]), "report", out)
     if spec.history:
         run_id, why = history.try_record(data, json_path, html_path)
         if run_id is not None:
@@ -241,20 +242,19 @@ def finish_gates(gate_list: Sequence[Any], outcomes: Sequence[Any], junit: str |
     """Print the gate table, write JUnit (best-effort: :func:`attempt`), raise GateFailure (exit 1) when a
     gate failed."""
     from robustbench_lite import gates
+    from robustbench_lite.junit import write_junit
 
     if not gate_list:
         if junit:
-            attempt(f"--junit {junit}", lambda: gates.write_junit(junit, [], properties=properties))
+            attempt(f"--junit {junit}", lambda: write_junit(junit, [], properties=properties))
         return
     failed = sum(not o.passed for o in outcomes)
     mode = outcomes[0].mode if outcomes else GateMode.POINT.value
     how = "" if mode == GateMode.POINT.value else f" ({mode} mode: {MODE_TEXT[mode]})"
     out(f"\ngates: {len(outcomes) - failed} of {len(outcomes)} passed{how}\n{gates.table(outcomes)}")
     if junit:
-        path = attempt(f"--junit {junit}", lambda: gates.write_junit(
-            junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties))
-        if path is not None:
-            out(f"junit: {Path(path).resolve()}")
+        attempt(f"--junit {junit}", lambda: write_junit(
+            junit, outcomes, suite_name=f"robust-eval gates: {subject}", properties=properties), "junit", out)
     error = gates.failure(outcomes, subject)
     if error is not None:
         raise error

@@ -144,6 +144,7 @@ def check_results(data: dict[str, Any], where: str) -> dict[str, Any]:
     here, so a file that parses but is not what it claims stops before any work.
     """
     from robustbench_lite.errors import RobustEvalError
+    from robustbench_lite.options import is_int
 
     def bad(field_: str, want: str, got: Any) -> RobustEvalError:
         shown = repr(got) if len(repr(got)) <= 40 else type(got).__name__
@@ -151,7 +152,7 @@ def check_results(data: dict[str, Any], where: str) -> dict[str, Any]:
                                "re-create it with robust-eval (--json)")
 
     version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not is_int(version, 1):
         raise bad("schema_version", "an integer >= 1", version)
     if version > SCHEMA_VERSION:
         raise RobustEvalError(

@@ -25,6 +25,7 @@ from typing import Any
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.files import atomic_write, sha256_file
+from robustbench_lite.options import MAX_SEED, is_int
 from robustbench_lite.sources import architectures
 
 Log = Callable[[str], None]
@@ -125,10 +126,6 @@ class SweepConfig:
         return opts.to_dict() if opts is not None else {}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 #: Each sweep key's type check and what it must be (the flags' types, for YAML files alike).
 SWEEP_TYPES: dict[str, tuple[Any, str]] = {
     **{key: (lambda v: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
@@ -137,9 +134,9 @@ SWEEP_TYPES: dict[str, tuple[Any, str]] = {
     "checkpoints": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) and x
                                                           for k, x in v.items()),
                     "a mapping of 'model/dataset' to checkpoint paths"),
-    "limit": (lambda v: v is None or _is_int(v) and v >= 1, "a positive integer (images)"),
-    "seed": (lambda v: _is_int(v) and 0 <= v <= 2**63 - 1, "an integer in [0, 2**63 - 1]"),
-    "batch_size": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "limit": (lambda v: v is None or is_int(v, 1), "a positive integer (images)"),
+    "seed": (lambda v: is_int(v, 0, MAX_SEED), "an integer in [0, 2**63 - 1]"),
+    "batch_size": (lambda v: is_int(v, 1), "a positive integer"),
     "device": (lambda v: isinstance(v, str) and bool(v.strip()), "a device name (auto, cpu, cuda, cuda:N)"),
     "data_dir": (lambda v: v is None or isinstance(v, str) and bool(v.strip()), "a folder path"),
     "suite_options": (lambda v: isinstance(v, dict), "a mapping of suite names to their options"),

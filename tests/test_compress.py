@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from masked_models import InputRounded
 
 from robustbench_lite import cli, data, sources
 from robustbench_lite.files import sha256_file
@@ -241,17 +242,6 @@ def test_a_differentiable_artefact_is_also_attacked_through_its_parent(digits_ch
     assert "from_parent" not in json.loads(out.read_text())["adversarial"]["settings"]["masking_checks"]
 
 
-class _Rounded(torch.nn.Module):
-    """The parent behind an input rounded to 8 bits: the same predictions, no input gradient at all."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.round(x * 255) / 255)
-
-
 @pytest.mark.parametrize("masked", [True, False])
 def test_masked_gradients_of_an_artefact_are_flagged_against_its_parent(masked, digits_checkpoint):
     from robustbench_lite.api import run_suites
@@ -260,7 +250,7 @@ def test_masked_gradients_of_an_artefact_are_flagged_against_its_parent(masked, 
 
     parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
     parent.eval()
-    child = _Rounded(parent) if masked else parent
+    child = InputRounded(parent, 255) if masked else parent
     test = data.load("digits", "test").limit(64)
     config = RunConfig(dataset="digits", suites=["adversarial"], show_progress=False,
                        suite_options={"adversarial": {"attack": "pgd", "eps": 0.1}})
@@ -284,7 +274,7 @@ def test_an_attack_weaker_through_masked_gradients_is_not_flagged_when_another_b
     from robustbench_lite.sources.runtimes import Transfer
 
     parent, _ = checkpoints.load_checkpoint(digits_checkpoint)
-    child = _Rounded(parent.eval())
+    child = InputRounded(parent.eval(), 255)
     test = data.load("digits", "test").limit(64)
     config = RunConfig(dataset="digits", suites=["adversarial"], show_progress=False,
                        suite_options={"adversarial": {"attack": "pgd,square", "eps": 0.1, "queries": 1000}})

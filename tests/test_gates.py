@@ -11,6 +11,7 @@ import pytest
 
 from robustbench_lite import cli, gates
 from robustbench_lite.errors import GateFailure, RobustEvalError
+from robustbench_lite.junit import write_junit
 from robustbench_lite.results import EvaluationResult
 from robustbench_lite.suites import full_suites
 from robustbench_lite.suites.adversarial import AdversarialResult, AttackResult, RobustnessCurve, result_key
@@ -143,7 +144,7 @@ def test_failure_and_junit(results, tmp_path):
     err = gates.failure(outcomes, "m on digits")
     assert isinstance(err, GateFailure) and "1 of 2 gate(s) failed" in str(err) and "clean.accuracy >= 0.95" in str(err)
     assert "latency" not in str(err)  # only the failed gates are listed
-    path = gates.write_junit(tmp_path / "j.xml", outcomes, properties={"model": "m"})
+    path = write_junit(tmp_path / "j.xml", outcomes, properties={"model": "m"})
     root = ET.parse(path).getroot()
     assert root.get("tests") == "2" and root.get("failures") == "1"
     cases = root.findall(".//testcase")

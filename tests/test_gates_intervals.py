@@ -11,6 +11,7 @@ import pytest
 from robustbench_lite import cli, gates, statistics
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.gate_modes import GateMode
+from robustbench_lite.junit import write_junit
 from robustbench_lite.records import Records
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -89,7 +90,7 @@ def test_failure_table_and_junit_show_the_interval(tmp_path):
     outcomes = gates.check([gates.parse("clean.accuracy >= 0.9")], results_with(0.92, (0.88, 0.95)), mode="strict")
     err = gates.failure(outcomes, "m on digits")
     assert err is not None and "0.92 [0.88, 0.95]" in str(err) and "FAIL" in str(err)
-    root = ET.parse(gates.write_junit(tmp_path / "j.xml", outcomes)).getroot()
+    root = ET.parse(write_junit(tmp_path / "j.xml", outcomes)).getroot()
     message = root.find(".//failure").get("message")
     assert "clean.accuracy = 0.92 [0.88, 0.95]" in message and "strict mode: ci_low" in message
     block = json.loads(json.dumps(gates.gates_block(outcomes, None)))  # plain JSON, no NaN, tuples as lists

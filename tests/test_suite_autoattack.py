@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from masked_models import InputRounded
 
 from robustbench_lite import cli
 from robustbench_lite.sources import checkpoints
@@ -76,22 +77,11 @@ def test_torchattacks_autoattack_says_what_it_is(files, tmp_path, capsys):
     assert any("not AutoAttack" in w and "'autoattack'" in w for w in block["warnings"])
 
 
-class _Quantised(torch.nn.Module):
-    """Rounds its input to 8 grey levels first: the input gradient is zero almost everywhere (masked)."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.round(x * 7) / 7)
-
-
 def test_masked_gradients_are_caught_by_square(digits_checkpoint, tmp_path):
     import robustbench_lite
 
     net, _ = checkpoints.load_checkpoint(str(digits_checkpoint))
-    run = robustbench_lite.evaluate(_Quantised(net.eval()), "digits", suites=["adversarial"], limit=100,
+    run = robustbench_lite.evaluate(InputRounded(net.eval(), 7), "digits", suites=["adversarial"], limit=100,
                                     attack="pgd,square", queries=300, eps=0.1)
     robust = {r.attack: r.robust_accuracy for r in run.suites["adversarial"].results}
     assert robust["pgd"] > robust["square"] + 0.3, robust  # PGD sees no gradient; Square does not need one

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.options import comma_list
+from robustbench_lite.options import MAX_SEED, comma_list
 
 PROG = "robust-eval"
 
@@ -36,9 +36,6 @@ def _at_least(lo: int) -> Callable[[str], int]:
 #: argparse types: counts, limits and batch sizes (>= 1); seeds and counts where 0 means none or all (>= 0).
 positive_int = _at_least(1)
 non_negative_int = _at_least(0)
-#: The largest seed: what a 64-bit signed integer (the run history, NumPy's and torch's generators) holds.
-MAX_SEED = 2**63 - 1
-
 
 def seed_int(text: str) -> int:
     """A seed: an integer in [0, MAX_SEED]."""

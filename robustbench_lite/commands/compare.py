@@ -108,22 +108,16 @@ def run(argv: Sequence[str]) -> int:
     table = compare.compare(runs, labels or names, records, reasons=reasons)
     print(table.to_text())
     # every output is attempted; one that fails is a warning, not the comparison
-    path = attempt(f"--output {args.output}", lambda: table.write(args.output))
-    if path is not None:
-        print(f"table: {Path(path).resolve()}")
+    attempt(f"--output {args.output}", lambda: table.write(args.output), "table")
     if args.json:
-        path = attempt(f"--json {args.json}",
-                       lambda: write_json(args.json, {"comparison": table.to_dict(), "runs": runs}))
-        if path is not None:
-            print(f"results: {Path(path).resolve()}")
+        attempt(f"--json {args.json}", lambda: write_json(args.json, {"comparison": table.to_dict(), "runs": runs}),
+                "results")
     if args.html:
         from robustbench_lite.report import write_html
 
         flips = flip_report(table, runs[0].get("dataset"), args.data_dir)
-        path = attempt(f"--html {args.html}",
-                       lambda: write_html(args.html, runs, title="robust-eval compare", flips=flips))
-        if path is not None:
-            print(f"report: {Path(path).resolve()}")
+        attempt(f"--html {args.html}", lambda: write_html(args.html, runs, title="robust-eval compare", flips=flips),
+                "report")
     return 0
 
 

@@ -40,7 +40,7 @@ def run(argv: Sequence[str]) -> int:
         first = args.results[0]
         output = (f"reports/{labels[0].replace(':', '-')}.html" if history.run_id(first) is not None
                   else str(Path(first).with_suffix(".html")))
-    a.check_outputs({"--output": output}, {spec: spec for spec in args.results})
+        a.check_outputs({"--output": output}, {spec: spec for spec in args.results})  # the default path too
     path = write_html(output, runs, title=args.title)
     missing = [lbl for lbl, r in zip(labels, runs, strict=True) if "examples" not in r]
     print(f"report: {Path(path).resolve()}")

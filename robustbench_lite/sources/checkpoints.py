@@ -18,6 +18,7 @@ import torch
 from robustbench_lite import __version__
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.models import NormalizedModel
+from robustbench_lite.options import is_int
 from robustbench_lite.sources.architectures import build
 
 CHECKPOINT_FORMAT = "robustbench_lite.checkpoint"
@@ -111,7 +112,7 @@ def check_payload(path: str | Path, payload: Any) -> dict[str, Any]:
             "re-create it with 'robust-eval train', or pass --model to load it as a state_dict"
         )
     version = payload.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
+    if not is_int(version):
         raise RobustEvalError(f"checkpoint {path} is damaged: its format version is {version!r}, not an integer; "
                               "re-create it with 'robust-eval train'")
     if version > CHECKPOINT_VERSION:
@@ -127,10 +128,6 @@ def check_payload(path: str | Path, payload: Any) -> dict[str, Any]:
     return payload
 
 
-def _is_int(value: Any, lo: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
-
-
 def _numbers(value: Any, n: int, positive: bool = False) -> bool:
     return (isinstance(value, list) and len(value) == n
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and (v > 0 or not positive)
@@ -140,9 +137,9 @@ def _numbers(value: Any, n: int, positive: bool = False) -> bool:
 #: The metadata a checkpoint's network is rebuilt from: key -> (check, what it must be).
 META_SCHEMA: dict[str, tuple[Any, str]] = {
     "model": (lambda v, m: isinstance(v, str) and bool(v), "a model name (see 'robust-eval list models')"),
-    "num_classes": (lambda v, m: _is_int(v, 2), "an integer >= 2"),
-    "in_channels": (lambda v, m: _is_int(v, 1), "an integer >= 1"),
-    "input_size": (lambda v, m: _is_int(v, 1), "an integer >= 1 (pixels)"),
+    "num_classes": (lambda v, m: is_int(v, 2), "an integer >= 2"),
+    "in_channels": (lambda v, m: is_int(v, 1), "an integer >= 1"),
+    "input_size": (lambda v, m: is_int(v, 1), "an integer >= 1 (pixels)"),
     "mean": (lambda v, m: _numbers(v, m.get("in_channels")), "a list of one number per input channel"),
     "std": (lambda v, m: _numbers(v, m.get("in_channels"), positive=True),
             "a list of one positive number per input channel"),

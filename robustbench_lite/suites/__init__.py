@@ -16,6 +16,7 @@ from robustbench_lite.suites.base import (
     Suite,
     expand_suites,
     full_suites,
+    incomparable,
     options_from_args,
     ordered_suites,
     register_suite,
@@ -27,4 +28,4 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["ALL_SUITES", "SUITES", "EvalContext", "Headline", "HeadlineMetric", "Suite", "expand_suites",
-           "full_suites", "options_from_args", "ordered_suites", "register_suite", "typed_options"]
+           "full_suites", "incomparable", "options_from_args", "ordered_suites", "register_suite", "typed_options"]

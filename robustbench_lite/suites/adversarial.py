@@ -188,11 +188,12 @@ def _parent_check(ctx: EvalContext, evaluations: Mapping[tuple[str, str], attack
     tolerance = max(2, math.ceil(0.01 * n))  # images; per-image seeds differ in effect between the two
     out: dict[str, Any] = {"source": getattr(ctx.parent_transfer, "source", None), "images": n,
                            "tolerance_images": tolerance, "attacks": {}, "seconds": 0.0, "flags": []}
-    worst: dict[tuple[str, float], torch.Tensor] = {}  # (norm, eps) -> robust to every white-box attack
-    for (_, norm), ev in evaluations.items():
-        for j, eps in enumerate(ev.eps):
-            robust = ev.clean_correct[:n] & ~ev.fooled[:n, j]
-            worst[(norm, eps)] = robust if (norm, eps) not in worst else worst[(norm, eps)] & robust
+    # (attack, norm, eps) -> the first images left robust by that white-box attack; (norm, eps) -> by every one
+    robust = {(name, norm, eps): ev.clean_correct[:n] & ~ev.fooled[:n, j]
+              for (name, norm), ev in evaluations.items() for j, eps in enumerate(ev.eps)}
+    worst: dict[tuple[str, float], torch.Tensor] = {}
+    for (_, norm, eps), mask in robust.items():
+        worst[(norm, eps)] = mask if (norm, eps) not in worst else worst[(norm, eps)] & mask
     for (name, norm), ev in evaluations.items():
         score_based = name in attacks.ATTACKS and not getattr(attacks.ATTACKS.entry(name), "needs_gradients", True)
         if ev.broken_by is not None or score_based:
@@ -201,9 +202,8 @@ def _parent_check(ctx: EvalContext, evaluations: Mapping[tuple[str, str], attack
         parent = attacks.evaluate_attack(ctx.parent_transfer, name, images, labels, indices, eps_list=budgets[norm],
                                          batch_size=batch_size, attack_kwargs=params[norm][name])
         out["seconds"] += parent.seconds
-        white_correct = ev.clean_correct[:n]
         for j, eps in enumerate(ev.eps):
-            white = int((white_correct & ~ev.fooled[:n, j]).sum())
+            white = int(robust[(name, norm, eps)].sum())
             crafted = int((parent.clean_correct & ~parent.fooled[:, j]).sum())
             out["attacks"][result_key(name, norm, eps)] = {"white_box": white / n, "from_parent": crafted / n}
             best = int(worst[(norm, eps)].sum())

@@ -301,6 +301,21 @@ class Suite:
         raise NotImplementedError
 
 
+def incomparable(path: str, run: Mapping[str, Any], other: Mapping[str, Any],
+                 other_path: str | None = None) -> str | None:
+    """Why the number at ``path`` in the results ``run`` and the one at ``other_path`` (default: the same
+    path) in ``other`` are not the same quantity (a mean over other conditions: 14 corruptions against
+    15), or None when they can be compared (:meth:`Suite.comparable`)."""
+    suite, _, rest = path.partition(".")
+    other_suite, _, other_rest = (other_path or path).partition(".")
+    if suite not in SUITES or suite != other_suite or rest.split(".", 1)[0] != other_rest.split(".", 1)[0]:
+        return None
+    block, base = run.get(suite), other.get(suite)
+    if not isinstance(block, Mapping) or not isinstance(base, Mapping):
+        return None
+    return SUITES.entry(suite).comparable(rest, block, base)
+
+
 def typed_options(suites: list[str], values: Mapping[str, Any] | None, where: str = "suite_options") -> dict[str, Any]:
     """``{suite: Options}`` from typed options or mappings (YAML, the Python API); errors name the suite.
 
