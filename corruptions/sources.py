@@ -20,10 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -44,10 +45,12 @@ class Corrupted:
     Attributes:
         images: the whole set, float NCHW in [0,1] on the CPU, as stored (uint8 precision); or None.
         transform: when ``images`` is None, corrupts the clean images batch by batch while predicting.
+        thread_safe: ``transform`` may corrupt two batches at once (in two threads).
     """
 
     images: torch.Tensor | None = None
     transform: BatchTransform | None = None
+    thread_safe: bool = True
 
 
 class ImageSource:
@@ -89,12 +92,19 @@ class ComputedSource(ImageSource):
     Args:
         profile: parameter table, ``cifar`` or ``imagenet``.
         seed: run seed; each image's randomness comes from (seed, index, corruption, severity).
+
+    Attributes:
+        thread_safe: two batches may be corrupted at once (False when the backend draws from a
+            global random state).
     """
+
+    thread_safe: ClassVar[bool] = True
 
     def __init__(self, profile: str, seed: int) -> None:
         self.profile = profile
         self.seed = seed
         self._seconds = 0.0
+        self._lock = threading.Lock()
 
     @property
     def corruption_seconds(self) -> float:
@@ -104,19 +114,21 @@ class ComputedSource(ImageSource):
         raise NotImplementedError(f"{type(self).__name__} must implement corrupter()")
 
     def timed(self, corruption: str, severity: int) -> BatchTransform:
-        """:meth:`corrupter`, adding the time of every call to :attr:`corruption_seconds`."""
+        """:meth:`corrupter`, adding the time of every call to :attr:`corruption_seconds` (summed over the
+        threads that corrupt batches at once, so it is the work done, which may overlap inference)."""
         corrupt = self.corrupter(corruption, severity)
 
         def transform(images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
             out = corrupt(images, indices)
-            self._seconds += time.perf_counter() - t0
+            with self._lock:
+                self._seconds += time.perf_counter() - t0
             return out
 
         return transform
 
     def images(self, corruption: str, severity: int) -> Corrupted:
-        return Corrupted(transform=self.timed(corruption, severity))
+        return Corrupted(transform=self.timed(corruption, severity), thread_safe=self.thread_safe)
 
 
 class NativeSource(ComputedSource):
@@ -135,6 +147,7 @@ class ReferenceSource(ComputedSource):
     """The imagecorruptions package (ImageNet-C's own code), per image; see :mod:`corruptions.reference`."""
 
     backend = "imagecorruptions"
+    thread_safe = False  # each image seeds and draws from NumPy's global random state
 
     def corrupter(self, corruption: str, severity: int) -> BatchTransform:
         # imported when used: the optional package is loaded only by runs that ask for it

@@ -18,7 +18,7 @@ from torch import nn
 from robustbench_lite import data as data_mod
 from robustbench_lite import sources, statistics
 from robustbench_lite.config import DEFAULT_DATASET, DEFAULT_MODEL, RunConfig
-from robustbench_lite.engine import FINITE_PROBE, check_finite, resolve_device
+from robustbench_lite.engine import FINITE_PROBE, check_finite, plans, resolve_device
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.results import EvaluationResult, environment
 from robustbench_lite.sources import architectures
@@ -57,6 +57,10 @@ def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sour
         for name in config.suites:
             SUITES.entry(name).check_model(typed.get(name) or SUITES.entry(name).Options(), what,
                                            info.differentiable, surrogate is not None)
+    if config.precision is not None and info is not None and not info.differentiable:
+        raise RobustEvalError(f"--precision {config.precision} casts a PyTorch model, and "
+                              f"{Path(config.checkpoint or '').name} ({info.format}) runs in its own runtime in the "
+                              "precision it was exported in; drop --precision, or evaluate its PyTorch checkpoint")
     model = config.model or meta.get("model") or (None if info is not None else DEFAULT_MODEL)
     if model is not None:
         architectures.check(model)
@@ -316,6 +320,14 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         from robustbench_lite.sources.checkpoints import check_input_size
 
         check_input_size(loaded.path, meta, config.dataset, tuple(dataset.size))
+    fp32_model = None
+    if config.precision is not None:  # a cast copy, before the surrogate and parent wrappers take the model
+        cast_model = plans.cast(loaded.model.eval(), config.precision)
+        if cast_model is not loaded.model:
+            fp32_model = loaded.model if plans.precision_of(loaded.model) == "fp32" else None
+            loaded = dataclasses.replace(loaded, model=cast_model)
+            log(f"model: computing in {config.precision}" + (" (its agreement with fp32 on the clean set is reported)"
+                                                              if fp32_model is not None else ""))
     model = loaded.model.eval()
     attack_model = None
     if surrogate_info is not None and "adversarial" in config.suites:
@@ -342,7 +354,7 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
                         checkpoint={"path": loaded.path, **({"sha256": model_sha} if model_sha else {}),
                                     **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
                         source=loaded, attack_model=attack_model, parent_transfer=parent_transfer,
-                        label=config.model or Path(config.checkpoint or "model").name)
+                        label=config.model or Path(config.checkpoint or "model").name, fp32_model=fp32_model)
     result.timings = {**timings, **result.timings}
     result.timings["total"] = sum(v for k, v in result.timings.items() if k != "total")
     if config.limit:  # what the shortcut cost in precision (after the suites: a user error stays the only line)
@@ -352,6 +364,16 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         crafted_on = attack_model if attack_model is not None else (model if loaded.differentiable else None)
         result.examples = _examples(model, dataset, result, device, config, crafted_on)
     return result
+
+
+def choose_plan(model: nn.Module, dataset: data_mod.ImageDataset, config: RunConfig, device: torch.device,
+                source: sources.LoadedModel | None) -> plans.Plan:
+    """The run's forward path (:func:`robustbench_lite.engine.plans.build_plan`), from its first batch
+    of test images and the forward passes its suites will make."""
+    passes = sum(SUITES.entry(name).forward_passes(config.suite_options.get(name)) for name in config.suites)
+    probe = dataset.float_images(slice(0, config.batch_size)).to(device)
+    return plans.build_plan(model, probe, mode=config.inference, images=passes * len(dataset),
+                            runtime=source.runtime if source is not None else "pytorch", device=device)
 
 
 def limit_line(n: int, accuracy: float = 0.9, margin: float = 0.01) -> str:
@@ -411,11 +433,16 @@ def run_suites(
     attack_model: nn.Module | None = None,
     label: str | None = None,
     parent_transfer: nn.Module | None = None,
+    fp32_model: nn.Module | None = None,
 ) -> EvaluationResult:
     """Run ``config.suites`` on a ready model (eval mode, on ``device``) and test split.
 
     The one place suites are run: :func:`evaluate` and the pytest plugin's in-memory models both
     come through here. ``timings`` holds wall seconds per suite and their ``total``.
+
+    Args:
+        fp32_model: the float32 model ``model`` was cast from (``--precision``): its clean predictions
+            give the agreement the result reports.
     """
     from robustbench_lite.distributed import on_main
 
@@ -426,6 +453,8 @@ def run_suites(
                       source=source, attack_with=attack_model, parent_transfer=parent_transfer)
     probe = dataset.limit(min(len(dataset), FINITE_PROBE, config.batch_size))
     check_finite(model, probe, max(1, len(probe)), device)  # one forward pass
+    ctx.plan = choose_plan(model, dataset, config, device, source)
+    ctx.fp32_model = fp32_model
     result = EvaluationResult(
         model=label or str(config.model),
         dataset=str(config.dataset),
@@ -436,8 +465,9 @@ def run_suites(
         checkpoint=checkpoint or {},
         source=source.describe() if source is not None else {},
         data=data_provenance(dataset),
+        inference=ctx.plan.describe(),
     )
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"plan": ctx.plan.build_seconds}
     resampler = statistics.Resampler(seed=config.seed)
     for name in config.suites:
         t0 = time.perf_counter()
@@ -451,6 +481,11 @@ def run_suites(
         timings["intervals"] = timings.get("intervals", 0.0) + time.perf_counter() - t0
         # after the suite, not before: a user error inside a suite stays the only line printed
         log(f"{name}: done on {len(dataset)} images in {timings[name]:.1f} s")
+    if fp32_model is not None:  # after the suites: a user error inside one stays the only line printed
+        agreement = ctx.fp32_agreement()
+        result.inference["agreement_with_fp32"] = agreement
+        log(f"precision: {ctx.plan.precision} changes {agreement['changed']} of {agreement['images']} clean "
+            f"predictions of fp32 ({agreement['agreement']:.2%} agree)")
     timings["total"] = sum(timings.values())
     result.timings = timings
     result.records = ctx.records

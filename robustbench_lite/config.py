@@ -54,6 +54,11 @@ class RunConfig:
             Python API are accepted and typed by :func:`robustbench_lite.api.evaluate`).
         examples: build the report's example grid from this many test images (0: none).
         debug: let errors in optional steps (the example grid) raise instead of warning.
+        precision: what the model computes in, ``fp32``, ``bf16`` or ``fp16`` (a cast copy of a PyTorch
+            model, attacks included); None: as shipped. A lower precision than fp32 is reported with its
+            agreement with fp32 on the clean set.
+        inference: ``auto``: forward passes on the fastest path that gives eager PyTorch's predictions
+            (:mod:`robustbench_lite.engine.plans`); ``eager``: the module as given.
     """
 
     model: str | None = None
@@ -72,8 +77,16 @@ class RunConfig:
     debug: bool = False
     contract: InputContract = field(default_factory=_no_contract)
     surrogate: str | None = None
+    precision: str | None = None
+    inference: str = "auto"
 
     def validate(self) -> RunConfig:
+        from robustbench_lite.engine.plans import MODES, PRECISIONS
+
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise RobustEvalError(f"--precision {self.precision!r} is not a precision; valid: {', '.join(PRECISIONS)}")
+        if self.inference not in MODES:
+            raise RobustEvalError(f"--inference {self.inference!r} is not a mode; valid: {', '.join(MODES)}")
         if self.limit is not None and self.limit < 1:
             raise RobustEvalError(f"--limit must be a positive number of images, got {self.limit}; omit it to use all")
         if self.batch_size < 1:

@@ -120,20 +120,53 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item())
 
 
-def run_units(n_units: int, work: Callable[[int], T]) -> list[T]:
+def run_units(n_units: int, work: Callable[[int], T], parallel: int = 1, threads: int | None = None) -> list[T]:
     """``[work(0), ..., work(n_units - 1)]``, unit k computed on rank ``k % world`` and gathered
-    on every rank in unit order (a plain loop without a process group)."""
+    on every rank in unit order (a plain loop without a process group).
+
+    Args:
+        parallel: this rank's units are computed by this many threads at once (in unit order).
+        threads: PyTorch's intra-op threads each of them uses meanwhile (restored afterwards).
+    """
+    units = range(rank(), n_units, world()) if active() else range(n_units)
+    done = dict(zip(units, map_units(work, units, parallel, threads), strict=True))
     if not active():
-        return [work(k) for k in range(n_units)]
+        return [done[k] for k in range(n_units)]
     import torch.distributed as dist
 
-    mine = {k: work(k) for k in range(rank(), n_units, world())}
+    mine = done
     gathered: list[Any] = [None] * world()
     dist.all_gather_object(gathered, mine)
     merged: dict[int, T] = {}
     for part in gathered:
         merged.update(part)
     return [merged[k] for k in range(n_units)]
+
+
+def map_units(work: Callable[[int], T], units: Sequence[int], parallel: int = 1,
+              threads: int | None = None) -> list[T]:
+    """``[work(k) for k in units]``, by ``parallel`` threads with ``threads`` intra-op threads each.
+
+    PyTorch's intra-op thread count is one setting for the process, read by each new thread when it
+    starts: it is set before the pool's threads start and restored after they end.
+    """
+    if parallel <= 1 or len(units) < 2:
+        if threads is None or threads == torch.get_num_threads():
+            return [work(k) for k in units]
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        if parallel <= 1 or len(units) < 2:
+            return [work(k) for k in units]
+        pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="robust-eval-predict")
+        try:
+            return list(pool.map(work, units))
+        finally:  # an error or Ctrl-C: the queued units are dropped, the running ones finish
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        torch.set_num_threads(before)
 
 
 def on_main(work: Callable[[], T]) -> T:

@@ -77,6 +77,9 @@ class EvaluationResult:
     records: Any = None
     #: where the records were written: path, sha256, conditions (set by the output step)
     records_file: dict[str, Any] | None = None
+    #: the forward path and precision (robustbench_lite.engine.plans.Plan.describe), and for a model cast
+    #: from fp32 its ``agreement_with_fp32`` on the clean set
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -90,6 +93,7 @@ class EvaluationResult:
             "checkpoint": plain(self.checkpoint),
             "source": plain(self.source),
             **({"data": plain(self.data)} if self.data else {}),
+            **({"inference": plain(self.inference)} if self.inference else {}),
             "suites": list(self.suites),
             "timings": plain(self.timings),
         }
@@ -132,7 +136,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
 RESULT_FIELDS: dict[str, tuple[type, ...]] = {
     "model": (str,), "dataset": (str,), "n_examples": (int,), "seed": (int,), "config": (dict,),
     "environment": (dict,), "checkpoint": (dict,), "source": (dict,), "data": (dict,), "suites": (list,),
-    "timings": (dict,),
+    "timings": (dict,), "inference": (dict,),
     "statistics": (dict,), "records": (dict,), "command": (list,), "examples": (dict,), "gates": (dict,),
 }
 

@@ -67,10 +67,11 @@ def test_same_seed_same_numbers(digits_checkpoint, tmp_path, capsys):
         assert code == 0, err
         results.append(json.loads(path.read_text())["clean"])
     assert results[0] == results[1]  # the same command twice: identical numbers
-    # another batch size: the same predictions; float metrics may differ in the last bits (conv kernels)
+    # another batch size: the same predictions; float metrics may differ in the last bits of float32 (the
+    # convolution kernels oneDNN picks for a batch shape)
     assert results[2]["accuracy"] == results[0]["accuracy"]
     assert results[2]["confusion_matrix"] == results[0]["confusion_matrix"]
-    assert results[2]["nll"] == pytest.approx(results[0]["nll"], rel=1e-9)
+    assert results[2]["nll"] == pytest.approx(results[0]["nll"], rel=1e-6)
 
 
 def test_checkpoint_decides_model_and_dataset(digits_checkpoint, tmp_path, capsys, monkeypatch):
@@ -289,6 +290,7 @@ def test_list_describes_every_entry_of_every_registry(capsys):
         assert code == 0 and lines and all(len(line.split(None, 1)) == 2 for line in lines), what
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry_points():
     from pathlib import Path
 

@@ -74,6 +74,7 @@ def test_int8_is_an_onnx_graph_close_to_its_parent_with_its_provenance(int8, dig
     assert int8.bytes < 0.5 * int8.facts["float_onnx_bytes"], "and under half the float ONNX graph"
 
 
+@pytest.mark.slow
 def test_calibration_never_uses_test_images_and_follows_the_seed(int8, digits_checkpoint, tmp_path):
     # Same seed: the same images, the same graph; another seed: other images.
     again = compress(CompressConfig(checkpoint=str(digits_checkpoint), output=str(tmp_path / "a.onnx"), seed=3,
@@ -265,6 +266,7 @@ def test_masked_gradients_of_an_artefact_are_flagged_against_its_parent(masked, 
         assert check["from_parent"] == check["white_box"] and flags == []
 
 
+@pytest.mark.slow
 def test_an_attack_weaker_through_masked_gradients_is_not_flagged_when_another_breaks_those_images(
         digits_checkpoint):
     """Square (no gradients) breaks on the rounded child what its PGD cannot: the run's worst case is not

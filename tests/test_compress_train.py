@@ -146,6 +146,7 @@ def test_shufflenet_and_mobilenet_chains():
     assert any(c.depthwise is not None for c in found)  # blocks without squeeze-excitation: expansion pruned
 
 
+@pytest.mark.slow
 def test_distillation_learns_from_the_teacher_alone(digits_checkpoint, parent, test_set, tmp_path):
     """With weight 1 the labels are never used: the student's accuracy comes from the teacher's soft targets."""
     out = tmp_path / "student.pt"

@@ -63,6 +63,7 @@ def test_registry_holds_every_named_defence():
     assert [n for n in NAMED if DEFENCES.entry(n).adversarial] == ADVERSARIAL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMED)
 def test_each_defence_trains_and_records_its_recipe(name, tmp_path):
     model, meta, path = train_mod.train(tiny_config(tmp_path, name), log=lambda m: None)
@@ -289,6 +290,7 @@ class _Stop(KeyboardInterrupt):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("defence", ["augmix,pgd-at", "mixup,gaussian-noise"])
 def test_resumed_run_equals_uninterrupted_run(defence, tmp_path):
     kw = dict(epochs=2, limit=320, batch_size=64)
@@ -375,6 +377,7 @@ def test_defence_names_parse():
         defences.parse_names("mixup,mixup")
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_state_and_resume_finishes(tmp_path):
     import os
     import signal

@@ -36,8 +36,8 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
 
 
 def _numbers(results: dict) -> dict:
-    """Everything but wall-clock times and the environment."""
-    out = {k: v for k, v in results.items() if k not in ("timings", "environment", "command", "config")}
+    """Everything but wall-clock times, the environment and how the forward passes were split (threads)."""
+    out = {k: v for k, v in results.items() if k not in ("timings", "environment", "command", "config", "inference")}
     out["corruptions"] = {k: v for k, v in out["corruptions"].items()
                           if k not in ("corruption_seconds", "inference_seconds")}
     out["adversarial"] = dict(out["adversarial"])
@@ -59,6 +59,7 @@ def ddp_checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_two_process_training_writes_a_loadable_checkpoint(ddp_checkpoint):
     net, meta = checkpoints.load_checkpoint(ddp_checkpoint)
@@ -67,6 +68,7 @@ def test_two_process_training_writes_a_loadable_checkpoint(ddp_checkpoint):
     assert not list(ddp_checkpoint.parent.glob("*.resume")), "no state file left behind"
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_two_processes_give_the_single_process_numbers_exactly(ddp_checkpoint, tmp_path):
     args = ["--checkpoint", str(ddp_checkpoint), "--suite", "clean,adversarial,corruptions", "--limit", "1000",

@@ -436,6 +436,7 @@ def uninterrupted(tmp_path_factory) -> dict:
     return torch.load(whole, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("first", "second"), [("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT")])
 def test_two_interrupts_stop_once_and_resume_bit_for_bit(first, second, uninterrupted, tmp_path):
     """A second Ctrl-C (or a Ctrl-C after the SIGTERM a scheduler sends) 50 ms after the first is absorbed:

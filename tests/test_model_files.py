@@ -117,6 +117,7 @@ def assert_same_numbers(r: dict, reference: dict, form: str, shipped: dict) -> N
         assert abs(acc[corruption]["3"] - ref[corruption]["3"]) <= tolerance, (form, corruption)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_every_format_gives_the_checkpoints_numbers(form, shipped, reference, tmp_path, capsys):
     path, flags, fmt, fixed = shipped[form]
@@ -142,6 +143,7 @@ def test_every_format_gives_the_checkpoints_numbers_on_the_whole_test_split(ship
         assert_same_numbers(run_digits(capsys, tmp_path, path, flags), reference, form, shipped)
 
 
+@pytest.mark.slow
 def test_exported_graphs_at_odd_batch_sizes(shipped, reference, tmp_path, capsys):
     """A graph exported for batch 4 runs any batch size (split, the last part padded, padding dropped)."""
     path, flags, _, _ = shipped["torch.export_fixed"]

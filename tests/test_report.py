@@ -113,6 +113,7 @@ def test_missing_suites_are_left_out_and_odd_shapes_noted():
     assert "No gates were checked" in html and 'data-section="adversarial"' not in html
 
 
+@pytest.mark.slow
 def test_report_command_compares_several_runs(tmp_path, capsys):
     paths = []
     for i, (lat, size, level) in enumerate([(3.0, 1.0, 0.6), (1.0, 0.5, 0.5), (5.0, 2.0, 0.9)]):
@@ -207,6 +208,7 @@ def chromium(binary: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=180)
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_report_in_headless_chromium(live, tmp_path):
     from PIL import Image

@@ -8,6 +8,7 @@ import copy
 import json
 import re
 
+import pytest
 from test_report import synthetic
 
 from robustbench_lite import cli, figures
@@ -87,6 +88,7 @@ def test_report_shows_every_interval_and_says_what_they_are():
     assert "error bars: confidence intervals" in html and "Shaded: confidence intervals." in html
 
 
+@pytest.mark.slow
 def test_report_without_intervals_is_drawn_as_before():
     html = render([synthetic()])
     assert 'class="ci"' not in html and "data-ci-note" not in html and "confidence interval" not in html
@@ -100,6 +102,7 @@ def test_report_without_intervals_is_drawn_as_before():
     assert "could not be drawn" not in broken and not re.search(r'class="ci">\s*\[', broken)
 
 
+@pytest.mark.slow
 def test_comparison_table_carries_intervals():
     a, b = with_intervals(synthetic("a")), synthetic("b", level=0.5)
     html = render([a, b])

@@ -300,6 +300,7 @@ def test_subpop_views_are_datasets(fashion_dir):
         data.parse_name("fashion-mnist:subpop-nowhere")
 
 
+@pytest.mark.slow
 def test_data_never_imports_shift_and_entry_points_register_its_views():
     """data is the lower floor: the subpop-* views exist once shift is imported, as the train and
     eval entry points do (a fresh interpreter, since this one has imported shift already)."""

@@ -129,6 +129,7 @@ def _run(checkpoint, batch_size: int, **options):
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_whatever_the_batch_size(digits_checkpoint):
     options = {"attack": ["fgsm", "pgd"], "eps": [2 / 255, 0.1], "steps": 3}  # YAML-style values
     small, large, again = (_run(digits_checkpoint, bs, **options) for bs in (16, 80, 80))

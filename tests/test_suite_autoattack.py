@@ -35,6 +35,7 @@ def run(capsys, tmp_path, model, *flags) -> tuple[int, dict, str]:
     return code, json.loads(out.read_text())["adversarial"] if out.exists() else {}, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["checkpoint", "torchscript"])
 def test_autoattack_is_at_least_as_strong_as_pgd_and_says_who_broke_each_image(files, tmp_path, capsys, kind):
     html = tmp_path / "r.html"
@@ -77,6 +78,7 @@ def test_torchattacks_autoattack_says_what_it_is(files, tmp_path, capsys):
     assert any("not AutoAttack" in w and "'autoattack'" in w for w in block["warnings"])
 
 
+@pytest.mark.slow
 def test_masked_gradients_are_caught_by_square(digits_checkpoint, tmp_path):
     import robustbench_lite
 

@@ -23,6 +23,7 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_sweep_killed_midway_resumes_without_recomputing(tmp_path, capsys, cache_home):
     out_dir = tmp_path / "sweep"
     argv = ["sweep", "--models", MODELS, "--datasets", "digits", "--suites", "clean,corruptions", "--limit", "60",
@@ -81,6 +82,7 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path, capsys, cach
     assert [r["model"] for r in results["runs"]] == ["shufflenetv2_x0_5"]
 
 
+@pytest.mark.slow
 def test_compression_is_an_axis_and_artefacts_are_made_once(tmp_path, capsys, digits_checkpoint):
     """compress: [bf16, prune:0.5]: the checkpoint and each artefact are runs of the table, the report plots them."""
     config = tmp_path / "sweep.yaml"
@@ -131,6 +133,7 @@ def test_grid_and_full_suites():
     assert cfg.suites == ["clean", "adversarial", "corruptions", "shift", "efficiency"]
 
 
+@pytest.mark.slow
 def test_cells_handed_to_torchrun_give_the_in_process_numbers(tmp_path, capsys, digits_checkpoint, monkeypatch):
     # Every suite's options travel to the launched cells as flags (Options.to_args): a flag the cell's
     # parser did not know would fail the cell.

@@ -78,6 +78,7 @@ def _adversarial(model, **options) -> AdversarialResult:
 # The key property
 
 
+@pytest.mark.slow
 def test_cli_transfer_from_the_exported_network_equals_white_box(digits_checkpoint, files, tmp_path, capsys):
     white, transfer = tmp_path / "white.json", tmp_path / "transfer.json"
     common = ["--dataset", "digits", "--suite", "adversarial", "--attack", "fgsm,pgd", "--eps", "0.05,0.1",
@@ -130,6 +131,7 @@ def test_a_different_surrogate_transfers_weaker_and_is_labelled(digits_checkpoin
     assert white_head.label == "robust acc Linf 0.1 (all attacks)"
 
 
+@pytest.mark.slow
 def test_a_target_at_another_input_size_keeps_the_surrogate_path(digits_checkpoint, files):
     """The ONNX graph takes 16x16 (the adapter resizes the 8x8 digits); each surrogate gets the images it takes."""
     onnx16 = str(files / "digits16.onnx")

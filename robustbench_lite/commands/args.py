@@ -64,6 +64,20 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, config: bool = True, p
     group.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--inference``: what the model computes in, and on which path."""
+    from robustbench_lite.engine.plans import MODES, PRECISIONS
+
+    group = parser.add_argument_group("inference")
+    group.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+                       help="compute in this precision: a cast copy of a PyTorch model, attacks included; bf16/fp16 "
+                            "report their agreement with fp32 on the clean set (default: as shipped)")
+    group.add_argument("--inference", choices=MODES, default="auto",
+                       help="auto: the fastest forward path whose predictions equal eager PyTorch's on a probe "
+                            "batch (traced and frozen graph, channels-last, parallel batches); eager: the module "
+                            "as given (default: auto)")
+
+
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """Every registered suite's option flags, one argument group per suite."""
     from robustbench_lite.suites import SUITES

@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=a.positive_int, default=None, metavar="N",
                    help="evaluate the first N test images (default: all)")
     g.add_argument("--batch-size", type=a.positive_int, default=256, help="evaluation batch size (default: 256)")
+    a.add_inference_arguments(p)
     g = p.add_argument_group("suites")
     g.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
                    help="suites to run, repeatable or comma-separated; 'full' runs every suite "
@@ -83,7 +84,8 @@ def run(argv: Sequence[str]) -> int:
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
         suite_options=suite_options, examples=args.examples if args.html else 0, debug=args.debug,
-        contract=InputContract.from_args(args), surrogate=args.surrogate,
+        contract=InputContract.from_args(args), surrogate=args.surrogate, precision=args.precision,
+        inference=args.inference,
     )
     result = evaluate(config, log=a.log)  # checks everything before any data is read or model built
     if a.leave_group():

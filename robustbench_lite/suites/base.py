@@ -21,6 +21,7 @@ from torch import nn
 from robustbench_lite.config import RunConfig
 from robustbench_lite.data import ImageDataset
 from robustbench_lite.engine import Transform, check_finite, predict
+from robustbench_lite.engine.plans import Plan
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import format_value
 from robustbench_lite.options import Options
@@ -104,6 +105,10 @@ class EvalContext:
             compares attacks crafted on it with the white-box ones.
         records: per-image outcomes; a suite adds one condition per accuracy it reports (its gate
             path), on the image set ``"test"`` (declared here) or on its own.
+        plan: how :meth:`predict` computes forward passes (:mod:`robustbench_lite.engine.plans`);
+            None: the model as given. Attacks run on :attr:`attack_model` itself.
+        fp32_model: for a model cast to another precision (``--precision``), the fp32 model it was
+            cast from (:meth:`fp32_agreement`).
     """
 
     model: nn.Module
@@ -116,7 +121,10 @@ class EvalContext:
     attack_with: nn.Module | None = None
     parent_transfer: nn.Module | None = None
     records: Records = field(default_factory=Records)
+    plan: Plan | None = None
+    fp32_model: nn.Module | None = None
     _clean_logits: torch.Tensor | None = None
+    _fp32_agreement: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.records.add_images(TEST, self.dataset.indices, self.dataset.labels)
@@ -126,10 +134,19 @@ class EvalContext:
         """What attacks run on: the model, or the model's outputs with a surrogate's gradients (``--surrogate``)."""
         return self.attack_with if self.attack_with is not None else self.model
 
-    def predict(self, transform: Transform | None = None, desc: str = "predict") -> torch.Tensor:
-        """Logits for the whole test split, optionally through a per-batch transform."""
-        return predict(self.model, self.dataset, self.config.batch_size, self.device, transform, desc,
-                       self.config.show_progress)
+    def predict(self, transform: Transform | None = None, desc: str = "predict", thread_safe: bool = True,
+                dataset: ImageDataset | None = None) -> torch.Tensor:
+        """Logits for the whole test split (or ``dataset``), optionally through a per-batch transform, on
+        the run's forward path (:attr:`plan`).
+
+        Args:
+            thread_safe: ``transform`` may run on two batches at once (False: one batch at a time).
+        """
+        plan = self.plan
+        if plan is not None and plan.workers > 1 and not thread_safe:
+            plan = dataclasses.replace(plan, workers=1, threads=plan.workers * plan.threads)
+        return predict(self.model, dataset if dataset is not None else self.dataset, self.config.batch_size,
+                       self.device, transform, desc, self.config.show_progress, plan=plan)
 
     def clean_logits(self) -> torch.Tensor:
         """Clean logits, computed once per run and shared by every suite."""
@@ -138,6 +155,19 @@ class EvalContext:
             check_finite(self.model, self.dataset, self.config.batch_size, self.device, logits)
             self._clean_logits = logits
         return self._clean_logits
+
+    def fp32_agreement(self) -> dict[str, Any] | None:
+        """For a model cast from fp32: on how many clean images its prediction is the fp32 model's
+        (``agreement`` as a fraction, ``changed`` and ``images`` as counts; one fp32 pass, once per run)."""
+        if self.fp32_model is None:
+            return None
+        if self._fp32_agreement is None:
+            fp32 = predict(self.fp32_model, self.dataset, self.config.batch_size, self.device, desc="fp32",
+                           show_progress=self.config.show_progress).argmax(1)
+            n = len(self.dataset)
+            same = int((self.clean_logits().argmax(1) == fp32).sum())
+            self._fp32_agreement = {"agreement": same / n if n else float("nan"), "changed": n - same, "images": n}
+        return self._fp32_agreement
 
     def options(self, suite: str) -> Any:
         """The suite's typed options (its defaults when the run sets none)."""
@@ -201,6 +231,13 @@ class Suite:
             differentiable: the model has input gradients.
             surrogate: a ``--surrogate`` gives gradients to attacks in its place.
         """
+
+    @classmethod
+    def forward_passes(cls, options: Any) -> int:
+        """About how many times this suite runs the model over the test split through
+        :meth:`EvalContext.predict` (the clean pass is shared and counted by the clean suite); the run's
+        forward path is chosen from the total (:func:`robustbench_lite.engine.plans.build_plan`)."""
+        return 0
 
     @classmethod
     def check_data(cls, options: Any, dataset: ImageDataset) -> None:

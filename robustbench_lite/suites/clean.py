@@ -23,6 +23,10 @@ class CleanResult(SuiteResult):
     per_class_accuracy: list[float]
     confusion_matrix: list[list[int]]
     reliability: dict[str, Any] = field(default_factory=dict)
+    #: what the model computed in, and for a model cast from fp32 (``--precision``) the share of clean
+    #: images whose prediction is the fp32 model's
+    precision: str = "fp32"
+    agreement_with_fp32: float | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
@@ -40,6 +44,10 @@ class CleanSuite(Suite):
     headline_metrics = (HeadlineMetric("accuracy", "accuracy"),
                         HeadlineMetric("ECE", "ece", higher_is_better=False, unit="ratio"))
 
+    @classmethod
+    def forward_passes(cls, options: Any) -> int:
+        return 1
+
     def run(self, ctx: EvalContext) -> CleanResult:
         logits = ctx.clean_logits()
         labels = ctx.dataset.labels
@@ -49,7 +57,10 @@ class CleanSuite(Suite):
         for c in range(ctx.dataset.num_classes):  # per-class accuracy: the images of class c
             if bool((labels == c).any()):
                 ctx.records.add(f"clean.per_class_accuracy[{c}]", predicted=predicted, weights=labels == c)
-        return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report)
+        agreement = ctx.fp32_agreement()
+        return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
+                           precision=ctx.plan.precision if ctx.plan is not None else "fp32",
+                           agreement_with_fp32=agreement["agreement"] if agreement is not None else None)
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,7 +72,9 @@ class CleanSuite(Suite):
             "stats": stats(("accuracy", pct(block.get("accuracy")), block_interval(block, "accuracy")),
                            ("macro-F1", num(block.get("f1_macro"), 3)),
                            ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
-                           ("images", num(block.get("n_examples")))),
+                           ("images", num(block.get("n_examples"))),
+                           *((("agreement with fp32", pct(block["agreement_with_fp32"])),)
+                             if block.get("agreement_with_fp32") is not None else ())),
             "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a,
                            "ci": block_interval(block, f"per_class_accuracy[{i}]")} for i, a in enumerate(per_class)],
             "confusion": None, "reliability": None,

@@ -138,6 +138,8 @@ class CorruptionResult(SuiteResult):
     normalised: bool
     mce_reference: str | None
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: time spent corrupting images, summed over the workers that corrupt batches at once (then it
+    #: overlaps inference), and the rest of the suite's wall time
     corruption_seconds: float = 0.0
     inference_seconds: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
@@ -282,6 +284,11 @@ class CorruptionSuite(Suite):
         return "they average over different conditions: " + "; ".join(parts)
 
     @classmethod
+    def forward_passes(cls, options: Any) -> int:
+        opts = options or CorruptionOptions()
+        return len(resolve_corruptions(opts.corruptions)) * len(resolve_severities(opts.severities))
+
+    @classmethod
     def check_data(cls, options: Any, dataset: Any) -> None:
         cls._profile_backend(options or CorruptionOptions(), dataset)
 
@@ -329,8 +336,8 @@ class CorruptionSuite(Suite):
             for severity in severities:
                 desc = f"{name} s{severity}"
                 got = source.images(name, severity)
-                logits = (ctx.predict(_eight_bit(got.transform), desc=desc) if got.images is None
-                          else self._predict_stored(ctx, got.images, desc))
+                logits = (ctx.predict(_eight_bit(got.transform), desc=desc, thread_safe=got.thread_safe)
+                          if got.images is None else self._predict_stored(ctx, got.images, desc))
                 predicted = logits.argmax(1)
                 acc[name][str(severity)] = float((predicted == labels).float().mean())
                 ctx.records.add(f"corruptions.accuracy.{name}.{severity}", predicted=predicted)
@@ -343,7 +350,8 @@ class CorruptionSuite(Suite):
             clean_accuracy=clean_acc, accuracy=acc, **means(acc, names, severities),
             **scores(acc, clean_acc, names, severities, reference),
             normalised=reference is not None, mce_reference=opts.mce_reference, unavailable=unavailable,
-            corruption_seconds=corrupt_seconds, inference_seconds=total - corrupt_seconds, cache=source.cache_info(),
+            corruption_seconds=corrupt_seconds, inference_seconds=max(0.0, total - corrupt_seconds),
+            cache=source.cache_info(),
         )
 
     @classmethod
@@ -371,12 +379,8 @@ class CorruptionSuite(Suite):
         """Logits for stored corrupted images (uint8 on disk, as CIFAR-10-C; quantised here)."""
         from dataclasses import replace
 
-        from robustbench_lite.engine import predict
-
         as_uint8 = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-        dataset = replace(ctx.dataset, images=as_uint8)
-        return predict(ctx.model, dataset, ctx.config.batch_size, ctx.device, desc=desc,
-                       show_progress=ctx.config.show_progress)
+        return ctx.predict(desc=desc, dataset=replace(ctx.dataset, images=as_uint8))
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:

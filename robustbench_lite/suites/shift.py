@@ -306,6 +306,11 @@ class ShiftSuite(Suite):
 
     Options = shift.ShiftOptions
 
+    @classmethod
+    def forward_passes(cls, options: Any) -> int:
+        opts = options or shift.ShiftOptions()
+        return sum(len(opts.intensities) if split.kind == "covariate" else 1 for split, _ in shift.select(opts))
+
     def run(self, ctx: EvalContext) -> ShiftResult:
         options: shift.ShiftOptions = ctx.options(self.name)
         dataset = ctx.dataset
@@ -414,9 +419,7 @@ class ShiftSuite(Suite):
 
 def _predict_on(ctx: EvalContext, ds: Any, desc: str) -> torch.Tensor:
     """Logits of the run's model on another dataset (natural sets, the other subpopulation view)."""
-    from robustbench_lite.engine import predict
-
-    return predict(ctx.model, ds, ctx.config.batch_size, ctx.device, None, desc, ctx.config.show_progress)
+    return ctx.predict(desc=desc, dataset=ds)
 
 
 def _pooled_reliability(levels: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]] | None:

@@ -62,6 +62,7 @@ def robust_accuracy(attack: attacks.Attack, model, x, y, clean) -> float:
     return float((clean & ~out.success).float().mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "norm", "eps"), FAST)
 def test_not_weaker_than_original_autoattack(name, norm, eps, case):
     model, x, y, clean = case

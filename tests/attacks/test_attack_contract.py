@@ -115,7 +115,13 @@ def seed_matters(name: str, norm: str, model: nn.Module, images: torch.Tensor, l
     return not torch.equal(first(model, images, labels), second(model, images, labels))
 
 
-@pytest.mark.parametrize(("name", "norm"), ALL_CASES)
+#: The query-heavy attacks' per-image replay takes seconds: with the slow tests (CI runs them).
+SLOW_PER_IMAGE = ("square", "autoattack")
+
+
+@pytest.mark.parametrize(("name", "norm"), [pytest.param(*c, marks=pytest.mark.slow)
+                                            if isinstance(c, tuple) and c[0] in SLOW_PER_IMAGE else c
+                                            for c in ALL_CASES])
 def test_batched_equals_per_image(name, norm, cnn, batch):
     attack = make(name, norm)
     images, labels = batch

@@ -42,6 +42,7 @@ def robust_accuracy(model: nn.Module, attack: attacks.Attack, images: torch.Tens
     return 100 * evaluate_attack(model, attack, images, labels).robust_accuracy[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("norm", "eps"), list(ORIGINAL))
 def test_at_least_as_strong_as_original(norm, eps, cnn, case):
     images, labels = case
@@ -211,6 +212,7 @@ def test_matches_original_slow(norm, eps, cnn, case, capsys):
         print(f"\nsquare {norm} eps={eps}, {QUERIES} queries:\n  " + "\n  ".join(lines))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_streaming_batch_size_does_not_change_results(norm, cnn, case):
     images, labels = case[0][:60], case[1][:60]

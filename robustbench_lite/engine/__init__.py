@@ -1,4 +1,5 @@
-"""The batched predict loop every suite uses: device placement, inference mode, progress."""
+"""The batched predict loop every suite uses: device placement, inference mode, progress, and the
+run's forward path (:mod:`robustbench_lite.engine.plans`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from robustbench_lite.data import ImageDataset
+from robustbench_lite.engine.plans import Plan
 from robustbench_lite.errors import RobustEvalError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,6 +45,7 @@ def predict(
     transform: Transform | None = None,
     desc: str = "predict",
     show_progress: bool = False,
+    plan: Plan | None = None,
 ) -> torch.Tensor:
     """Logits (N x classes, float32, CPU) for every image of ``dataset``, in order.
 
@@ -50,11 +53,15 @@ def predict(
         transform: optional ``transform(images, indices) -> images`` applied on ``device`` to each
             [0,1] batch before the model (corruptions, shift transforms); ``indices`` are the
             images' dataset indices so per-image randomness does not depend on batching.
+        plan: the run's forward path for ``model`` (:func:`~robustbench_lite.engine.plans.build_plan`);
+            None: the module as given.
     """
     from robustbench_lite.distributed import run_units
 
     was_training = model.training
     model.eval()
+    if plan is not None and plan.batch:  # the plan's own batch: per-image results do not depend on it
+        batch_size = plan.batch
     try:
         n_batches = -(-len(dataset) // batch_size)
         idx = dataset.indices
@@ -67,15 +74,19 @@ def predict(
             bar = tqdm(total=n_batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
         def one_batch(k: int) -> torch.Tensor:
-            sl = slice(k * batch_size, (k + 1) * batch_size)
-            images = dataset.float_images(sl).to(device, non_blocking=True)
-            if transform is not None:
-                images = transform(images, idx[sl])
+            with torch.inference_mode():  # per thread: a plan's workers start outside it
+                sl = slice(k * batch_size, (k + 1) * batch_size)
+                images = dataset.float_images(sl).to(device, non_blocking=True)
+                if transform is not None:
+                    images = transform(images, idx[sl])
+                logits = forward(images).float().cpu()
             if bar is not None:
                 bar.update(1)
-            return model(images).float().cpu()
+            return logits
 
-        out = run_units(n_batches, one_batch)
+        forward = plan if plan is not None else model
+        out = run_units(n_batches, one_batch, parallel=plan.workers if plan is not None else 1,
+                        threads=plan.threads if plan is not None else None)
         if bar is not None:
             bar.close()
         return torch.cat(out) if out else torch.empty(0, dataset.num_classes)
