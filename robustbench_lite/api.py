@@ -325,7 +325,9 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
         cast_model = plans.cast(loaded.model.eval(), config.precision)
         if cast_model is not loaded.model:
             fp32_model = loaded.model if plans.precision_of(loaded.model) == "fp32" else None
-            loaded = dataclasses.replace(loaded, model=cast_model)
+            # the efficiency suite measures the core: in the precision the run computes in
+            core = cast_model if loaded.core is loaded.model else plans.cast(loaded.core.eval(), config.precision)
+            loaded = dataclasses.replace(loaded, model=cast_model, core=core)
             log(f"model: computing in {config.precision}" + (" (its agreement with fp32 on the clean set is reported)"
                                                               if fp32_model is not None else ""))
     model = loaded.model.eval()

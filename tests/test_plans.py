@@ -103,10 +103,13 @@ def test_an_error_in_one_unit_stops_the_queued_ones():
 
 
 def test_precision_is_recorded_with_its_agreement_with_fp32(net, digits):
-    fp32 = evaluate(net, digits, "clean")
+    fp32 = evaluate(net, digits, "clean,efficiency")
     assert fp32.inference["precision"] == "fp32" and "agreement_with_fp32" not in fp32.inference
     assert fp32.suites["clean"].agreement_with_fp32 is None
-    bf16 = evaluate(net, digits, "clean", precision="bf16")
+    bf16 = evaluate(net, digits, "clean,efficiency", precision="bf16")
+    # the efficiency suite measures the model the run computes with: its weights take half the bytes (and the
+    # serialised file's per-tensor overhead the same)
+    assert bf16.suites["efficiency"].size_mb < 0.6 * fp32.suites["efficiency"].size_mb
     agreement = bf16.inference["agreement_with_fp32"]
     assert bf16.inference["precision"] == "bf16" == bf16.suites["clean"].precision
     assert agreement["images"] == len(digits) and 0 <= agreement["changed"] <= 10
