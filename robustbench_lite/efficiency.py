@@ -47,6 +47,17 @@ class EfficiencyResult(SuiteResult):
     #: Fraction of exactly-zero weights in the convolution and linear layers (a pruned model's);
     #: None where the weights are not PyTorch tensors (ONNX Runtime).
     sparsity: float | None = None
+    #: the spread of the timed runs: latency's interquartile range (ms) and the throughput of the
+    #: slowest and fastest timed batch (images/s)
+    latency_ms_iqr: float | None = None
+    throughput_range: list[float] | None = None
+    #: the machine's 1-minute load average before and after the timings, its CPUs and the threads used;
+    #: ``busy`` when the load (without this run) was well above the CPUs the threads leave free
+    load: dict[str, Any] | None = None
+    #: joules per image over the throughput runs, from the machine's energy counter (``energy_source``);
+    #: None where there is none (``energy_source`` then says so): never an estimate
+    energy_j_per_image: float | None = None
+    energy_source: str = "not measured"
 
     def summary(self) -> dict[str, float | int | str]:
         return {"params (M)": round(self.params / 1e6, 3),
@@ -92,6 +103,101 @@ def weights_size_mb(model: nn.Module) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+#: A machine counts as busy for timing when its load before the run exceeds the CPUs not used by
+#: this run's threads by this many (other work competes for the cores the timings use).
+BUSY_MARGIN = 0.5
+
+
+def machine_load(threads: int) -> dict[str, Any] | None:
+    """The 1-minute load average, the CPU count and the threads the timings use; None where the OS
+    has no load average (Windows)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+    return {"before": round(load, 2), "cpus": os.cpu_count() or 1, "threads": threads}
+
+
+def is_busy(load: dict[str, Any] | None) -> bool:
+    """Other work was running: the load before the timings exceeds the CPUs this run's threads leave free."""
+    if load is None:
+        return False
+    return bool(load["before"] > max(0, load["cpus"] - load["threads"]) + BUSY_MARGIN)
+
+
+class EnergyCounter:
+    """Cumulative energy of the machine's CPU packages (Linux powercap/RAPL, ``energy_uj``) or of an
+    NVIDIA GPU (NVML), read before and after a timed stretch; :attr:`source` says which, or why none."""
+
+    POWERCAP = "/sys/class/powercap"
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.files: list[tuple[str, int]] = []  # (energy_uj file, its wrap-around range)
+        self._nvml: Any = None
+        self.source = "not measurable here: no readable energy counter (Linux powercap/RAPL for CPUs, NVML for " \
+                      "NVIDIA GPUs)"
+        if device.type == "cuda":
+            self._open_nvml()
+        else:
+            self._open_powercap()
+
+    def _open_powercap(self) -> None:
+        import glob
+
+        for zone in sorted(glob.glob(os.path.join(self.POWERCAP, "*"))):
+            name = os.path.basename(zone)
+            # top-level packages only (intel-rapl:0, not its sub-zones intel-rapl:0:0, which they include)
+            if name.count(":") != 1:
+                continue
+            energy, limit = os.path.join(zone, "energy_uj"), os.path.join(zone, "max_energy_range_uj")
+            try:
+                with open(energy) as f:
+                    int(f.read())
+                with open(limit) as f:
+                    wrap = int(f.read())
+            except (OSError, ValueError):
+                continue
+            self.files.append((energy, wrap))
+        if self.files:
+            self.source = f"powercap/RAPL ({len(self.files)} package{'s' if len(self.files) > 1 else ''})"
+
+    def _open_nvml(self) -> None:
+        try:
+            import pynvml  # optional: nvidia-ml-py
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        except Exception:  # noqa: BLE001 - no NVML, no permission, a GPU without the counter: not measurable
+            return
+        self._nvml = (pynvml, handle)
+        self.source = "NVML total energy consumption"
+
+    def read(self) -> list[int] | None:
+        """The counters now (microjoules), or None without any."""
+        if self._nvml is not None:
+            pynvml, handle = self._nvml
+            return [int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)) * 1000]  # mJ -> uJ
+        if not self.files:
+            return None
+        out = []
+        for path, _ in self.files:
+            with open(path) as f:
+                out.append(int(f.read()))
+        return out
+
+    def joules(self, before: list[int] | None, after: list[int] | None) -> float | None:
+        """Energy between two readings (a counter that wrapped around once is unwrapped)."""
+        if before is None or after is None:
+            return None
+        wraps = [w for _, w in self.files] if self._nvml is None else [0]
+        total = 0
+        for a, b, wrap in zip(before, after, wraps, strict=True):
+            total += b - a if b >= a or not wrap else b + wrap - a
+        return total / 1e6
 
 
 def time_forward(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
@@ -195,9 +301,17 @@ def measure(
         per_call = fixed_batch or 1
         flops = (count_flops(model, torch.rand(per_call, *input_shape, device=device)) // per_call
                  if facts is None else facts["flops"])
+        load = machine_load(torch.get_num_threads())
         lat = sorted(time_forward(model, one, warmup, runs))
         big = torch.rand(throughput_batch_size, *input_shape, device=device)
-        big_times = time_forward(model, big, warmup=2, runs=max(3, runs // 4))
+        counter = EnergyCounter(device)
+        time_forward(model, big, warmup=2, runs=0)
+        before = counter.read()
+        big_times = time_forward(model, big, warmup=0, runs=max(3, runs // 4))
+        joules = counter.joules(before, counter.read())
+        if load is not None:
+            load["after"] = round(os.getloadavg()[0], 2)
+            load["busy"] = is_busy(load)
         mem, method = peak_memory_mb(model, big) if facts is None else (
             math.nan, f"not measured: {facts['runtime']} allocates outside PyTorch")
     finally:
@@ -220,4 +334,17 @@ def measure(
         file_mb=file_bytes / 1e6 if file_bytes is not None else None,
         runtime=runtime if facts is None else facts["runtime"],
         sparsity=weight_sparsity(model) if facts is None else None,
+        latency_ms_iqr=(_quantile(lat, 0.75) - _quantile(lat, 0.25)) * 1e3,
+        throughput_range=[throughput_batch_size / max(big_times), throughput_batch_size / min(big_times)],
+        load=load,
+        energy_j_per_image=joules / (throughput_batch_size * len(big_times)) if joules is not None else None,
+        energy_source=counter.source,
     )
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values, linearly interpolated (numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

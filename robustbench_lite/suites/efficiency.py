@@ -45,10 +45,13 @@ class EfficiencySuite(Suite):
         model = source.core if source is not None else ctx.model
         shape = source.core_input if source is not None and source.core_input else (
             ctx.dataset.channels, *ctx.dataset.size)
-        return measure(model, shape, ctx.device, throughput_batch_size=opts.throughput_batch_size,
-                       runs=opts.runs, file_bytes=source.file_bytes if source is not None else None,
-                       fixed_batch=source.fixed_batch if source is not None else None,
-                       runtime=source.runtime if source is not None else "pytorch")
+        result = measure(model, shape, ctx.device, throughput_batch_size=opts.throughput_batch_size,
+                         runs=opts.runs, file_bytes=source.file_bytes if source is not None else None,
+                         fixed_batch=source.fixed_batch if source is not None else None,
+                         runtime=source.runtime if source is not None else "pytorch")
+        if result.load is not None and result.load.get("busy"):
+            ctx.log(f"efficiency: warning: {busy_text(result.load)}")
+        return result
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,10 +67,32 @@ class EfficiencySuite(Suite):
             ("runtime", block.get("runtime", "pytorch")),
             ("input shape", " x ".join(map(str, shape)) if isinstance(shape, list) else "n/a"),
             ("latency, batch 1",
-             f"{num(block.get('latency_ms'), 3)} ms (p90 {num(block.get('latency_ms_p90'), 3)} ms)"),
+             f"{num(block.get('latency_ms'), 3)} ms median (p90 {num(block.get('latency_ms_p90'), 3)} ms"
+             + (f", IQR {num(block['latency_ms_iqr'], 3)} ms" if block.get("latency_ms_iqr") is not None else "")
+             + ")"),
             ("throughput",
-             f"{num(block.get('throughput'), 4)} images/s at batch {num(block.get('throughput_batch_size'))}"),
+             f"{num(block.get('throughput'), 4)} images/s at batch {num(block.get('throughput_batch_size'))}"
+             + (" (timed batches {} to {})".format(*(num(v, 4) for v in block["throughput_range"]))
+                if isinstance(block.get("throughput_range"), list) and len(block["throughput_range"]) == 2 else "")),
+            ("energy per image", f"{num(block['energy_j_per_image'], 3)} J ({block.get('energy_source')})"
+             if block.get("energy_j_per_image") is not None else str(block.get("energy_source", "not measured"))),
+            ("machine load while timing", busy_text(block["load"]) if isinstance(block.get("load"), dict)
+             and block["load"].get("busy") else load_text(block.get("load"))),
             ("peak memory", f"{num(block.get('peak_memory_mb'), 3)} MB ({block.get('memory_method', 'n/a')})"),
             ("device, threads", f"{block.get('device', 'n/a')}, {block.get('threads', 'n/a')}"),
         ]
         return {"rows": [{"label": k, "value": v} for k, v in rows]}
+
+
+def load_text(load: Any) -> str:
+    """The load figures the timings were taken under, in words."""
+    if not isinstance(load, dict):
+        return "not recorded"
+    after = f", {load['after']} after" if load.get("after") is not None else ""
+    return f"{load.get('before')} before{after} ({load.get('cpus')} CPUs, {load.get('threads')} threads timed)"
+
+
+def busy_text(load: Mapping[str, Any]) -> str:
+    """The warning for timings taken on a busy machine."""
+    return (f"the machine was busy while timing (load {load_text(load)}): latency and throughput are slower and "
+            "noisier than on a quiet machine; re-run efficiency alone on an idle one for figures to compare")
