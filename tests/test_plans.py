@@ -35,6 +35,8 @@ def test_a_long_run_gets_the_traced_graph_a_short_one_does_not(net, digits):
     short = plans.build_plan(net, probe(digits), images=plans.TRACE_MIN_IMAGES - 1, threads=2)
     assert short.path == "channels-last"
     assert any("traced: not tried" in n for n in short.notes)
+    none = plans.build_plan(net, probe(digits), images=0, threads=2)  # efficiency or attacks alone: nothing to gain
+    assert none.path == "eager" and "no full pass" in none.notes[0]
     # predictions of every path are eager's; logits to float32's last bits
     eager = predict(net, digits, 256, torch.device("cpu"))
     for plan in (long, short):

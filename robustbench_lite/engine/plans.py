@@ -195,11 +195,14 @@ def build_plan(model: nn.Module, probe: torch.Tensor, *, mode: str = "auto", ima
     plan = eager_plan(model)
     device = device or probe.device
     hooked = _has_hooks(model)
-    if mode == "eager" or runtime not in REWRITABLE or device.type != "cpu" or len(probe) == 0 or hooked:
+    if (mode == "eager" or runtime not in REWRITABLE or device.type != "cpu" or len(probe) == 0 or hooked
+            or images <= 0):
         if mode == "auto" and runtime not in REWRITABLE:
             plan.notes.append(f"{runtime} runs its own graph")
         elif mode == "auto" and hooked:
             plan.notes.append("the module has forward hooks, which a copy or a traced graph would not run: as given")
+        elif mode == "auto" and images <= 0:
+            plan.notes.append("the suites make no full pass over the test set: as given")
         return _with_workers(plan, threads, images, len(probe), start)
     probe = probe[:CPU_BATCH]
     with torch.inference_mode():
