@@ -89,7 +89,9 @@ def load_text(load: Any) -> str:
     if not isinstance(load, dict):
         return "not recorded"
     after = f", {load['after']} after" if load.get("after") is not None else ""
-    return f"{load.get('before')} before{after} ({load.get('cpus')} CPUs, {load.get('threads')} threads timed)"
+    threads = load.get("threads")
+    return (f"{load.get('before')} before{after} ({load.get('cpus')} CPUs, {threads} "
+            f"thread{'' if threads == 1 else 's'} timed)")
 
 
 def busy_text(load: Mapping[str, Any]) -> str:
