@@ -131,7 +131,7 @@ def main() -> None:
             for label, net in (("", model), ("bf16 ", bf16)):
                 if label:
                     paths["bf16 eager"] = (net, 1, args.batch)
-                for path, builder in plans.BUILDERS.items():
+                for path, (builder, _) in plans.BUILDERS.items():
                     t0 = time.perf_counter()
                     with torch.inference_mode():
                         forward = builder(net, probe)

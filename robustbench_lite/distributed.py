@@ -128,13 +128,12 @@ def run_units(n_units: int, work: Callable[[int], T], parallel: int = 1, threads
         parallel: this rank's units are computed by this many threads at once (in unit order).
         threads: PyTorch's intra-op threads each of them uses meanwhile (restored afterwards).
     """
-    units = range(rank(), n_units, world()) if active() else range(n_units)
-    done = dict(zip(units, map_units(work, units, parallel, threads), strict=True))
     if not active():
-        return [done[k] for k in range(n_units)]
+        return map_units(work, range(n_units), parallel, threads)
     import torch.distributed as dist
 
-    mine = done
+    units = range(rank(), n_units, world())
+    mine = dict(zip(units, map_units(work, units, parallel, threads), strict=True))
     gathered: list[Any] = [None] * world()
     dist.all_gather_object(gathered, mine)
     merged: dict[int, T] = {}
@@ -150,15 +149,15 @@ def map_units(work: Callable[[int], T], units: Sequence[int], parallel: int = 1,
     PyTorch's intra-op thread count is one setting for the process, read by each new thread when it
     starts: it is set before the pool's threads start and restored after they end.
     """
-    if parallel <= 1 or len(units) < 2:
-        if threads is None or threads == torch.get_num_threads():
-            return [work(k) for k in units]
+    serial = parallel <= 1 or len(units) < 2
+    before = torch.get_num_threads()
+    if serial and threads in (None, before):
+        return [work(k) for k in units]
     from concurrent.futures import ThreadPoolExecutor
 
-    before = torch.get_num_threads()
     torch.set_num_threads(threads or before)
     try:
-        if parallel <= 1 or len(units) < 2:
+        if serial:
             return [work(k) for k in units]
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="robust-eval-predict")
         try:

@@ -35,6 +35,9 @@ from robustbench_lite.pixels import LUMA
 from robustbench_lite.registry import Registry
 
 SMALL_INPUT_MAX = 64
+#: A model's precision by name -> the dtype its weights and arithmetic are in (``--precision``, a compressed
+#: checkpoint's ``meta["precision"]``, ``robust-eval compress --method fp16|bf16``).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

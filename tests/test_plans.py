@@ -52,7 +52,7 @@ def test_a_path_that_disagrees_or_fails_is_passed_over_and_said(net, digits, mon
     def broken(model, x):
         raise RuntimeError("cannot trace this")
 
-    monkeypatch.setattr(plans, "BUILDERS", {"traced": broken, "channels-last": wrong})
+    monkeypatch.setattr(plans, "BUILDERS", {"traced": (broken, 0), "channels-last": (wrong, 0)})
     plan = plans.build_plan(net, probe(digits), images=10**6, threads=2)
     assert plan.path == "eager" and plan.workers == 1
     assert any("traced: could not be built (cannot trace this)" in n for n in plan.notes)

@@ -40,9 +40,8 @@ import torch
 from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.models import PRECISIONS
 
-#: ``--precision`` -> the dtype the model computes in.
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: ``--inference``: ``auto`` picks the fastest path that agrees with eager; ``eager`` runs the module as given.
 MODES = ("auto", "eager")
 #: Forward passes a run must make for tracing (a second or more to build) to be tried.
@@ -130,7 +129,7 @@ class Plan:
 
 def eager_plan(model: nn.Module) -> Plan:
     """The module as given, one batch at a time on PyTorch's threads."""
-    return Plan("eager", precision_of(model), model, workers=1, threads=torch.get_num_threads())
+    return Plan("eager", precision_of(model), model)
 
 
 def _channels_last(model: nn.Module, probe: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -169,10 +168,10 @@ def _traced(model: nn.Module, probe: torch.Tensor) -> Callable[[torch.Tensor], t
     return forward
 
 
-#: The paths ``auto`` tries before eager, fastest first.
-BUILDERS: dict[str, Callable[[nn.Module, torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "traced": _traced, "channels-last": _channels_last,
-}
+Builder = Callable[[nn.Module, torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+#: The paths ``auto`` tries before eager, fastest first: each builder, and the forward passes a run must
+#: make for its building cost to pay.
+BUILDERS: dict[str, tuple[Builder, int]] = {"traced": (_traced, TRACE_MIN_IMAGES), "channels-last": (_channels_last, 0)}
 
 
 def build_plan(model: nn.Module, probe: torch.Tensor, *, mode: str = "auto", images: int = 0,
@@ -208,10 +207,9 @@ def build_plan(model: nn.Module, probe: torch.Tensor, *, mode: str = "auto", ima
     with torch.inference_mode():
         reference = model(probe).float()
         tol = tolerance(plan.precision, reference)
-        for name, builder in BUILDERS.items():
-            if name == "traced" and images < TRACE_MIN_IMAGES:
-                plan.notes.append(f"traced: not tried for {images:,} forward passes (worth it from "
-                                  f"{TRACE_MIN_IMAGES:,})")
+        for name, (builder, min_images) in BUILDERS.items():
+            if images < min_images:
+                plan.notes.append(f"{name}: not tried for {images:,} forward passes (worth it from {min_images:,})")
                 continue
             try:
                 forward = builder(model, probe)
@@ -220,7 +218,7 @@ def build_plan(model: nn.Module, probe: torch.Tensor, *, mode: str = "auto", ima
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 plan.notes.append(f"{name}: could not be built ({first})")
                 continue
-            same = bool((got.argmax(1) == reference.argmax(1)).all()) and got.shape == reference.shape
+            same = got.shape == reference.shape and bool((got.argmax(1) == reference.argmax(1)).all())
             diff = float((got - reference).abs().max()) if got.shape == reference.shape else float("inf")
             if not same or not diff <= tol:
                 plan.notes.append(f"{name}: differs from eager on the probe (max logit difference {diff:.3g}, "

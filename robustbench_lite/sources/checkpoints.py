@@ -17,13 +17,11 @@ import torch
 
 from robustbench_lite import __version__
 from robustbench_lite.errors import RobustEvalError
-from robustbench_lite.models import NormalizedModel
+from robustbench_lite.models import PRECISIONS, NormalizedModel
 from robustbench_lite.options import is_int
 from robustbench_lite.sources.architectures import build
 
 CHECKPOINT_FORMAT = "robustbench_lite.checkpoint"
-#: ``meta["precision"]`` -> the dtype the network is built in (fp16/bf16: written by ``robust-eval compress``).
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CHECKPOINT_VERSION = 1
 
 

@@ -14,10 +14,8 @@ from typing import Any
 
 import torch
 
+from robustbench_lite.models import PRECISIONS
 from robustbench_lite.training.compression.base import Log, Method, inherited, register_method
-
-#: ``precision`` metadata value -> dtype.
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class _Precision(Method):
@@ -28,9 +26,9 @@ class _Precision(Method):
              job: Any = None) -> dict[str, Any]:
         from robustbench_lite.sources.checkpoints import save_checkpoint
 
-        child = parent.to(DTYPES[self.name])
+        child = parent.to(PRECISIONS[self.name])
         save_checkpoint(out, child, {**inherited(meta), "precision": self.name, "artefact": record})
-        return {"dtype": str(DTYPES[self.name]).removeprefix("torch.")}
+        return {"dtype": str(PRECISIONS[self.name]).removeprefix("torch.")}
 
 
 @register_method
