@@ -52,6 +52,9 @@ class SweepConfig:
         compress: compression methods (``robust-eval compress --method``, e.g. ``int8``,
             ``prune:0.5``, ``distill:shufflenetv2_x0_5``); each checkpoint is evaluated as it is
             and as each artefact, made once and kept under ``output_dir/artefacts``.
+        precision: precisions each checkpoint is evaluated in (``fp32``, ``bf16``, ``fp16``: a cast copy,
+            as ``robust-eval --precision``); empty: as shipped. More than one is an axis of the grid.
+        inference: ``auto`` or ``eager`` (``robust-eval --inference``).
     """
 
     models: list[str] = field(default_factory=lambda: ["shufflenetv2"])
@@ -68,6 +71,8 @@ class SweepConfig:
     output_dir: str = "reports/sweep"
     launcher: str | None = None
     compress: list[str] = field(default_factory=list)
+    precision: list[str] = field(default_factory=list)
+    inference: str = "auto"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the sweep config") -> SweepConfig:
@@ -76,7 +81,9 @@ class SweepConfig:
         if unknown:
             raise RobustEvalError(f"{source} has unknown keys: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         data = dict(values)
-        for key in ("models", "datasets", "suites", "init", "compress"):
+        for key in ("models", "datasets", "suites", "init", "compress", "precision"):
+            if isinstance(data.get(key), str) and not data[key].strip(",").strip():
+                raise RobustEvalError(f"{source}: {key} is empty; give at least one name, or leave it out")
             if isinstance(data.get(key), str):
                 data[key] = [p.strip() for p in data[key].split(",") if p.strip()]
         _check_types(data, source)
@@ -100,6 +107,16 @@ class SweepConfig:
         for i in self.init:
             if i not in INITS:
                 raise RobustEvalError(f"unknown init '{i}'; valid: {', '.join(INITS)}")
+        from robustbench_lite.engine.plans import MODES
+        from robustbench_lite.models import PRECISIONS
+
+        for name in self.precision:
+            if name not in PRECISIONS:
+                raise RobustEvalError(f"unknown precision '{name}'; valid: {', '.join(PRECISIONS)}")
+        if len(set(self.precision)) != len(self.precision):
+            raise RobustEvalError(f"precision lists a precision twice: {', '.join(self.precision)}")
+        if self.inference not in MODES:
+            raise RobustEvalError(f"unknown inference mode '{self.inference}'; valid: {', '.join(MODES)}")
         if self.limit is not None and self.limit < 1:
             raise RobustEvalError(f"limit must be a positive number of images, got {self.limit}")
         from robustbench_lite.training.compression import CompressOptions
@@ -130,7 +147,8 @@ class SweepConfig:
 SWEEP_TYPES: dict[str, tuple[Any, str]] = {
     **{key: (lambda v: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
              "a list of names (or one comma-separated string)")
-       for key in ("models", "datasets", "suites", "init", "compress")},
+       for key in ("models", "datasets", "suites", "init", "compress", "precision")},
+    "inference": (lambda v: isinstance(v, str) and bool(v.strip()), "auto or eager"),
     "checkpoints": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) and x
                                                           for k, x in v.items()),
                     "a mapping of 'model/dataset' to checkpoint paths"),
@@ -160,25 +178,40 @@ class Cell:
     init: str
     suite: str
     compress: str = ""  # "" the checkpoint itself, else the compression method of its artefact
+    precision: str = ""  # "" as shipped, else what the model is cast to (--precision)
 
     @property
-    def run_key(self) -> tuple[str, str, str, str]:
-        return (self.model, self.dataset, self.init, self.compress)
+    def run_key(self) -> tuple[str, str, str, str, str]:
+        return (self.model, self.dataset, self.init, self.compress, self.precision)
 
     @property
     def label(self) -> str:
-        return "/".join([self.model, self.dataset, self.init, *([self.compress] if self.compress else []), self.suite])
+        return "/".join([self.model, self.dataset, self.init, *(p for p in (self.compress, self.precision) if p),
+                         self.suite])
 
 
 def cells(cfg: SweepConfig) -> list[Cell]:
-    return [Cell(m, d, i, s, c) for m in cfg.models for d in cfg.datasets for i in cfg.init
-            for c in ["", *cfg.compress] for s in cfg.suites]
+    """The grid; an ONNX artefact (``int8``) runs in its own runtime, so it is evaluated once, as shipped,
+    whatever precisions the PyTorch forms are cast to."""
+    from robustbench_lite.training.compression import CompressOptions
+
+    def precisions(form: str) -> list[str]:
+        if form and CompressOptions(method=form).entry.suffix == ".onnx":
+            return [""]
+        return cfg.precision or [""]
+
+    return [Cell(m, d, i, s, c, p) for m in cfg.models for d in cfg.datasets for i in cfg.init
+            for c in ["", *cfg.compress] for p in precisions(c) for s in cfg.suites]
 
 
 def cell_key(checkpoint_sha: str, cell: Cell, cfg: SweepConfig) -> str:
     """The cache key: what the cell's numbers are a function of."""
     what = {"checkpoint": checkpoint_sha, "dataset": cell.dataset, "suite": cell.suite,
             "options": cfg.options_dict(cell.suite), "limit": cfg.limit, "seed": cfg.seed}
+    if cell.precision:  # absent as shipped: caches from before the axis existed stay valid
+        what["precision"] = cell.precision
+    if cfg.inference != "auto":
+        what["inference"] = cfg.inference
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -219,6 +252,10 @@ def cell_command(cell: Cell, checkpoint: str, cfg: SweepConfig, json_path: Path)
            "--no-history", "--no-progress"]
     if cfg.limit is not None:
         cmd += ["--limit", str(cfg.limit)]
+    if cell.precision:
+        cmd += ["--precision", cell.precision]
+    if cfg.inference != "auto":
+        cmd += ["--inference", cfg.inference]
     if cfg.data_dir:
         cmd += ["--data-dir", cfg.data_dir]
     if cell.suite in cfg.suite_options:
@@ -255,7 +292,8 @@ def run_cell(cell: Cell, checkpoint: str, cfg: SweepConfig, log: Log) -> dict[st
 
     config = RunConfig(model=cell.model, dataset=cell.dataset, suites=[cell.suite], checkpoint=checkpoint,
                        limit=cfg.limit, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
-                       data_dir=cfg.data_dir, show_progress=False,
+                       data_dir=cfg.data_dir, show_progress=False, precision=cell.precision or None,
+                       inference=cfg.inference,
                        suite_options={k: v for k, v in cfg.suite_options.items() if k == cell.suite})
     return evaluate(config, log=log).to_dict()
 
@@ -296,22 +334,24 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     atomic_write(out / "sweep.yaml", lambda f: f.write(_yaml(cfg.to_dict())))
     grid = cells(cfg)
     log(f"sweep: {len(grid)} cells ({len(cfg.models)} models x {len(cfg.datasets)} datasets x "
-        f"{len(cfg.init)} inits x {1 + len(cfg.compress)} forms x {len(cfg.suites)} suites) -> {out}")
-    per_run: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+        f"{len(cfg.init)} inits x {1 + len(cfg.compress)} forms"
+        + (f" x {len(cfg.precision)} precisions" if cfg.precision else "") + f" x {len(cfg.suites)} suites) -> {out}")
+    per_run: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     failures: list[dict[str, str]] = []
-    checkpoints: dict[tuple[str, str, str, str], tuple[str, str] | RobustEvalError] = {}
+    checkpoints: dict[tuple[str, ...], tuple[str, str] | RobustEvalError] = {}
     computed = cached = 0
     for n, cell in enumerate(grid, 1):
         prefix = f"[{n}/{len(grid)}] {cell.label}"
         try:
-            if cell.run_key not in checkpoints:
+            form = cell.run_key[:4]  # the model file: one per form, whatever precision it is evaluated in
+            if form not in checkpoints:
                 try:
                     path = _checkpoint_for(cell, cfg, log)
-                    checkpoints[cell.run_key] = (path, sha256_file(path))
+                    checkpoints[form] = (path, sha256_file(path))
                 except Exception as exc:  # noqa: BLE001 - every cell of this checkpoint fails alike
-                    checkpoints[cell.run_key] = exc if isinstance(exc, RobustEvalError) else \
+                    checkpoints[form] = exc if isinstance(exc, RobustEvalError) else \
                         RobustEvalError(f"{type(exc).__name__}: {exc}")
-            ck = checkpoints[cell.run_key]
+            ck = checkpoints[form]
             if isinstance(ck, RobustEvalError):
                 raise ck
             path, sha = ck
@@ -339,7 +379,8 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
         if key in per_run:
             runs.append(merge(per_run[key]))
             varying = [key[0]] + [part for part, many in zip(key[1:], (len(cfg.datasets) > 1, len(cfg.init) > 1,
-                                                                       bool(key[3])), strict=True) if many]
+                                                                       bool(key[3]), len(cfg.precision) > 1),
+                                                             strict=True) if many]
             labels.append("/".join(varying))
     outcome = SweepOutcome(runs, labels, failures, computed, cached)
     summary = {"sweep": cfg.to_dict(), "cells": len(grid), "computed": computed, "cached": cached,

@@ -83,6 +83,31 @@ def test_compare_bad_input_exits_2_and_writes_nothing(argv, needle, digits_check
     assert not any(tmp_path.iterdir())
 
 
+def test_compare_in_a_precision_and_its_refusals_before_any_run(digits_checkpoint, tmp_path, capsys):
+    import torch
+
+    from robustbench_lite.sources import checkpoints
+
+    net, _ = checkpoints.load_checkpoint(digits_checkpoint)
+    onnx_file = tmp_path / "net.onnx"
+    torch.onnx.export(net.eval(), torch.rand(1, 1, 8, 8), str(onnx_file), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    table = tmp_path / "t.md"
+    # the ONNX file is second: its refusal comes before the first checkpoint is evaluated
+    code, _, err = run(capsys, "compare", str(digits_checkpoint), str(onnx_file), "--precision", "bf16",
+                       "--suite", "clean", "--limit", "50", "-o", str(table), "--no-history")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--precision bf16 casts a PyTorch model" in err
+    assert not table.exists()
+    all_json = tmp_path / "all.json"
+    code, _, err = run(capsys, "compare", str(digits_checkpoint), "--precision", "bf16", "--inference", "eager",
+                       "--suite", "clean", "--limit", "100", "-o", str(table), "--json", str(all_json),
+                       "--no-progress", "--no-history")
+    assert code == 0, err
+    (result,) = json.loads(all_json.read_text())["runs"]
+    assert result["inference"]["precision"] == "bf16" and result["inference"]["path"] == "eager"
+    assert result["clean"]["precision"] == "bf16" and 0.9 <= result["clean"]["agreement_with_fp32"] <= 1
+
+
 def test_labels_are_unique_and_deltas_skip_missing_values():
     runs = [{"model": "m", "dataset": "d", "n_examples": 10, "suites": ["clean"], "clean": {"accuracy": 0.5}},
             {"model": "m", "dataset": "d", "n_examples": 10, "suites": ["clean", "efficiency"],

@@ -110,7 +110,33 @@ def test_compression_is_an_axis_and_artefacts_are_made_once(tmp_path, capsys, di
     assert err.count(": kept (") == 2 and "fine-tun" not in err
 
 
+def test_precision_is_an_axis_and_its_cells_have_their_own_cache(tmp_path, capsys, digits_checkpoint):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "models: [shufflenetv2_x0_5]\ndatasets: [digits]\nsuites: [clean]\nlimit: 100\n"
+        f"checkpoints:\n  shufflenetv2_x0_5/digits: {digits_checkpoint}\noutput_dir: {tmp_path / 'out'}\n")
+    code, out, err = run(capsys, "sweep", str(config), "--precision", "fp32,bf16")
+    assert code == 0, err
+    assert "x 2 precisions" in err and "cells: 2 computed, 0 cached" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    net = "shufflenetv2_x0_5"
+    assert results["comparison"]["runs"] == [f"{net}/fp32", f"{net}/bf16"]
+    fp32, bf16 = results["runs"]
+    assert fp32["inference"]["precision"] == "fp32" and fp32["clean"]["agreement_with_fp32"] is None
+    assert bf16["inference"]["precision"] == "bf16" and 0.9 <= bf16["clean"]["agreement_with_fp32"] <= 1
+    assert results["sweep"]["precision"] == ["fp32", "bf16"]
+    code, out, _ = run(capsys, "sweep", str(config), "--precision", "fp32,bf16")
+    assert code == 0 and "cells: 0 computed, 2 cached" in out
+    # As shipped is a cell of its own: a precision's cached numbers never stand in for it.
+    code, out, _ = run(capsys, "sweep", str(config))
+    assert code == 0 and "cells: 1 computed, 0 cached" in out
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
+    (["--precision", "fp8"], "unknown precision 'fp8'; valid: fp32, bf16, fp16"),
+    (["--precision", "bf16,bf16"], "precision lists a precision twice"),
+    (["--precision", ","], "precision is empty"),
+    (["--inference", "fast"], "unknown inference mode 'fast'; valid: auto, eager"),
     (["--compress", "int9"], "unknown compression method 'int9'"),
     (["--compress", "prune:2"], "must be a number in (0, 1)"),
     (["--models", "nope"], "unknown model 'nope'"),

@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=a.positive_int, default=256, help="evaluation batch size (default: 256)")
     p.add_argument("--labels", default=None, metavar="A,B,...", help="column names (default: file names)")
     a.add_suite_arguments(p)
+    a.add_inference_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default="reports/compare.md", metavar="PATH",
                    help="the table, as .md, .csv, .json or .txt by extension (default: reports/compare.md)")
@@ -57,7 +58,7 @@ def _compare_input(spec: str) -> str:
 
 def run(argv: Sequence[str]) -> int:
     from robustbench_lite import compare, history
-    from robustbench_lite.api import evaluate
+    from robustbench_lite.api import evaluate, prepare
     from robustbench_lite.compare import FORMATS
     from robustbench_lite.config import RunConfig
     from robustbench_lite.outputs import attempt, write_json
@@ -77,6 +78,13 @@ def run(argv: Sequence[str]) -> int:
     for name in suites:
         SUITES.entry(name)
     suite_options = options_from_args(args, suites)
+    configs = {spec: RunConfig(dataset=args.dataset, suites=suites, checkpoint=spec, limit=args.limit,
+                               batch_size=args.batch_size, device=args.device, seed=args.seed, data_dir=args.data_dir,
+                               show_progress=a.show_progress(args), suite_options=suite_options,
+                               precision=args.precision, inference=args.inference)
+               for spec, kind in zip(args.inputs, kinds, strict=True) if kind == "checkpoint"}
+    for config in configs.values():
+        prepare(config)  # every checkpoint's refusals (an ONNX file with --precision, ...) before the first run
     runs, names, records, reasons = [], [], [], []
     for spec, kind in zip(args.inputs, kinds, strict=True):
         if kind == "results":
@@ -91,10 +99,7 @@ def run(argv: Sequence[str]) -> int:
             reasons.append(why)
         else:
             a.log(f"== {spec}")
-            config = RunConfig(dataset=args.dataset, suites=suites, checkpoint=spec, limit=args.limit,
-                               batch_size=args.batch_size, device=args.device, seed=args.seed, data_dir=args.data_dir,
-                               show_progress=a.show_progress(args), suite_options=suite_options)
-            result = evaluate(config, log=a.log)
+            result = evaluate(configs[spec], log=a.log)
             result.command = [a.PROG, "compare", *argv]
             data = result.to_dict()
             if not args.no_history:

@@ -39,6 +39,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", default=None, metavar="M,N",
                    help="also evaluate each checkpoint's compressed artefacts, e.g. int8,prune:0.5,"
                         "distill:shufflenetv2_x0_5 (see 'robust-eval list compression'; default: none)")
+    p.add_argument("--precision", default=None, metavar="P,Q",
+                   help="evaluate each checkpoint cast to these precisions (fp32, bf16, fp16; ONNX artefacts run as "
+                        "shipped); more than one is an axis of the grid (default: as shipped)")
+    p.add_argument("--inference", default=None, metavar="MODE",
+                   help="auto: the fastest forward path whose predictions equal eager PyTorch's; eager: the module "
+                        "as given (default: auto)")
     p.add_argument("--limit", type=a.positive_int, default=None, metavar="N", help="first N test images (default: all)")
     p.add_argument("--batch-size", type=a.positive_int, default=None, help="evaluation batch size (default: 256)")
     p.add_argument("--output-dir", default=None, metavar="DIR", help="cells cache and outputs (default: reports/sweep)")
@@ -76,7 +82,7 @@ def run(argv: Sequence[str]) -> int:
                                   "pass --output-dir of the interrupted sweep, or its CONFIG.yaml")
         values = load_yaml(saved)
     flags = {"models": args.models, "datasets": args.datasets, "suites": args.suites, "init": args.init,
-             "compress": args.compress,
+             "compress": args.compress, "precision": args.precision, "inference": args.inference,
              "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
              "seed": args.seed, "data_dir": args.data_dir, "launcher": args.launcher}
     values.update({k: v for k, v in flags.items() if v is not None})
