@@ -401,6 +401,30 @@ def imagefolder_loader(split: str, roots: list[Path], download_dir: Path | None,
     return ImageDataset(f"imagefolder:{arg}", split, images, torch.tensor(labels), tuple(classes), str(base))
 
 
+def unlabelled_folder(root: Path, size: tuple[int, int] | None = None, mode: str | None = None) -> torch.Tensor:
+    """The images of a folder without class subfolders (``PATH/<image>``, sorted by name) as uint8 NCHW.
+
+    Args:
+        size: (height, width) every image is resized to (default: the first image's).
+        mode: ``L`` or ``RGB`` (default: the first image's, as ``imagefolder:`` reads it).
+    """
+    if not root.is_dir():
+        raise RobustEvalError(f"{root} is not a directory of images")
+    paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not paths:
+        raise RobustEvalError(f"{root} holds no images ({', '.join(sorted(IMAGE_EXTS))}); pass a folder of images")
+    if mode is None:
+        from PIL import Image
+
+        try:
+            with Image.open(paths[0]) as first:
+                mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RobustEvalError(f"cannot read image {paths[0]} ({exc}); remove it from the folder or replace it "
+                                  "with a good copy") from None
+    return _read_images(paths, size, mode)
+
+
 # ---------------------------------------------------------------------------------------------
 # scikit-learn digits: 1,797 real 8x8 images, shipped with scikit-learn (fastest tests)
 

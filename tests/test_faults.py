@@ -34,13 +34,13 @@ def sentinel(tmp_path):
     return path
 
 
-def _expand(argv, tmp_path, sentinel, checkpoint):
+def _expand(argv, tmp_path, sentinel, checkpoint, profile=None):
     regular = tmp_path / "regular.txt"
     regular.write_text("a file, not a folder")
     folder = tmp_path / "folder"
     folder.mkdir(exist_ok=True)
     names = {"CKPT": str(checkpoint), "KEPT": str(sentinel), "FILE": str(regular), "DIR": str(folder),
-             "UNDERFILE": str(regular / "out.html"), "OUT": str(tmp_path / "out")}
+             "UNDERFILE": str(regular / "out.html"), "OUT": str(tmp_path / "out"), "PROFILE": str(profile)}
     return [names.get(a, a.replace("OUT/", str(tmp_path) + "/")) for a in argv]
 
 
@@ -86,20 +86,42 @@ COMMAND_BASES = {
     "history": ["history"],
     "plan": ["plan", "--margin", "0.05"],
     "list": ["list", "suites"],
+    "monitor fit": ["monitor", "fit", "--checkpoint", "CKPT", "--images", "20", "-o", "OUT/p.safetensors"],
+    "monitor check": ["monitor", "check", "--profile", "PROFILE", "--data", "digits", "--limit", "20",
+                      "--json", "OUT/m.json"],
 }
+
+
+@pytest.fixture(scope="module")
+def digits_profile(digits_checkpoint, tmp_path_factory):
+    from robustbench_lite.monitoring import monitor_fit
+
+    return monitor_fit(digits_checkpoint, "digits", images=50, device="cpu").save(
+        tmp_path_factory.mktemp("profile") / "p.safetensors")
+
+
+def _parsers():
+    """(command as typed, its parser) for every command, and every action of a command that has actions."""
+    import importlib
+
+    from robustbench_lite.commands.main import COMMANDS
+
+    for command, module in COMMANDS.items():
+        mod = importlib.import_module(f"robustbench_lite.commands.{module}")
+        actions = getattr(mod, "ACTIONS", None)
+        if actions:
+            yield from ((f"{command} {action}", make()) for action, make in actions.items())
+        else:
+            yield command, mod.parser()
 
 
 def _generated_flag_cases() -> list[tuple[str, str, str]]:
     """(command, flag, bad value) for every flag that takes a value in every command's parser: the empty
     value everywhere, and for number flags NaN, infinity and a word. New flags are covered when added."""
     import argparse
-    import importlib
-
-    from robustbench_lite.commands.main import COMMANDS
 
     cases = []
-    for command, module in COMMANDS.items():
-        parser = importlib.import_module(f"robustbench_lite.commands.{module}").parser()
+    for command, parser in _parsers():
         for action in parser._actions:
             if not action.option_strings or action.nargs == 0 or isinstance(action, argparse._HelpAction):
                 continue
@@ -119,25 +141,26 @@ GENERATED = _generated_flag_cases()
 
 
 def test_every_command_is_covered_by_the_generated_cases():
-    from robustbench_lite.commands.main import COMMANDS
-
-    assert set(COMMAND_BASES) == set(COMMANDS), "a new command needs a base call in COMMAND_BASES"
-    assert len(GENERATED) > 250 and {c for c, _, _ in GENERATED} >= set(COMMANDS) - {"list"}
+    commands = {name for name, _ in _parsers()}
+    assert set(COMMAND_BASES) == commands, "a new command (or action) needs a base call in COMMAND_BASES"
+    assert len(GENERATED) > 250 and {c for c, _, _ in GENERATED} >= commands - {"list"}
 
 
 @pytest.mark.parametrize(("command", "flag", "value"), GENERATED, ids=[f"{c} {f} {v!r}" for c, f, v in GENERATED])
 def test_every_flag_of_every_command_refuses_empty_and_non_finite_values(command, flag, value, digits_checkpoint,
-                                                                           sentinel, tmp_path, capsys, monkeypatch):
+                                                                           digits_profile, sentinel, tmp_path, capsys,
+                                                                           monkeypatch):
     """Generated from the parsers: one line, exit 2, before any work; the results file untouched."""
     monkeypatch.setenv("ROBUST_EVAL_HOME", str(tmp_path / "home"))
     before = sha256_file(sentinel)
-    argv = _expand(COMMAND_BASES[command], tmp_path, sentinel, digits_checkpoint) + [f"{flag}={value}"]
+    argv = _expand(COMMAND_BASES[command], tmp_path, sentinel, digits_checkpoint, digits_profile) + [f"{flag}={value}"]
     code, out, err = run(capsys, *argv)
     assert code == 2, (argv, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("robust-eval") and "Traceback" not in err, err
     assert sha256_file(sentinel) == before
-    assert not [name for name in ("m.pt", "c.pt", "s", "r.html") if (tmp_path / name).exists()]
+    assert not [name for name in ("m.pt", "c.pt", "s", "r.html", "p.safetensors", "m.json")
+                if (tmp_path / name).exists()]
     assert not (tmp_path / "home" / "history.sqlite").exists()
 
 
