@@ -269,3 +269,49 @@ def test_bad_profiles_wrong_models_and_empty_folders_get_one_line(case, needle, 
                          "--json", str(out_json))
     assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert not out_json.exists()
+
+
+# -- the monitor suite ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def suite_run(digits_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    argv = ["--checkpoint", str(digits_checkpoint), "--suite", "clean,monitor", "--monitor-corruptions",
+            "gaussian_noise,contrast", "--monitor-severities", "1,5", "--monitor-sizes", "50,150",
+            "--monitor-trials", "4", "--json", str(out / "r.json"), "--html", str(out / "r.html"), "--no-history",
+            "--no-progress", "--device", "cpu", "--gate", "monitor.power >= 0.5"]
+    assert cli.main(argv) == 0
+    return json.loads((out / "r.json").read_text()), (out / "r.html").read_text()
+
+
+def test_monitor_suite_measures_detection_and_estimation_per_condition(suite_run):
+    results, html = suite_run
+    block = results["monitor"]
+    assert block["reference_images"] == 225 and block["pool_images"] == 225 and block["sizes"] == [50, 150]
+    assert list(block["conditions"]) == ["clean", "gaussian_noise.1", "gaussian_noise.5", "contrast.1", "contrast.5"]
+    worst = block["conditions"]["contrast.5"]
+    assert worst["accuracy"] < block["conditions"]["clean"]["accuracy"] - 0.1  # low contrast costs accuracy
+    assert worst["sizes"]["150"]["detection_rate"] == 1.0  # and a monitor sees it from 150 images
+    for c in block["conditions"].values():
+        for size in c["sizes"].values():
+            assert 0 <= size["detection_rate"] <= 1 and 0 <= size["atc_mae"] <= 1
+            # the mean absolute error is at least the error of the means
+            assert size["atc_mae"] >= abs(size["atc_mean"] - size["true_mean"]) - 1e-9
+    assert block["false_positive_rate"] == {n: block["conditions"]["clean"]["sizes"][n]["detection_rate"]
+                                            for n in ("50", "150")}
+    assert block["power"] == pytest.approx(np.mean([block["conditions"][k]["sizes"]["150"]["detection_rate"]
+                                                    for k in block["conditions"] if k != "clean"]))
+    assert "Monitor: would drift be noticed?" in html and "gaussian_noise.5" in html
+
+
+def test_monitor_suite_is_not_in_full_and_its_options_are_checked_first(digits_checkpoint, tmp_path, capsys):
+    from robustbench_lite.suites import expand_suites
+
+    assert "monitor" not in expand_suites(["full"])
+    for bad, needle in ((["--monitor-sizes", "1"], "--monitor-sizes"), (["--monitor-alpha", "2"], "--monitor-alpha 2"),
+                        (["--monitor-corruptions", "smog"], "smog"), (["--limit", "30"], "at least 40 test images")):
+        code, _, err = run(capsys, "--checkpoint", str(digits_checkpoint), "--suite", "monitor", *bad,
+                           "--json", str(tmp_path / "r.json"), "--no-history")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r.json").exists()

@@ -83,12 +83,14 @@ def estimate_accuracy(ref_scores: np.ndarray, ref_correct: np.ndarray, new_score
     Args:
         ref_scores, ref_correct: negative entropies and correctness of the labelled reference images.
         new_scores, new_confidence: negative entropies and largest probabilities of the new images.
+        bootstrap: replicates of the intervals (0: no interval, NaN ends; the monitor suite's many
+            trials need the estimates alone).
     """
     ref_scores, ref_correct = np.asarray(ref_scores, np.float64), np.asarray(ref_correct, bool)
     new_scores, new_confidence = np.asarray(new_scores, np.float64), np.asarray(new_confidence, np.float64)
     rng = np.random.default_rng(seed)
     threshold = atc_threshold(ref_scores, ref_correct)
-    atc, ac = np.empty(bootstrap), np.empty(bootstrap)
+    atc, ac = np.full(bootstrap, np.nan), np.full(bootstrap, np.nan)
     n, m = len(ref_scores), len(new_scores)
     for b in range(bootstrap):
         r, s = rng.integers(0, n, n), rng.integers(0, m, m)

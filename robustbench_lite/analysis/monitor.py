@@ -231,18 +231,25 @@ def check(profile: Profile, model: nn.Module, images: torch.Tensor, labels: torc
         raise RobustEvalError(f"--alpha {alpha} must be a probability in (0, 1), e.g. 0.05")
     check_inputs(profile, images)
     verify_model(profile, model, device)
-    t = profile.tensors
     features, logits, kind = outputs(model, images, batch_size, device)
     if kind != profile.meta["features"]:
         raise RobustEvalError(f"the profile holds {profile.meta['features']} features, this model gives {kind}; "
                               "fit the profile again with this model")
+    return compare(profile, features, logits, labels, alpha=alpha, permutations=permutations, seed=seed)
+
+
+def compare(profile: Profile, features: torch.Tensor | None, logits: torch.Tensor, labels: torch.Tensor | None = None,
+            *, alpha: float = drift.ALPHA, permutations: int = drift.PERMUTATIONS, seed: int = 0,
+            bootstrap: int = labelfree.BOOTSTRAP, mmd_images: int = MMD_IMAGES) -> dict[str, Any]:
+    """:func:`check` on the model's outputs for the new images (features None: a softmax profile)."""
+    t = profile.tensors
     if features is None:
         features = logits.softmax(1)
     projected = _project(features, t["pca_mean"], t["pca_components"])
     ref = t["features"]
     gen = torch.Generator().manual_seed(seed)
-    ref_mmd = ref[torch.randperm(len(ref), generator=gen)[:MMD_IMAGES]]
-    new_mmd = projected[torch.randperm(len(projected), generator=gen)[:MMD_IMAGES]]
+    ref_mmd = ref[torch.randperm(len(ref), generator=gen)[:mmd_images]]
+    new_mmd = projected[torch.randperm(len(projected), generator=gen)[:mmd_images]]
     confidence, score = labelfree.max_confidence(logits), labelfree.negative_entropy(logits)
     level = alpha / 3  # Bonferroni over the three tests below
     tests = {
@@ -252,13 +259,13 @@ def check(profile: Profile, model: nn.Module, images: torch.Tensor, labels: torc
     }
     detected = any(r.p_value <= level for r in tests.values())
     estimates = labelfree.estimate_accuracy(t["score"].numpy(), t["correct"].numpy().astype(bool), score.numpy(),
-                                            confidence.numpy(), seed=seed)
+                                            confidence.numpy(), seed=seed, bootstrap=bootstrap)
     predictions = logits.argmax(1)
     classes = list(profile.meta["classes"])
     priors = labelfree.bbse_priors(t["confusion"].double().numpy(), predictions.numpy())
     reference_priors = np.bincount(t["labels"].numpy(), minlength=len(classes)) / len(t["labels"])
     report: dict[str, Any] = {
-        "images": len(images), "reference_images": len(ref), "alpha": alpha, "features": kind,
+        "images": len(logits), "reference_images": len(ref), "alpha": alpha, "features": profile.meta["features"],
         "drift": detected, "decision": f"any test with p <= alpha / {len(tests)} = {level:.4g}",
         "tests": {name: r.to_dict(level) for name, r in tests.items()},
         "accuracy": {"reference": profile.meta["accuracy"], **{k: e.to_dict() for k, e in estimates.items()}},

@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("suites")
     g.add_argument("--suite", action="append", default=None, metavar="NAME[,NAME]",
                    help="suites to run, repeatable or comma-separated; 'full' runs every suite "
-                        "(default: clean,efficiency); see 'robust-eval list suites'")
+                        "but monitor (default: clean,efficiency); see 'robust-eval list suites'")
     a.add_suite_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument("--json", default=None, metavar="PATH", help="write the results JSON here (default: none)")

@@ -201,6 +201,7 @@ class Suite:
             (ascending).
         rank0_only: under torchrun, rank 0 runs it alone while the others wait (measurements of
             one process, such as latency); otherwise every rank shares the work.
+        in_full: whether ``--suite full`` runs it (False: an analysis a user asks for by name).
         robustness_rank: where its headline accuracies stand in line for a run's one robustness
             number (:func:`robustbench_lite.gates.robustness_score`; ascending, None: never).
         headline_metrics: its headline metrics, in order; :meth:`headline` keeps those present.
@@ -214,6 +215,7 @@ class Suite:
     title: ClassVar[str]
     order: ClassVar[int]
     rank0_only: ClassVar[bool] = False
+    in_full: ClassVar[bool] = True
     robustness_rank: ClassVar[int | None] = None
     headline_metrics: ClassVar[tuple[HeadlineMetric, ...]] = ()
 
@@ -425,8 +427,8 @@ def ordered_suites() -> list[type[Suite]]:
 
 
 def full_suites() -> list[str]:
-    """What ``--suite full`` runs: every suite, in order."""
-    return [s.name for s in ordered_suites()]
+    """What ``--suite full`` runs: every suite (but those asked for by name alone), in order."""
+    return [s.name for s in ordered_suites() if s.in_full]
 
 
 def expand_suites(names: Iterable[str]) -> list[str]:

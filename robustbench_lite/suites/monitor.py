@@ -1,0 +1,256 @@
+"""Monitor suite: would the drift monitor have noticed each corruption, and how far off is its accuracy estimate?
+
+The drift libraries detect shift but never measure whether their detector catches the shifts that
+matter; here every condition comes with its true accuracy, so the monitor (:mod:`robustbench_lite.
+analysis.monitor`) is measured like a model:
+
+1. A profile is fitted on the first half of the test split (at most 2,000 images); the next images
+   (at most 1,000) are the held-out pool.
+2. For the clean pool and for the pool under each corruption and severity (``--monitor-corruptions``,
+   ``--monitor-severities``; by default the corruption suite's), ``--monitor-trials`` random subsets of each size
+   in ``--monitor-sizes`` (100 and 500 unlabelled images: a day of traffic, a week) are checked
+   against the profile as ``robust-eval monitor check`` would check them.
+3. Per condition and size: the detection rate (on clean data it is the false-positive rate, which
+   should be at most ``--monitor-alpha``), the pool's true accuracy, and the mean absolute error of
+   the ATC and average-confidence estimates against each subset's true accuracy.
+
+Headlines: detection power (the mean detection rate over the corrupted conditions at the largest
+size) beside the false-positive rate measured on clean data, and the ATC estimate's mean absolute
+error over every condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.formatting import num, pct
+from robustbench_lite.options import Options, comma_list, int_in, option
+from robustbench_lite.results import SuiteResult
+from robustbench_lite.seeding import derive_seed
+from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
+
+#: The profile's reference images (the first of the test split) and the held-out pool after them, at most.
+REFERENCE_IMAGES = 2000
+POOL_IMAGES = 1000
+#: Permutations of each trial's MMD test (p-values to 1/101: below alpha / 3 at the default alpha) and the
+#: reference images it compares with (the test is quadratic in them).
+PERMUTATIONS = 100
+MMD_REFERENCE = 500
+
+
+def _sizes(value: Any) -> tuple[int, ...]:
+    sizes = tuple(int_in("--monitor-sizes", 2)(v) for v in comma_list(value, "--monitor-sizes", "100,500"))
+    return tuple(sorted(set(sizes)))
+
+
+def _alpha(value: Any) -> float:
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise RobustEvalError(f"--monitor-alpha takes a probability, got {value!r}; e.g. --monitor-alpha 0.05"
+                              ) from None
+    if not 0 < alpha < 1:
+        raise RobustEvalError(f"--monitor-alpha {value} must be a probability in (0, 1), e.g. 0.05")
+    return alpha
+
+
+def _severity_list(value: Any) -> tuple[int, ...]:
+    return tuple(int_in("--monitor-severities", 1, 5)(v) for v in comma_list(value, "--monitor-severities", "1,3,5"))
+
+
+@dataclass(frozen=True)
+class MonitorOptions(Options):
+    """The monitor suite's settings; None means the default. Its conditions are the corruption suite's."""
+
+    owner: ClassVar[str] = "monitor"
+
+    sizes: tuple[int, ...] | None = option(
+        "--monitor-sizes", "unlabelled images per check, comma-separated (default: 100,500)", parse=_sizes,
+        metavar="N[,N]", example="100,500")
+    trials: int | None = option(
+        "--monitor-trials", "random subsets checked per condition and size (default: 10)",
+        parse=int_in("--monitor-trials", 1), metavar="N", example="10")
+    alpha: float | None = option(
+        "--monitor-alpha", "false-positive rate of each check's drift decision (default: 0.05)", parse=_alpha,
+        metavar="P", example="0.05")
+    corruptions: tuple[str, ...] | None = option(
+        "--monitor-corruptions", "corruptions or groups to check (default: the corruption suite's --corruptions, "
+        "else its 15 benchmark corruptions)", parse=lambda v: comma_list(v, "--monitor-corruptions", "noise,fog"),
+        metavar="NAMES", example="noise,fog")
+    severities: tuple[int, ...] | None = option(
+        "--monitor-severities", "severities 1..5 (default: the corruption suite's --severities, else 1,2,3,4,5)",
+        parse=lambda v: _severity_list(v), metavar="S[,S]", example="1,3,5")
+
+    def validate(self) -> None:
+        from robustbench_lite.suites.corruptions import resolve_corruptions
+
+        resolve_corruptions(self.corruptions)
+
+
+@dataclass
+class MonitorResult(SuiteResult):
+    reference_images: int
+    pool_images: int
+    sizes: list[int]
+    trials: int
+    alpha: float
+    features: str
+    #: the detection rate on clean held-out data, by size (the measured false-positive rate)
+    false_positive_rate: dict[str, float]
+    #: the mean detection rate over the corrupted conditions, by size
+    detection_power: dict[str, float]
+    #: the headline: detection power at the largest size
+    power: float
+    #: mean absolute error of the ATC and average-confidence estimates over every condition and size
+    atc_mae: float
+    average_confidence_mae: float
+    #: condition ("clean", "fog.3") -> {"accuracy": the pool's true accuracy, "sizes": {N: {"detection_rate",
+    #: "atc_mae", "average_confidence_mae", "atc_mean", "true_mean"}}}
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {"power": round(self.power, 4), "false positives": round(max(self.false_positive_rate.values()), 4),
+                "ATC MAE": round(self.atc_mae, 4)}
+
+
+@register_suite
+class MonitorSuite(Suite):
+    name = "monitor"
+    Result = MonitorResult
+    description = ("would a drift monitor notice each corruption from 100 or 500 unlabelled images, and how far "
+                   "is its label-free accuracy estimate from the truth")
+    title = "Monitor"
+    order = 45
+    rank0_only = True  # its checks are not shared between ranks: rank 0 computes them all
+    in_full = False  # an analysis of the monitor, asked for by name (--suite clean,corruptions,monitor)
+    headline_metrics = (HeadlineMetric("drift detection power", "power"),
+                        HeadlineMetric("ATC estimate MAE", "atc_mae", higher_is_better=False, unit="ratio"))
+    Options = MonitorOptions
+
+    @classmethod
+    def forward_passes(cls, options: Any) -> int:
+        return 0  # its own passes over a pool of at most 1,000 images per condition
+
+    @classmethod
+    def check_data(cls, options: Any, dataset: Any) -> None:
+        if len(dataset) < 40:
+            raise RobustEvalError(f"the monitor suite needs at least 40 test images (half profile, half held out), "
+                                  f"got {len(dataset)}; drop --limit or raise it")
+
+    def run(self, ctx: EvalContext) -> MonitorResult:
+        from robustbench_lite.analysis import monitor as monitor_mod
+        from robustbench_lite.suites.corruptions import (
+            CorruptionSuite,
+            _eight_bit,
+            image_source,
+            resolve_corruptions,
+            resolve_severities,
+        )
+
+        opts: MonitorOptions = ctx.options(self.name)
+        sizes, trials = list(opts.sizes or (100, 500)), opts.trials or 10
+        alpha = opts.alpha if opts.alpha is not None else 0.05
+        ds = ctx.dataset
+        n_ref = min(REFERENCE_IMAGES, len(ds) // 2)
+        pool = slice(n_ref, n_ref + min(POOL_IMAGES, len(ds) - n_ref))
+        model = ctx.model.eval()
+        profile = monitor_mod.fit(model, ds.float_images(slice(0, n_ref)), ds.labels[:n_ref], list(ds.classes),
+                                  batch_size=ctx.config.batch_size, device=ctx.device)
+        x_pool, y_pool = ds.float_images(pool), ds.labels[pool]
+        idx_pool = ds.indices[pool]
+        sizes = sorted({min(n, len(y_pool)) for n in sizes})
+        ctx.log(f"monitor: profile on {n_ref} images, {len(y_pool)} held out; {trials} checks of "
+                f"{', '.join(map(str, sizes))} images per condition")
+
+        copts = ctx.options("corruptions")
+        chosen = opts.corruptions or copts.corruptions
+        severities = resolve_severities(opts.severities or copts.severities)
+        profile_name, backend = CorruptionSuite._profile_backend(copts, ds)
+        source = image_source(ctx, severities, profile_name, backend, None)
+        names = [n for n in source.select(resolve_corruptions(chosen), explicit=chosen is not None)
+                 if source.availability(n) is None]
+
+        def pool_outputs(images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+            features, logits, _ = monitor_mod.outputs(model, images, ctx.config.batch_size, ctx.device)
+            return features, logits
+
+        conditions: dict[str, dict[str, Any]] = {}
+
+        def measure(key: str, features: torch.Tensor | None, logits: torch.Tensor, salt: int) -> None:
+            correct = logits.argmax(1) == y_pool
+            per_size: dict[str, dict[str, float]] = {}
+            for size in sizes:
+                hits, atc_err, ac_err, atc_sum, true_sum = 0, 0.0, 0.0, 0.0, 0.0
+                for t in range(trials):
+                    gen = torch.Generator().manual_seed(derive_seed(ctx.config.seed, salt, "monitor", size, t))
+                    rows = torch.randperm(len(logits), generator=gen)[:size]
+                    report = monitor_mod.compare(profile, None if features is None else features[rows], logits[rows],
+                                                 alpha=alpha, permutations=PERMUTATIONS, seed=t, bootstrap=0,
+                                                 mmd_images=MMD_REFERENCE)
+                    truth = float(correct[rows].float().mean())
+                    hits += bool(report["drift"])
+                    atc, ac = report["accuracy"]["atc"]["value"], report["accuracy"]["average_confidence"]["value"]
+                    atc_err += abs(atc - truth)
+                    ac_err += abs(ac - truth)
+                    atc_sum += atc
+                    true_sum += truth
+                per_size[str(size)] = {"detection_rate": hits / trials, "atc_mae": atc_err / trials,
+                                       "average_confidence_mae": ac_err / trials, "atc_mean": atc_sum / trials,
+                                       "true_mean": true_sum / trials}
+            conditions[key] = {"accuracy": float(correct.float().mean()), "sizes": per_size}
+
+        measure("clean", *pool_outputs(x_pool), 0)
+        for i, name in enumerate(names):
+            for severity in severities:
+                got = source.images(name, severity)
+                if got.images is not None:  # published -C files: the pool's rows
+                    images = got.images[pool].float().div(255) if got.images.dtype == torch.uint8 else got.images[pool]
+                else:
+                    quantised = _eight_bit(got.transform)
+                    images = torch.cat([quantised(x_pool[j:j + ctx.config.batch_size].to(ctx.device),
+                                                  idx_pool[j:j + ctx.config.batch_size]).cpu()
+                                        for j in range(0, len(x_pool), ctx.config.batch_size)])
+                measure(f"{name}.{severity}", *pool_outputs(images), 1 + i * 10 + severity)
+            ctx.log(f"monitor: {name}: detection rate at {sizes[-1]} images " + " ".join(
+                f"s{s} {conditions[f'{name}.{s}']['sizes'][str(sizes[-1])]['detection_rate']:.2f}" for s in severities))
+
+        corrupted = [k for k in conditions if k != "clean"]
+        power = {str(n): float(np.mean([conditions[k]["sizes"][str(n)]["detection_rate"] for k in corrupted]))
+                 if corrupted else 0.0 for n in sizes}
+        every = [conditions[k]["sizes"][str(n)] for k in conditions for n in sizes]
+        return MonitorResult(
+            reference_images=n_ref, pool_images=len(y_pool), sizes=sizes, trials=trials, alpha=alpha,
+            features=profile.meta["features"],
+            false_positive_rate={str(n): conditions["clean"]["sizes"][str(n)]["detection_rate"] for n in sizes},
+            detection_power=power, power=power[str(sizes[-1])],
+            atc_mae=float(np.mean([c["atc_mae"] for c in every])),
+            average_confidence_mae=float(np.mean([c["average_confidence_mae"] for c in every])),
+            conditions=conditions,
+        )
+
+    @classmethod
+    def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+        sizes = [str(n) for n in block["sizes"]]
+        rows = []
+        for key, c in block["conditions"].items():
+            rows.append({"name": key, "accuracy": pct(c["accuracy"]),
+                         "cells": [{"detect": pct(c["sizes"][n]["detection_rate"]),
+                                    "atc": pct(c["sizes"][n]["atc_mean"]), "error": pct(c["sizes"][n]["atc_mae"]),
+                                    "rate": c["sizes"][n]["detection_rate"]} for n in sizes]})
+        largest = sizes[-1]
+        return {
+            "stats": stats((f"detection power at {largest} images", pct(block["power"])),
+                           (f"false positives on clean data at {largest}", pct(block["false_positive_rate"][largest])),
+                           ("ATC estimate MAE", pct(block["atc_mae"])),
+                           ("average-confidence MAE", pct(block["average_confidence_mae"])),
+                           ("profile / held-out images", f"{num(block['reference_images'])} / "
+                                                         f"{num(block['pool_images'])}"),
+                           ("checks per condition and size", num(block["trials"]))),
+            "sizes": sizes, "rows": rows, "alpha": block["alpha"], "features": block["features"],
+        }
