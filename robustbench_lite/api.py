@@ -331,6 +331,10 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
             log(f"model: computing in {config.precision}" + (" (its agreement with fp32 on the clean set is reported)"
                                                               if fp32_model is not None else ""))
     model = loaded.model.eval()
+    if config.examples and config.cam_layer is not None:  # a mistyped layer: before any suite runs
+        from robustbench_lite.analysis.gradcam import check_layer
+
+        check_layer(model, config.cam_layer, loaded.differentiable)
     attack_model = None
     if surrogate_info is not None and "adversarial" in config.suites:
         surrogate = _load_surrogate(config, surrogate_info, dataset, device, log, loaded.contract)
@@ -364,7 +368,7 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     if config.examples and distributed.is_main():
         # No attacked rows for a model without gradients unless a surrogate crafts them.
         crafted_on = attack_model if attack_model is not None else (model if loaded.differentiable else None)
-        result.examples = _examples(model, dataset, result, device, config, crafted_on)
+        result.examples = _examples(model, dataset, result, device, config, crafted_on, loaded.differentiable)
     return result
 
 
@@ -396,14 +400,14 @@ def _prepare_module(config: RunConfig) -> tuple[RunConfig, None, sources.FileInf
 
 
 def _examples(model: nn.Module, dataset: data_mod.ImageDataset, result: EvaluationResult, device: torch.device,
-              config: RunConfig, attack_model: nn.Module | None) -> dict[str, Any] | None:
+              config: RunConfig, attack_model: nn.Module | None, heatmaps: bool) -> dict[str, Any] | None:
     """The report's example grid; an illustration, so a failure here warns and keeps the results."""
     from robustbench_lite.analysis.examples import build_examples
     from robustbench_lite.distributed import main_log
 
     try:
         return build_examples(model, dataset, result.to_dict(), device, n=config.examples, seed=config.seed,
-                              attack_model=attack_model)
+                              attack_model=attack_model, cam_layer=config.cam_layer, heatmaps=heatmaps)
     except Exception as exc:  # noqa: BLE001 - losing the grid must not lose the run's results
         if config.debug:
             raise

@@ -53,6 +53,8 @@ class RunConfig:
         suite_options: per-suite typed options (``{suite: Suite.Options}``; mappings from YAML or the
             Python API are accepted and typed by :func:`robustbench_lite.api.evaluate`).
         examples: build the report's example grid from this many test images (0: none).
+        cam_layer: Grad-CAM's target layer for the grid's heatmaps (dotted module name); None: chosen
+            from the model (:func:`robustbench_lite.analysis.gradcam.choose_layer`).
         debug: let errors in optional steps (the example grid) raise instead of warning.
         precision: what the model computes in, ``fp32``, ``bf16`` or ``fp16`` (a cast copy of a PyTorch
             model, attacks included); None: as shipped. A lower precision than fp32 is reported with its
@@ -74,6 +76,7 @@ class RunConfig:
     show_progress: bool = True
     suite_options: dict[str, Any] = field(default_factory=dict)
     examples: int = 0
+    cam_layer: str | None = None
     debug: bool = False
     contract: InputContract = field(default_factory=_no_contract)
     surrogate: str | None = None
@@ -103,7 +106,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values; typed suite options as the options the user set (``Options.to_dict``)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("debug", "examples")}
+        report_only = ("debug", "examples", "cam_layer")  # how the report is drawn, not what was measured
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in report_only}
         out["contract"] = self.contract.to_dict()
         out["suite_options"] = {name: opts.to_dict() if hasattr(opts, "to_dict") else dict(opts)
                                 for name, opts in self.suite_options.items()}

@@ -172,7 +172,9 @@ def test_live_run_example_grid(live, digits_checkpoint, digits_test):
     assert [c["confidence"] for c in clean] == pytest.approx(conf.tolist(), abs=5e-5)  # stored to 4 places
     assert [c["correct"] for c in clean] == (pred == digits_test.labels[:5]).tolist()
     html = (live / "r.html").read_text()
-    assert 'data-section="examples"' in html and html.count("data:image/png;base64,") == 25
+    # 25 images, each with its two Grad-CAM heatmaps (predicted class, true class)
+    assert 'data-section="examples"' in html and html.count("data:image/png;base64,") == 25 * 3
+    assert all(cell["cam_pred"] and cell["cam_true"] for row in ex["rows"] for cell in row["cells"])
     check_self_contained(html)
     assert data["command"][0] == "robust-eval" and "--html" in data["command"]
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from robustbench_lite.data import ImageDataset, default_eps
+from robustbench_lite.errors import RobustEvalError
 
 #: Corruptions shown when the corruption suite did not run (one per family).
 ILLUSTRATIVE_CORRUPTIONS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
@@ -50,14 +51,25 @@ def png_data(image: torch.Tensor) -> str:
 
 
 def _cells(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
-           device: torch.device) -> list[dict[str, Any]]:
+           device: torch.device, cam_layer: str | None = None) -> list[dict[str, Any]]:
+    """One cell per image: the image, the prediction and its confidence; with ``cam_layer``, the Grad-CAM
+    heatmaps of the predicted class (``cam_pred``) and of the true class (``cam_true``) over the image."""
     with torch.inference_mode():
         probs = model(images.to(device)).float().softmax(dim=1).cpu()
     conf, pred = probs.max(dim=1)
-    return [{"png": png_data(img), "pred": int(p),
-             "pred_name": str(classes[int(p)]) if int(p) < len(classes) else str(int(p)),
-             "confidence": round(float(c), 4), "correct": bool(int(p) == int(y))}
-            for img, p, c, y in zip(images, pred, conf, labels, strict=True)]
+    cells = [{"png": png_data(img), "pred": int(p),
+              "pred_name": str(classes[int(p)]) if int(p) < len(classes) else str(int(p)),
+              "confidence": round(float(c), 4), "correct": bool(int(p) == int(y))}
+             for img, p, c, y in zip(images, pred, conf, labels, strict=True)]
+    if cam_layer is not None:
+        from robustbench_lite.analysis.gradcam import grad_cam, overlay
+
+        on_device = images.to(device)
+        for key, target in (("cam_pred", pred), ("cam_true", labels)):
+            maps = grad_cam(model, on_device, target, cam_layer)
+            for cell, img, cam in zip(cells, images, maps, strict=True):
+                cell[key] = png_data(overlay(img, cam))
+    return cells
 
 
 def _corruption_rows(results: Mapping[str, Any], dataset: ImageDataset) -> list[dict[str, Any]]:
@@ -111,13 +123,17 @@ _SAME: Any = object()
 
 
 def build_examples(model: nn.Module, dataset: ImageDataset, results: Mapping[str, Any], device: torch.device | str,
-                   n: int = DEFAULT_IMAGES, seed: int = 0, attack_model: nn.Module | None = _SAME) -> dict[str, Any]:
+                   n: int = DEFAULT_IMAGES, seed: int = 0, attack_model: nn.Module | None = _SAME,
+                   cam_layer: str | None = None, heatmaps: bool = True) -> dict[str, Any]:
     """The example grid for ``results`` (a results JSON dict) from the model and the first ``n`` test images.
 
     Args:
         model: predicts every cell.
         attack_model: what PGD is crafted on (default: ``model``); the transfer model of a run with
             ``--surrogate``; None leaves the attacked rows out (a model without gradients).
+        cam_layer: Grad-CAM's target layer (default: chosen by :func:`~robustbench_lite.analysis.gradcam.choose_layer`).
+        heatmaps: add Grad-CAM heatmaps of the predicted and the true class to every cell (a model without
+            gradients, or without feature maps, gets none; ``cam`` in the result says why).
 
     Returns:
         ``{"images": [{"index", "label", "label_name"}], "rows": [{"name", "kind", "title", "detail",
@@ -131,14 +147,25 @@ def build_examples(model: nn.Module, dataset: ImageDataset, results: Mapping[str
     images, labels, indices = dataset.float_images(slice(0, n)), dataset.labels[:n], dataset.indices[:n]
     classes = [str(c) for c in dataset.classes]
     model = model.eval()
+    cam: dict[str, Any] = {"method": "grad-cam", "layer": None,
+                           "note": "the model has no gradients (it runs in its own runtime)"}
+    layer = None
+    if heatmaps:
+        from robustbench_lite.analysis.gradcam import choose_layer
+
+        try:
+            layer = cam_layer or choose_layer(model, images.to(device))
+            cam = {"method": "grad-cam", "layer": layer, "chosen": cam_layer is None}
+        except RobustEvalError as exc:
+            cam = {"method": "grad-cam", "layer": None, "note": str(exc)}
     rows = [{"name": "clean", "kind": "clean", "title": "clean", "detail": "test images as given",
-             "illustrative": False, "cells": _cells(model, images, labels, classes, device)}]
+             "illustrative": False, "cells": _cells(model, images, labels, classes, device, layer)}]
     for spec in _corruption_rows(results, dataset):
         corrupt = CORRUPTIONS.get(spec["name"], severity=spec["severity"], profile=spec["profile"], seed=seed)
         out = corrupt(images, indices)
         rows.append({**spec, "title": spec["name"].replace("_", " "),
                      "detail": f"severity {spec['severity']}, {spec['profile']} profile",
-                     "cells": _cells(model, out, labels, classes, device)})
+                     "cells": _cells(model, out, labels, classes, device, layer)})
     crafted_on = model if attack_model is _SAME else attack_model
     transfer = _transfer_from(crafted_on)
     for spec in _attack_rows(results, dataset.name) if crafted_on is not None else []:
@@ -148,10 +175,11 @@ def build_examples(model: nn.Module, dataset: ImageDataset, results: Mapping[str
                      "detail": f"eps {spec['eps']:.4g}, {spec['steps']} steps"
                                + (f", crafted on the surrogate {transfer}" if transfer else ""),
                      **({"transfer_from": transfer} if transfer else {}),
-                     "cells": _cells(model, adv, labels, classes, device)})
+                     "cells": _cells(model, adv, labels, classes, device, layer)})
     return {
         "images": [{"index": int(i), "label": int(y), "label_name": classes[int(y)]}
                    for i, y in zip(indices, labels, strict=True)],
         "rows": rows,
         "seed": seed,
+        "cam": cam,
     }

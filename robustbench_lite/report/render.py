@@ -49,15 +49,18 @@ def examples_section(block: Mapping[str, Any]) -> dict[str, Any] | None:
             png = str(cell.get("png", ""))
             if not png or any(ch not in _B64 for ch in png):
                 continue  # only well-formed base64 reaches a data: URI
+            cams = {k: "data:image/png;base64," + str(cell[k]) if cell.get(k) and all(ch in _B64 for ch in str(cell[k]))
+                    else None for k in ("cam_pred", "cam_true")}
             cells.append({"src": "data:image/png;base64," + png, "pred": str(cell.get("pred_name", cell.get("pred"))),
-                          "confidence": pct(cell.get("confidence"), 0), "correct": bool(cell.get("correct"))})
+                          "confidence": pct(cell.get("confidence"), 0), "correct": bool(cell.get("correct")), **cams})
         wrong = sum(not c["correct"] for c in cells)
         rows.append({"title": str(row.get("title", row.get("name", ""))), "detail": str(row.get("detail", "")),
                      "illustrative": bool(row.get("illustrative")), "cells": cells, "wrong": wrong})
     if not rows:
         return None
+    cam = block.get("cam") if isinstance(block.get("cam"), Mapping) else {}
     return {"images": [{"index": i.get("index"), "label": str(i.get("label_name", i.get("label")))} for i in images],
-            "rows": rows}
+            "rows": rows, "cam_layer": cam.get("layer"), "cam_note": cam.get("note")}
 
 
 _B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
