@@ -279,6 +279,7 @@ def suite_run(digits_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("suite")
     argv = ["--checkpoint", str(digits_checkpoint), "--suite", "clean,monitor", "--monitor-corruptions",
             "gaussian_noise,contrast", "--monitor-severities", "1,5", "--monitor-sizes", "50,150",
+            "--monitor-shifts", "covariate/rotation,label/dirichlet",
             "--monitor-trials", "4", "--json", str(out / "r.json"), "--html", str(out / "r.html"), "--no-history",
             "--no-progress", "--device", "cpu", "--gate", "monitor.power >= 0.5"]
     assert cli.main(argv) == 0
@@ -289,7 +290,9 @@ def test_monitor_suite_measures_detection_and_estimation_per_condition(suite_run
     results, html = suite_run
     block = results["monitor"]
     assert block["reference_images"] == 225 and block["pool_images"] == 225 and block["sizes"] == [50, 150]
-    assert list(block["conditions"]) == ["clean", "gaussian_noise.1", "gaussian_noise.5", "contrast.1", "contrast.5"]
+    assert list(block["conditions"]) == ["clean", "gaussian_noise.1", "gaussian_noise.5", "contrast.1", "contrast.5",
+                                         "covariate/rotation.1", "covariate/rotation.5", "label/dirichlet.alpha=0.1",
+                                         "label/dirichlet.alpha=1", "label/dirichlet.alpha=10"]
     worst = block["conditions"]["contrast.5"]
     assert worst["accuracy"] < block["conditions"]["clean"]["accuracy"] - 0.1  # low contrast costs accuracy
     assert worst["sizes"]["150"]["detection_rate"] == 1.0  # and a monitor sees it from 150 images
@@ -302,6 +305,9 @@ def test_monitor_suite_measures_detection_and_estimation_per_condition(suite_run
                                             for n in ("50", "150")}
     assert block["power"] == pytest.approx(np.mean([block["conditions"][k]["sizes"]["150"]["detection_rate"]
                                                     for k in block["conditions"] if k != "clean"]))
+    # label shift: BBSE's class priors are scored against the drawn ones (total variation, in [0, 1])
+    skewed = block["conditions"]["label/dirichlet.alpha=0.1"]["sizes"]["150"]
+    assert 0 <= skewed["prior_error"] < 0.5 and "prior_error" not in worst["sizes"]["150"]
     assert "Monitor: would drift be noticed?" in html and "gaussian_noise.5" in html
 
 
@@ -310,7 +316,8 @@ def test_monitor_suite_is_not_in_full_and_its_options_are_checked_first(digits_c
 
     assert "monitor" not in expand_suites(["full"])
     for bad, needle in ((["--monitor-sizes", "1"], "--monitor-sizes"), (["--monitor-alpha", "2"], "--monitor-alpha 2"),
-                        (["--monitor-corruptions", "smog"], "smog"), (["--limit", "30"], "at least 40 test images")):
+                        (["--monitor-corruptions", "smog"], "smog"), (["--monitor-shifts", "covariate/tilt"], "tilt"),
+                        (["--limit", "30"], "at least 40 test images")):
         code, _, err = run(capsys, "--checkpoint", str(digits_checkpoint), "--suite", "monitor", *bad,
                            "--json", str(tmp_path / "r.json"), "--no-history")
         assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err

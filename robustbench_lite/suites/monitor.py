@@ -6,8 +6,11 @@ analysis.monitor`) is measured like a model:
 
 1. A profile is fitted on the first half of the test split (at most 2,000 images); the next images
    (at most 1,000) are the held-out pool.
-2. For the clean pool and for the pool under each corruption and severity (``--monitor-corruptions``,
-   ``--monitor-severities``; by default the corruption suite's), ``--monitor-trials`` random subsets of each size
+2. For the clean pool; the pool under each corruption and severity (``--monitor-corruptions``,
+   ``--monitor-severities``; by default the corruption suite's) and under each covariate shift split and
+   intensity of the shift suite's selection; and label shift (class priors drawn from the shift suite's
+   Dirichlet alphas, images drawn from the pool in those proportions, where BBSE's prior estimate is
+   scored too): ``--monitor-trials`` random subsets of each size
    in ``--monitor-sizes`` (100 and 500 unlabelled images: a day of traffic, a week) are checked
    against the profile as ``robust-eval monitor check`` would check them.
 3. Per condition and size: the detection rate (on clean data it is the false-positive rate, which
@@ -84,13 +87,34 @@ class MonitorOptions(Options):
         "else its 15 benchmark corruptions)", parse=lambda v: comma_list(v, "--monitor-corruptions", "noise,fog"),
         metavar="NAMES", example="noise,fog")
     severities: tuple[int, ...] | None = option(
-        "--monitor-severities", "severities 1..5 (default: the corruption suite's --severities, else 1,2,3,4,5)",
-        parse=lambda v: _severity_list(v), metavar="S[,S]", example="1,3,5")
+        "--monitor-severities", "corruption severities and covariate shift intensities, 1..5 (default: the "
+        "corruption and shift suites' own, else 1,2,3,4,5)", parse=lambda v: _severity_list(v), metavar="S[,S]",
+        example="1,3,5")
+    shifts: tuple[str, ...] | None = option(
+        "--monitor-shifts", "shift splits, fnmatch patterns: covariate/* and label/dirichlet are checked (default: "
+        "the shift suite's --shift-splits, else every split); 'none' for corruptions only",
+        parse=lambda v: comma_list(v, "--monitor-shifts", "'covariate/*'"), metavar="PATTERN[,PATTERN]",
+        example="covariate/*,label/dirichlet")
 
     def validate(self) -> None:
         from robustbench_lite.suites.corruptions import resolve_corruptions
 
         resolve_corruptions(self.corruptions)
+        self.shift_options()
+
+    def shift_options(self, base: Any = None) -> Any:
+        """The shift suite's options with this suite's split selection and intensities (None: no shift)."""
+        import dataclasses
+
+        from robustbench_lite.shift.base import ShiftOptions, select
+
+        base = base or ShiftOptions()
+        if self.shifts == ("none",):
+            return None
+        opts = dataclasses.replace(base, **({"splits": self.shifts} if self.shifts else {}),
+                                   **({"intensities": tuple(sorted(set(self.severities)))} if self.severities else {}))
+        select(opts)  # unknown split names: one line, before any work
+        return opts
 
 
 @dataclass
@@ -182,14 +206,38 @@ class MonitorSuite(Suite):
 
         conditions: dict[str, dict[str, Any]] = {}
 
-        def measure(key: str, features: torch.Tensor | None, logits: torch.Tensor, salt: int) -> None:
+        classes = ds.num_classes
+        by_class = [torch.nonzero(y_pool == c).flatten() for c in range(classes)]
+
+        def uniform_rows(size: int, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
+            return torch.randperm(len(y_pool), generator=gen)[:size], None
+
+        def prior_rows(concentration: float) -> Any:
+            """Label shift: class priors drawn from Dirichlet(concentration), then images of each class drawn
+            (with replacement) from the pool in those proportions."""
+            def rows(size: int, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray | None]:
+                present = [c for c in range(classes) if len(by_class[c])]
+                weights = torch.distributions.Gamma(torch.full((len(present),), concentration), 1.0).sample()
+                if not bool(torch.isfinite(weights).all()) or float(weights.sum()) <= 0:
+                    weights = torch.ones(len(present))
+                drawn = torch.multinomial(weights / weights.sum(), size, replacement=True, generator=gen)
+                picks = [by_class[present[int(i)]][int(torch.randint(len(by_class[present[int(i)]]), (1,),
+                                                                     generator=gen))] for i in drawn]
+                priors = np.bincount([present[int(i)] for i in drawn], minlength=classes) / size
+                return torch.stack(picks), priors
+            return rows
+
+        def measure(key: str, features: torch.Tensor | None, logits: torch.Tensor, salt: int,
+                    sample: Any = uniform_rows) -> None:
             correct = logits.argmax(1) == y_pool
             per_size: dict[str, dict[str, float]] = {}
             for size in sizes:
-                hits, atc_err, ac_err, atc_sum, true_sum = 0, 0.0, 0.0, 0.0, 0.0
+                hits, atc_err, ac_err, atc_sum, true_sum, prior_err = 0, 0.0, 0.0, 0.0, 0.0, 0.0
                 for t in range(trials):
                     gen = torch.Generator().manual_seed(derive_seed(ctx.config.seed, salt, "monitor", size, t))
-                    rows = torch.randperm(len(logits), generator=gen)[:size]
+                    with torch.random.fork_rng():  # the Dirichlet draw takes the global generator
+                        torch.manual_seed(derive_seed(ctx.config.seed, salt, "monitor-priors", size, t))
+                        rows, priors = sample(size, gen)
                     report = monitor_mod.compare(profile, None if features is None else features[rows], logits[rows],
                                                  alpha=alpha, permutations=PERMUTATIONS, seed=t, bootstrap=0,
                                                  mmd_images=MMD_REFERENCE)
@@ -200,10 +248,16 @@ class MonitorSuite(Suite):
                     ac_err += abs(ac - truth)
                     atc_sum += atc
                     true_sum += truth
+                    if priors is not None:  # total variation between BBSE's priors and the drawn ones
+                        prior_err += 0.5 * float(np.abs(np.asarray(report["priors"]["estimated"]) - priors).sum())
                 per_size[str(size)] = {"detection_rate": hits / trials, "atc_mae": atc_err / trials,
                                        "average_confidence_mae": ac_err / trials, "atc_mean": atc_sum / trials,
-                                       "true_mean": true_sum / trials}
-            conditions[key] = {"accuracy": float(correct.float().mean()), "sizes": per_size}
+                                       "true_mean": true_sum / trials,
+                                       **({"prior_error": prior_err / trials} if sample is not uniform_rows else {})}
+            # resampled by class priors, each set has its own accuracy: the mean at the largest size
+            accuracy = (float(correct.float().mean()) if sample is uniform_rows
+                        else per_size[str(sizes[-1])]["true_mean"])
+            conditions[key] = {"accuracy": accuracy, "sizes": per_size}
 
         measure("clean", *pool_outputs(x_pool), 0)
         for i, name in enumerate(names):
@@ -220,6 +274,8 @@ class MonitorSuite(Suite):
             ctx.log(f"monitor: {name}: detection rate at {sizes[-1]} images " + " ".join(
                 f"s{s} {conditions[f'{name}.{s}']['sizes'][str(sizes[-1])]['detection_rate']:.2f}" for s in severities))
 
+        self._shift_conditions(ctx, x_pool, idx_pool, pool_outputs, measure, prior_rows, sizes)
+
         corrupted = [k for k in conditions if k != "clean"]
         power = {str(n): float(np.mean([conditions[k]["sizes"][str(n)]["detection_rate"] for k in corrupted]))
                  if corrupted else 0.0 for n in sizes}
@@ -233,6 +289,31 @@ class MonitorSuite(Suite):
             average_confidence_mae=float(np.mean([c["average_confidence_mae"] for c in every])),
             conditions=conditions,
         )
+
+    @staticmethod
+    def _shift_conditions(ctx: EvalContext, x_pool: torch.Tensor, idx_pool: torch.Tensor, pool_outputs: Any,
+                          measure: Any, prior_rows: Any, sizes: list[int]) -> None:
+        """The shift suite's covariate splits (its intensities) on the pool, and Dirichlet label shift (its
+        alphas) drawn from the pool; other splits (natural, subpopulation) have no images of the pool."""
+        from robustbench_lite.shift.base import select
+        from robustbench_lite.shift.covariate import CovariateShift
+
+        sopts = ctx.options("monitor").shift_options(ctx.options("shift"))
+        if sopts is None:
+            return
+        chosen = [split for split, _ in select(sopts)]
+        for i, split in enumerate(chosen):
+            if not isinstance(split, CovariateShift) or (split.needs_rgb and x_pool.shape[1] != 3):
+                continue
+            for intensity in sopts.intensities:
+                images = split.transform(intensity, ctx.config.seed)(x_pool, idx_pool)
+                measure(f"{split.name}.{intensity}", *pool_outputs(images), 100 + i * 10 + intensity)
+        features, logits = pool_outputs(x_pool)
+        if any(split.name == "label/dirichlet" for split in chosen):
+            for j, concentration in enumerate(sopts.alphas):
+                measure(f"label/dirichlet.alpha={concentration:g}", features, logits, 1000 + j,
+                        sample=prior_rows(concentration))
+        ctx.log(f"monitor: shift conditions done (sizes {', '.join(map(str, sizes))})")
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
