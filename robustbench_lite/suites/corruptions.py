@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from robustbench_lite.analysis.failures import class_drop, failure_flow, flow_matrix, top
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import pct
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
@@ -143,6 +144,10 @@ class CorruptionResult(SuiteResult):
     corruption_seconds: float = 0.0
     inference_seconds: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
+    #: what each failure becomes (:mod:`robustbench_lite.analysis.failures`): ``by_condition`` ("fog.3" ->
+    #: newly_wrong, into, losing), and over every condition ``into``, ``losing`` (mean drop) and
+    #: ``matrix`` (true class x new prediction of the newly wrong images)
+    failure_flow: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
@@ -201,6 +206,29 @@ def means(acc: dict[str, dict[str, Any]], names: list[str], severities: list[int
     return {"mean_accuracy": sum(cells) / len(cells),
             "accuracy_by_severity": {str(s): sum(acc[c][str(s)] for c in names) / len(names) for s in severities},
             "accuracy_by_family": {f: sum(v) / len(v) for f, v in families.items()}}
+
+
+def _flow_section(flow: Mapping[str, Any]) -> dict[str, Any]:
+    """The report's "what each failure becomes": the flow matrix figure and the summary lines."""
+    from robustbench_lite import figures
+
+    matrix = flow.get("matrix")
+    if not matrix or not any(any(row) for row in matrix):
+        return {"flow": None, "flow_into": None, "flow_losing": None}
+    classes = [str(c) for c in flow.get("classes") or []]
+    names = classes if len(classes) == len(matrix) else [str(i) for i in range(len(matrix))]
+    return {"flow": figures.confusion_matrix(matrix, names),
+            "flow_into": ", ".join(f"{k} ({v})" for k, v in (flow.get("into") or {}).items()),
+            "flow_losing": ", ".join(f"{k} ({pct(v)})" for k, v in (flow.get("losing") or {}).items())}
+
+
+def _overall_flow(flows: dict[str, Any], matrix: torch.Tensor, drop_sum: torch.Tensor,
+                  classes: list[str]) -> dict[str, Any]:
+    """Every condition's flow, and over all of them: where the newly wrong images go, which classes lose most
+    (their mean accuracy drop over the conditions)."""
+    return {"newly_wrong": int(matrix.sum()), "into": top(matrix.sum(0), classes),
+            "losing": top(drop_sum / max(len(flows), 1), classes, 4),
+            "classes": classes, "matrix": matrix.tolist(), "by_condition": flows}
 
 
 def _eight_bit(transform: Any) -> Any:
@@ -329,6 +357,11 @@ class CorruptionSuite(Suite):
         clean_acc = float((ctx.clean_logits().argmax(1) == ctx.dataset.labels).float().mean())
         ctx.records.add("corruptions.clean_accuracy", predicted=ctx.clean_logits().argmax(1))
         labels = ctx.dataset.labels
+        clean_pred = ctx.clean_logits().argmax(1)
+        classes = [str(c) for c in ctx.dataset.classes]
+        flows: dict[str, Any] = {}
+        flow_total = torch.zeros(len(classes), len(classes), dtype=torch.long)
+        drop_total = torch.zeros(len(classes))
         acc: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
         for name in names:
@@ -341,6 +374,9 @@ class CorruptionSuite(Suite):
                 predicted = logits.argmax(1)
                 acc[name][str(severity)] = float((predicted == labels).float().mean())
                 ctx.records.add(f"corruptions.accuracy.{name}.{severity}", predicted=predicted)
+                flows[f"{name}.{severity}"] = failure_flow(clean_pred, predicted, labels, classes)
+                flow_total += flow_matrix(clean_pred, predicted, labels, len(classes))
+                drop_total += class_drop(clean_pred, predicted, labels, len(classes))
             ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
         corrupt_seconds = source.corruption_seconds
@@ -352,6 +388,7 @@ class CorruptionSuite(Suite):
             normalised=reference is not None, mce_reference=opts.mce_reference, unavailable=unavailable,
             corruption_seconds=corrupt_seconds, inference_seconds=max(0.0, total - corrupt_seconds),
             cache=source.cache_info(),
+            failure_flow=_overall_flow(flows, flow_total, drop_total, classes),
         )
 
     @classmethod
@@ -423,4 +460,5 @@ class CorruptionSuite(Suite):
                       "ce_ci": ci(f"ce.{c}"), "relative_ce_ci": ci(f"relative_ce.{c}"), "cells": cells(c)}
                      for c in names],
             "unavailable": [{"name": k, "reason": v} for k, v in (block.get("unavailable") or {}).items()],
+            **_flow_section(block.get("failure_flow") or {}),
         }
