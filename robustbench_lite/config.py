@@ -53,6 +53,8 @@ class RunConfig:
         suite_options: per-suite typed options (``{suite: Suite.Options}``; mappings from YAML or the
             Python API are accepted and typed by :func:`robustbench_lite.api.evaluate`).
         examples: build the report's example grid from this many test images (0: none).
+        calibrate: fit temperature scaling on the clean test split (cross-fitted on two folds) and report
+            ECE and NLL before and after on clean data and under every corruption and shift condition.
         cam_layer: Grad-CAM's target layer for the grid's heatmaps (dotted module name); None: chosen
             from the model (:func:`robustbench_lite.analysis.gradcam.choose_layer`).
         debug: let errors in optional steps (the example grid) raise instead of warning.
@@ -77,6 +79,7 @@ class RunConfig:
     suite_options: dict[str, Any] = field(default_factory=dict)
     examples: int = 0
     cam_layer: str | None = None
+    calibrate: bool = False
     debug: bool = False
     contract: InputContract = field(default_factory=_no_contract)
     surrogate: str | None = None

@@ -56,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--examples", type=a.non_negative_int, default=8, metavar="N",
                    help="with --html: test images in the report's clean/corrupted/adversarial example grid, "
                         "also stored in the JSON under 'examples' (default: 8; 0: no grid)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="temperature scaling, fitted on the clean test split (each half scaled by the temperature of "
+                        "the other): ECE and NLL before and after on clean data and every corruption and shift "
+                        "condition")
     g.add_argument("--cam-layer", default=None, metavar="NAME",
                    help="with --html: the layer whose Grad-CAM heatmaps the example grid shows, as a dotted module "
                         "name (default: the deepest block whose maps are still at least 4x4)")
@@ -87,7 +91,7 @@ def run(argv: Sequence[str]) -> int:
         checkpoint=args.checkpoint, pretrained=args.pretrained, limit=args.limit, batch_size=args.batch_size,
         device=args.device, seed=args.seed, data_dir=args.data_dir, show_progress=a.show_progress(args),
         suite_options=suite_options, examples=args.examples if args.html else 0, debug=args.debug,
-        cam_layer=args.cam_layer,
+        cam_layer=args.cam_layer, calibrate=args.calibrate,
         contract=InputContract.from_args(args), surrogate=args.surrogate, precision=args.precision,
         inference=args.inference,
     )

@@ -125,6 +125,7 @@ class EvalContext:
     fp32_model: nn.Module | None = None
     _clean_logits: torch.Tensor | None = None
     _fp32_agreement: dict[str, Any] | None = None
+    _temperatures: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.records.add_images(TEST, self.dataset.indices, self.dataset.labels)
@@ -168,6 +169,17 @@ class EvalContext:
             same = int((self.clean_logits().argmax(1) == fp32).sum())
             self._fp32_agreement = {"agreement": same / n if n else float("nan"), "changed": n - same, "images": n}
         return self._fp32_agreement
+
+    def temperatures(self) -> tuple[float, float] | None:
+        """With ``--calibrate``: the temperatures of the clean test split's two folds, each fitted on the other
+        fold (:func:`robustbench_lite.analysis.calibration.cross_fit`; once per run); None without."""
+        if not self.config.calibrate:
+            return None
+        if self._temperatures is None:
+            from robustbench_lite.analysis.calibration import cross_fit
+
+            self._temperatures = cross_fit(self.clean_logits(), self.dataset.labels)
+        return self._temperatures
 
     def options(self, suite: str) -> Any:
         """The suite's typed options (its defaults when the run sets none)."""

@@ -27,6 +27,9 @@ class CleanResult(SuiteResult):
     #: images whose prediction is the fp32 model's
     precision: str = "fp32"
     agreement_with_fp32: float | None = None
+    #: with ``--calibrate``: the fold temperatures and ECE/NLL before and after
+    #: (:mod:`robustbench_lite.analysis.calibration`)
+    calibration: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
@@ -58,9 +61,17 @@ class CleanSuite(Suite):
             if bool((labels == c).any()):
                 ctx.records.add(f"clean.per_class_accuracy[{c}]", predicted=predicted, weights=labels == c)
         agreement = ctx.fp32_agreement()
+        calibration = None
+        temperatures = ctx.temperatures()
+        if temperatures is not None:
+            from robustbench_lite.analysis.calibration import before_after
+
+            calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
+                           "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
                            precision=ctx.plan.precision if ctx.plan is not None else "fp32",
-                           agreement_with_fp32=agreement["agreement"] if agreement is not None else None)
+                           agreement_with_fp32=agreement["agreement"] if agreement is not None else None,
+                           calibration=calibration)
 
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,6 +84,9 @@ class CleanSuite(Suite):
                            ("macro-F1", num(block.get("f1_macro"), 3)),
                            ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
                            ("images", num(block.get("n_examples"))),
+                           *((("ECE after temperature scaling", num(block["calibration"]["ece_after"], 3)),
+                              ("NLL after temperature scaling", num(block["calibration"]["nll_after"], 3)))
+                             if block.get("calibration") else ()),
                            *((("agreement with fp32", pct(block["agreement_with_fp32"])),)
                              if block.get("agreement_with_fp32") is not None else ())),
             "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a,

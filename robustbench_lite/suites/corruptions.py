@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from robustbench_lite.analysis.calibration import before_after, calibration_stats, mean_calibration
 from robustbench_lite.analysis.failures import class_drop, failure_flow, flow_matrix, top
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import pct
@@ -148,6 +149,8 @@ class CorruptionResult(SuiteResult):
     #: newly_wrong, into, losing), and over every condition ``into``, ``losing`` (mean drop) and
     #: ``matrix`` (true class x new prediction of the newly wrong images)
     failure_flow: dict[str, Any] = field(default_factory=dict)
+    #: with ``--calibrate``: ECE/NLL before and after temperature scaling, per condition and their means
+    calibration: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
@@ -362,6 +365,8 @@ class CorruptionSuite(Suite):
         flows: dict[str, Any] = {}
         flow_total = torch.zeros(len(classes), len(classes), dtype=torch.long)
         drop_total = torch.zeros(len(classes))
+        temperatures = ctx.temperatures()
+        calibration: dict[str, dict[str, float]] = {}
         acc: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
         for name in names:
@@ -377,6 +382,8 @@ class CorruptionSuite(Suite):
                 flows[f"{name}.{severity}"] = failure_flow(clean_pred, predicted, labels, classes)
                 flow_total += flow_matrix(clean_pred, predicted, labels, len(classes))
                 drop_total += class_drop(clean_pred, predicted, labels, len(classes))
+                if temperatures is not None:
+                    calibration[f"{name}.{severity}"] = before_after(logits, labels, temperatures)
             ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
         corrupt_seconds = source.corruption_seconds
@@ -389,6 +396,7 @@ class CorruptionSuite(Suite):
             corruption_seconds=corrupt_seconds, inference_seconds=max(0.0, total - corrupt_seconds),
             cache=source.cache_info(),
             failure_flow=_overall_flow(flows, flow_total, drop_total, classes),
+            calibration=mean_calibration(calibration) if temperatures is not None else None,
         )
 
     @classmethod
@@ -447,7 +455,8 @@ class CorruptionSuite(Suite):
                             ci("relative_mce")),
                            ("profile", str(block.get("profile", "n/a"))),
                            ("backend", str(block.get("backend", "n/a"))),
-                           ("corruptions x severities", f"{len(names)} x {len(severities)}")),
+                           ("corruptions x severities", f"{len(names)} x {len(severities)}"),
+                           *calibration_stats(block.get("calibration"), "under corruptions")),
             "normalised": normalised,
             "reference": block.get("mce_reference"),
             "heatmap": figures.corruption_heatmap(acc, names, severities) if names and severities else None,

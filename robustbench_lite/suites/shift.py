@@ -111,6 +111,8 @@ class SplitScore:
     in_summary: bool = True
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: with ``--calibrate``: ECE/NLL before and after temperature scaling, per level and their means
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -266,6 +268,40 @@ def score_level(level: shift.Level, num_classes: int, reference_accuracy: float)
                       report["reliability"], spread, per_draw)
 
 
+def _mean_split_calibration(splits: Mapping[str, Any]) -> dict[str, float] | None:
+    """The mean of the splits' before/after calibration numbers (None when the run did not calibrate)."""
+    blocks = [s["calibration"] for s in splits.values() if isinstance(s, Mapping) and s.get("calibration")]
+    if not blocks:
+        return None
+    return {k: _mean([b[k] for b in blocks]) for k in ("ece_before", "ece_after", "nll_before", "nll_after")}
+
+
+def calibrate_split(data: shift.SplitData, temperatures: tuple[float, float]) -> dict[str, Any]:
+    """ECE/NLL before and after temperature scaling per level (a level with draws: the mean over its draws).
+
+    Levels of the run's own test images are scaled fold by fold (each image by the temperature its clean
+    fold did not fit; draws keep their images' folds); other images (natural and subpopulation sets) were
+    fitted on by neither temperature and take their geometric mean.
+    """
+    from robustbench_lite.analysis.calibration import before_after, ece_nll, mean_calibration, scale
+
+    by_level: dict[str, dict[str, float]] = {}
+    for level in data.levels:
+        logits, labels = level.logits.float().cpu(), level.labels.cpu()
+        temps = temperatures if level.indices is None else (math.sqrt(temperatures[0] * temperatures[1]),) * 2
+        if not level.draws:
+            by_level[level.name or "all"] = before_after(logits, labels, temps)
+            continue
+        scaled = scale(logits, temps)  # folds by position before resampling
+        before = [ece_nll(logits[idx], labels[idx]) for idx in level.draws]
+        after = [ece_nll(scaled[idx], labels[idx]) for idx in level.draws]
+        by_level[level.name or "all"] = {"ece_before": _mean([b[0] for b in before]),
+                                         "ece_after": _mean([a[0] for a in after]),
+                                         "nll_before": _mean([b[1] for b in before]),
+                                         "nll_after": _mean([a[1] for a in after])}
+    return mean_calibration(by_level)
+
+
 def score_split(data: shift.SplitData, description: str, reference: LevelScore) -> SplitScore:
     """A built split against its reference: level scores, their means, the classes that lose most."""
     levels = [score_level(level, len(data.classes), reference.accuracy) for level in data.levels]
@@ -348,6 +384,8 @@ class ShiftSuite(Suite):
                 if data.reference is not None:
                     reference = score_level(data.reference, len(data.classes), float("nan"))
                 splits[data.name] = score_split(data, split.description, reference)
+                if ctx.temperatures() is not None:
+                    splits[data.name].calibration = calibrate_split(data, ctx.temperatures())
                 record_split(ctx.records, data)
                 ctx.log(f"shift: {data.name}: accuracy {splits[data.name].accuracy:.4f} "
                         f"(drop {splits[data.name].drop:+.4f}) [{time.perf_counter() - t0:.1f} s]")
@@ -371,6 +409,7 @@ class ShiftSuite(Suite):
     @classmethod
     def report_section(cls, block: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
         from robustbench_lite import figures  # matplotlib is loaded only when a report is drawn
+        from robustbench_lite.analysis.calibration import calibration_stats
         from robustbench_lite.suites.base import block_interval
 
         def ci(key: str) -> tuple[float, float] | None:
@@ -407,7 +446,8 @@ class ShiftSuite(Suite):
                             ci("worst_accuracy")),
                            ("accuracy ratio", num(block.get("accuracy_ratio"), 3), ci("accuracy_ratio"), "ratio"),
                            ("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
-                           ("clean ECE", num(block.get("clean_ece"), 3)), ("splits", str(len(splits)))),
+                           ("clean ECE", num(block.get("clean_ece"), 3)), ("splits", str(len(splits))),
+                           *calibration_stats(_mean_split_calibration(splits), "under shift")),
             "rows": rows,
             "bars": figures.shift_bars([(n, s.get("accuracy"), s.get("reference_accuracy"))
                                         for n, s in splits.items()], split_ci) if splits else None,
