@@ -40,3 +40,17 @@ def test_the_corruption_suite_records_every_conditions_flow():
         corruption, severity = name.split(".")
         lost = clean - round(result.suites["corruptions"].accuracy[corruption][severity] * len(digits))
         assert c["newly_wrong"] >= lost
+
+
+def test_the_adversarial_suite_records_where_attacked_images_go():
+    net, digits = fixed_run.load(), data.load("digits", "test")
+    result = evaluate(net, digits, "clean,adversarial", attack="fgsm,pgd", eps="0.05,0.1")
+    block = result.suites["adversarial"]
+    assert set(block.failure_flow) == {"fgsm.Linf", "pgd.Linf"}
+    n = len(digits)
+    for name in ("fgsm", "pgd"):
+        flow = block.failure_flow[f"{name}.Linf"]
+        # the images an attack breaks at its largest budget are the clean-correct images it fools
+        broken = round((block.clean_accuracy - block.robust_accuracy[f"{name}.Linf[0.1]"]) * n)
+        assert flow["newly_wrong"] == broken and sum(flow["into"].values()) <= broken
+        assert list(flow["into"].values()) == sorted(flow["into"].values(), reverse=True)

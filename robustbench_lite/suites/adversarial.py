@@ -32,6 +32,7 @@ JSON (under ``adversarial``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Any
 import torch
 
 import attacks
+from robustbench_lite.analysis.failures import failure_flow
 from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
@@ -131,6 +133,10 @@ class AdversarialResult(SuiteResult):
     #: per ensemble and norm (``autoattack.Linf``): each image's dataset index and the component that
     #: broke it at its smallest fooling budget (None: not fooled, or misclassified clean)
     broken_by: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    #: what each failure becomes, per attack and norm (``pgd.Linf``) at the largest budget: the images the
+    #: attack broke, the classes they are pushed into, the classes losing most
+    #: (:func:`robustbench_lite.analysis.failures.failure_flow`)
+    failure_flow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"clean": round(self.clean_accuracy, 4)}
@@ -146,6 +152,15 @@ class AdversarialResult(SuiteResult):
         if self.settings.get("transfer_from"):
             out["transferred from"] = Path(str(self.settings["transfer_from"])).name
         return out
+
+
+def _predictions(ctx: EvalContext, images: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    """The scored model's predicted classes of ``images`` (the attacks' returned images), batch by batch."""
+    if images is None or len(images) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    with torch.no_grad():
+        return torch.cat([ctx.model(images[i:i + batch_size].to(ctx.device)).argmax(1).cpu()
+                          for i in range(0, len(images), batch_size)])
 
 
 def _score_based_flags(evaluations: Mapping[tuple[str, str], attacks.AttackEvaluation],
@@ -294,6 +309,8 @@ class AdversarialSuite(Suite):
         chunk = batch_size * ATTACK_CHUNK
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
+        flows: dict[str, dict[str, Any]] = {}
+        clean_pred = ctx.clean_logits().argmax(dim=1)
         broken_by: dict[str, dict[str, list[Any]]] = {}
         ensembles: dict[str, dict[str, list[str]]] = {}
         entries: list[AttackResult] = []
@@ -308,13 +325,19 @@ class AdversarialSuite(Suite):
                 # a distributed run computes exactly what one process computes.
 
                 def evaluate_chunk(k: int, name: str = name, kwargs: dict[str, Any] = kwargs,
-                                   norm: str = norm) -> attacks.AttackEvaluation:
+                                   norm: str = norm) -> tuple[attacks.AttackEvaluation, torch.Tensor]:
                     sl = slice(k * chunk, (k + 1) * chunk)
-                    return attacks.evaluate_attack(ctx.attack_model, name, images[sl], labels[sl], indices[sl],
-                                                   eps_list=budgets[norm], batch_size=batch_size,
-                                                   attack_kwargs=kwargs)
+                    ev = attacks.evaluate_attack(ctx.attack_model, name, images[sl], labels[sl], indices[sl],
+                                                 eps_list=budgets[norm], batch_size=batch_size,
+                                                 attack_kwargs=kwargs, keep_adversarial=True)
+                    # the model's predictions of the returned images (what each failure becomes); the images
+                    # themselves are not kept
+                    return dataclasses.replace(ev, adversarial=None), _predictions(ctx, ev.adversarial, batch_size)
 
-                ev = attacks.AttackEvaluation.concat(run_units(max(1, -(-len(ds) // chunk)), evaluate_chunk))
+                parts = run_units(max(1, -(-len(ds) // chunk)), evaluate_chunk)
+                ev = attacks.AttackEvaluation.concat([p[0] for p in parts])
+                flows[f"{name}.{norm}"] = failure_flow(clean_pred, torch.cat([p[1] for p in parts]), labels,
+                                                       [str(c) for c in ds.classes])
                 evaluations[(name, norm)] = ev
                 records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
                 for j, e in enumerate(ev.eps):
@@ -403,6 +426,7 @@ class AdversarialSuite(Suite):
             warnings=warnings,
             passes=passes,
             broken_by=broken_by,
+            failure_flow=flows,
             settings={
                 "attacks": list(opts.attacks),
                 "norms": list(opts.norms),
@@ -520,7 +544,12 @@ class AdversarialSuite(Suite):
             bands[f"worst case.{norm}"] = [p[2] for p in pts]
         curves = block.get("curve") or {}
         settings = block.get("settings") or {}
+        flows = [{"name": key, "broken": f.get("newly_wrong", 0),
+                  "into": ", ".join(f"{c} ({n})" for c, n in (f.get("into") or {}).items()),
+                  "losing": ", ".join(f"{c} ({pct(d)})" for c, d in (f.get("losing") or {}).items())}
+                 for key, f in (block.get("failure_flow") or {}).items() if isinstance(f, Mapping)]
         return {
+            "flows": flows,
             "stats": stats(("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
                            ("attacks", ", ".join(map(str, settings.get("attacks", []))) or
                             ", ".join(sorted({str(r.get("attack")) for r in entries}))),
