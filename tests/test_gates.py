@@ -255,3 +255,13 @@ def test_gate_roots_cover_every_path_a_real_run_writes(digits_checkpoint):
     # and the gates the check lets through are found in the results
     gates.validate_metrics(gates.parse_all([f"{p} >= 0" for p in paths if not p.startswith("timings")]),
                            {s: options_of(opts, s) for s in full_suites()})
+    # the suites 'full' leaves out (monitor) alike
+    monitor_opts = {"monitor": {"monitor_corruptions": "fog", "monitor_severities": "1", "monitor_trials": 1,
+                                "monitor_sizes": "20", "monitor_shifts": "covariate/rotation,label/dirichlet"}}
+    result = evaluate(str(digits_checkpoint), "digits", ["monitor"], limit=100, suite_options=monitor_opts)
+    paths = [p for p in gates.metric_paths(result.to_dict()) if p.startswith("monitor.")]
+    roots = SUITES.entry("monitor").gate_roots(options_of(monitor_opts, "monitor"))
+    assert paths and {re.split(r"[.\[]", p[len("monitor."):], maxsplit=1)[0] for p in paths} <= roots
+    assert "monitor.conditions.label/dirichlet.alpha=0.1.sizes.20.detection_rate" in paths
+    gates.validate_metrics(gates.parse_all([f"{p} >= 0" for p in paths]),
+                           {"monitor": options_of(monitor_opts, "monitor")})

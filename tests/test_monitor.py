@@ -303,6 +303,9 @@ def test_monitor_suite_measures_detection_and_estimation_per_condition(suite_run
             assert size["atc_mae"] >= abs(size["atc_mean"] - size["true_mean"]) - 1e-9
     assert block["false_positive_rate"] == {n: block["conditions"]["clean"]["sizes"][n]["detection_rate"]
                                             for n in ("50", "150")}
+    for n in ("50", "150"):  # each rate with its Wilson interval over the 4 checks
+        low, high = block["false_positive_ci"][n]
+        assert low <= block["false_positive_rate"][n] <= high and high - low > 0.3
     assert block["power"] == pytest.approx(np.mean([block["conditions"][k]["sizes"]["150"]["detection_rate"]
                                                     for k in block["conditions"] if k != "clean"]))
     # label shift: BBSE's class priors are scored against the drawn ones (total variation, in [0, 1])

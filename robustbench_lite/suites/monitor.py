@@ -36,6 +36,7 @@ from robustbench_lite.formatting import num, pct
 from robustbench_lite.options import Options, comma_list, int_in, option
 from robustbench_lite.results import SuiteResult
 from robustbench_lite.seeding import derive_seed
+from robustbench_lite.statistics import wilson
 from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, register_suite, stats
 
 #: The profile's reference images (the first of the test split) and the held-out pool after them, at most.
@@ -125,8 +126,10 @@ class MonitorResult(SuiteResult):
     trials: int
     alpha: float
     features: str
-    #: the detection rate on clean held-out data, by size (the measured false-positive rate)
+    #: the detection rate on clean held-out data, by size (the measured false-positive rate), and its 95%
+    #: Wilson interval over the checks
     false_positive_rate: dict[str, float]
+    false_positive_ci: dict[str, list[float]]
     #: the mean detection rate over the corrupted conditions, by size
     detection_power: dict[str, float]
     #: the headline: detection power at the largest size
@@ -250,7 +253,8 @@ class MonitorSuite(Suite):
                     true_sum += truth
                     if priors is not None:  # total variation between BBSE's priors and the drawn ones
                         prior_err += 0.5 * float(np.abs(np.asarray(report["priors"]["estimated"]) - priors).sum())
-                per_size[str(size)] = {"detection_rate": hits / trials, "atc_mae": atc_err / trials,
+                per_size[str(size)] = {"detection_rate": hits / trials, "detection_ci": list(wilson(hits, trials)),
+                                       "atc_mae": atc_err / trials,
                                        "average_confidence_mae": ac_err / trials, "atc_mean": atc_sum / trials,
                                        "true_mean": true_sum / trials,
                                        **({"prior_error": prior_err / trials} if sample is not uniform_rows else {})}
@@ -284,6 +288,7 @@ class MonitorSuite(Suite):
             reference_images=n_ref, pool_images=len(y_pool), sizes=sizes, trials=trials, alpha=alpha,
             features=profile.meta["features"],
             false_positive_rate={str(n): conditions["clean"]["sizes"][str(n)]["detection_rate"] for n in sizes},
+            false_positive_ci={str(n): conditions["clean"]["sizes"][str(n)]["detection_ci"] for n in sizes},
             detection_power=power, power=power[str(sizes[-1])],
             atc_mae=float(np.mean([c["atc_mae"] for c in every])),
             average_confidence_mae=float(np.mean([c["average_confidence_mae"] for c in every])),
@@ -327,7 +332,8 @@ class MonitorSuite(Suite):
         largest = sizes[-1]
         return {
             "stats": stats((f"detection power at {largest} images", pct(block["power"])),
-                           (f"false positives on clean data at {largest}", pct(block["false_positive_rate"][largest])),
+                           (f"false positives on clean data at {largest}", pct(block["false_positive_rate"][largest]),
+                            tuple(block["false_positive_ci"][largest]) if block.get("false_positive_ci") else None),
                            ("ATC estimate MAE", pct(block["atc_mae"])),
                            ("average-confidence MAE", pct(block["average_confidence_mae"])),
                            ("profile / held-out images", f"{num(block['reference_images'])} / "
