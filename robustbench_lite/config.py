@@ -137,6 +137,8 @@ class TrainConfig:
             defences``); default: none, the standard recipe. Build with
             ``DefenceOptions.from_mapping({"defence": "pgd-at", "eps": 0.1})``.
         resume: continue from the state file an interrupted run left next to ``output``.
+        stress: training-data stressors (small data, imbalance, label noise;
+            :mod:`robustbench_lite.training.stressors`); default: none.
     """
 
     model: str = DEFAULT_MODEL
@@ -156,6 +158,7 @@ class TrainConfig:
     show_progress: bool = True
     defences: DefenceOptions = field(default_factory=_no_defences)
     resume: bool = False
+    stress: Any = None
 
     def validate(self) -> TrainConfig:
         from robustbench_lite.training.defences import DefenceOptions
@@ -174,6 +177,12 @@ class TrainConfig:
             raise RobustEvalError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise RobustEvalError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.stress is not None:
+            from robustbench_lite.training.stressors import StressOptions
+
+            if not isinstance(self.stress, StressOptions):
+                raise RobustEvalError(f"stress must be StressOptions, got {type(self.stress).__name__}")
+            self.stress.validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:

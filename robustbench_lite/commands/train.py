@@ -32,6 +32,21 @@ def parser() -> argparse.ArgumentParser:
                    help="train on the first N training images (default: all)")
     g.add_argument("--eval-limit", type=a.positive_int, default=None, metavar="N",
                    help="measure test accuracy on the first N test images (default: all)")
+    g = p.add_argument_group("training-data stress (on the training split only; recorded in the checkpoint)")
+    g.add_argument("--train-fraction", type=float, default=None, metavar="F",
+                   help="keep this fraction of each class's training images, stratified and seeded (default: all)")
+    g.add_argument("--train-per-class", type=a.positive_int, default=None, metavar="N",
+                   help="keep N training images of each class (default: all)")
+    g.add_argument("--imbalance", type=float, default=None, metavar="RATIO",
+                   help="long-tailed classes: the most frequent keeps its images, the rarest 1/RATIO of them "
+                        "(default: none)")
+    g.add_argument("--imbalance-profile", default="exp", metavar="exp|step",
+                   help="exp: exponential decay over the classes (CIFAR-10-LT); step: half the classes rare "
+                        "(default: exp)")
+    g.add_argument("--label-noise", default=None, metavar="KIND:RATE",
+                   help="sym:R (each label flipped with probability R to another class), pair:R (to the next "
+                        "class: systematic), confusion:FILE (a class-to-class matrix, rows summing to 1) "
+                        "(default: none)")
     g = p.add_argument_group("optimisation (default: the quick recipe)")
     g.add_argument("--epochs", type=a.positive_int, default=None, help=f"epochs (default: {QUICK.epochs})")
     g.add_argument("--batch-size", type=a.positive_int, default=None, help=f"batch size (default: {QUICK.batch_size})")
@@ -73,6 +88,7 @@ def run(argv: Sequence[str]) -> int:
     from robustbench_lite.config import TrainConfig
     from robustbench_lite.training import train
     from robustbench_lite.training.defences import DefenceOptions
+    from robustbench_lite.training.stressors import StressOptions
 
     args = a.parse(parser(), argv)
     if args.output is not None:
@@ -91,6 +107,8 @@ def run(argv: Sequence[str]) -> int:
         device=args.device, data_dir=args.data_dir, pretrained=args.pretrained, limit=args.limit,
         eval_limit=args.eval_limit, show_progress=a.show_progress(args),
         defences=DefenceOptions.from_args(args), resume=args.resume,
+        stress=StressOptions(fraction=args.train_fraction, per_class=args.train_per_class, imbalance=args.imbalance,
+                             profile=args.imbalance_profile, label_noise=args.label_noise).validate(),
     )
     if seeds is not None:
         from robustbench_lite.training.seeds import train_seeds

@@ -98,11 +98,28 @@ class Trainer:
         # Build the defences once before loading data, so dataset-dependent defaults (eps) fail fast;
         # the class count is only needed by the mixers.
         Pipeline(cfg.defences, DefenceContext(10, cfg.dataset, cfg.seed, recipe.label_smoothing))
-        train_set = self.train_set = data_mod.load(cfg.dataset, "train", cfg.data_dir).limit(cfg.limit)
+        train_set = data_mod.load(cfg.dataset, "train", cfg.data_dir).limit(cfg.limit)
+        self.stress_record = None
+        if cfg.stress is not None and cfg.stress.active:  # before any training: a class left empty is one line
+            import dataclasses
+
+            from robustbench_lite.training.stressors import apply as apply_stress
+
+            stressed = apply_stress(train_set.labels, train_set.num_classes, cfg.stress, cfg.seed)
+            train_set = dataclasses.replace(train_set.subset(stressed.indices), labels=stressed.labels)
+            self.stress_record = stressed.record
+            noise = stressed.record["noise"]
+            self.log(f"training-data stress: {stressed.record['images']} images, per class "
+                     f"{stressed.record['class_counts']}"
+                     + (f"; {noise['changed']} labels changed ({noise['changed_fraction']:.1%}, {noise['kind']})"
+                        if noise else ""))
+        self.train_set = train_set
         self.test_set = data_mod.load(cfg.dataset, "test", cfg.data_dir).limit(cfg.eval_limit)
         pipeline = self.pipeline = Pipeline(cfg.defences, DefenceContext(
             train_set.num_classes, cfg.dataset, cfg.seed, recipe.label_smoothing))
-        self.path = Path(cfg.output) if cfg.output else default_output(cfg, recipe, pipeline.label)
+        stress_label = cfg.stress.label() if cfg.stress is not None else ""
+        self.path = Path(cfg.output) if cfg.output else default_output(
+            cfg, recipe, pipeline.label + (f"+{stress_label}" if stress_label else ""))
         self.resume_file = state_path(self.path)
 
         # Adversarial defences hold out training images to watch PGD accuracy each epoch.
@@ -137,7 +154,7 @@ class Trainer:
         self.run_id = fingerprint({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
                                    "recipe": asdict(recipe), "defences": pipeline.settings(), "limit": cfg.limit,
                                    "pretrained": cfg.pretrained, "train_images": len(train_set),
-                                   "holdout": len(hold_idx)})
+                                   "holdout": len(hold_idx), "stress": self.stress_record})
         self.epoch0 = self.step0 = 0
         self.elapsed = 0.0
         self._resume()
@@ -327,6 +344,7 @@ class Trainer:
             "init": "imagenet" if cfg.pretrained else "scratch",
             "history": self.history,
             "train_images": len(self.all_idx),
+            **({"stress": self.stress_record} if self.stress_record is not None else {}),
             "train_seconds": round(self.train_seconds, 2),
             "clean_accuracy": clean_acc,
             "clean_accuracy_images": len(test_set),

@@ -1,0 +1,96 @@
+"""Training-data stress: exact per-class counts, noise at its rate and in its pattern, seeded, recorded in the
+checkpoint; impossible settings refused in one line before any training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from robustbench_lite import cli
+from robustbench_lite.sources.checkpoints import load_checkpoint
+from robustbench_lite.training.stressors import StressOptions, apply
+
+LABELS = torch.arange(10).repeat_interleave(100)  # 10 classes x 100 images
+
+
+def counts(stress):
+    return torch.bincount(LABELS[stress.indices], minlength=10).tolist()
+
+
+def test_small_data_and_imbalance_keep_exact_counts():
+    assert counts(apply(LABELS, 10, StressOptions(fraction=0.1), 0)) == [10] * 10
+    assert counts(apply(LABELS, 10, StressOptions(per_class=7), 0)) == [7] * 10
+    # exp: 100 * 100 ** (-c / 9): the first class keeps its images, the last 1/100 of them
+    exp = counts(apply(LABELS, 10, StressOptions(imbalance=100), 0))
+    assert exp == [int(100 * 100 ** (-c / 9) + 1e-9) for c in range(10)] and exp[0] == 100 and exp[-1] == 1
+    assert counts(apply(LABELS, 10, StressOptions(imbalance=10, profile="step"), 0)) == [100] * 5 + [10] * 5
+    # combined: a fifth of the data, then long-tailed on what is left
+    assert counts(apply(LABELS, 10, StressOptions(fraction=0.2, imbalance=4), 0))[::9] == [20, 5]
+    stress = apply(LABELS, 10, StressOptions(fraction=0.3), 0)
+    assert stress.record["class_counts"] == [30] * 10 and stress.record["images"] == 300
+    assert torch.equal(stress.indices, stress.indices.sort().values) and len(set(stress.indices.tolist())) == 300
+
+
+def test_noise_has_its_rate_and_pattern_and_is_seeded(tmp_path):
+    labels = torch.arange(10).repeat(3000)
+    sym = apply(labels, 10, StressOptions(label_noise="sym:0.2"), 0)
+    flipped = sym.labels != labels
+    assert abs(float(flipped.float().mean()) - 0.2) < 0.01
+    assert sym.record["changed_indices"] == torch.nonzero(flipped).flatten().tolist()
+    offsets = torch.bincount((sym.labels[flipped] - labels[flipped]) % 10, minlength=10)
+    assert offsets[0] == 0 and (offsets[1:].float() / flipped.sum() - 1 / 9).abs().max() < 0.015  # uniform
+    pair = apply(labels, 10, StressOptions(label_noise="pair:0.3"), 0)
+    moved = pair.labels != labels
+    assert abs(float(moved.float().mean()) - 0.3) < 0.01
+    assert torch.equal(pair.labels[moved], (labels[moved] + 1) % 10)  # systematic: always the next class
+    matrix = torch.eye(10) * 0.6
+    matrix[:, 3] += 0.4  # everything confused with class 3 (class 3 stays itself)
+    path = tmp_path / "confusion.json"
+    path.write_text(json.dumps(matrix.tolist()))
+    conf = apply(labels, 10, StressOptions(label_noise=f"confusion:{path}"), 0)
+    empirical = torch.zeros(10, 10)
+    empirical.index_put_((labels, conf.labels), torch.ones(len(labels)), accumulate=True)
+    assert (empirical / empirical.sum(1, keepdim=True) - matrix).abs().max() < 0.03
+    again, other = apply(labels, 10, StressOptions(label_noise="sym:0.2"), 0), apply(
+        labels, 10, StressOptions(label_noise="sym:0.2"), 1)
+    assert torch.equal(again.labels, sym.labels) and not torch.equal(other.labels, sym.labels)
+
+
+def test_the_checkpoint_records_the_stress(tmp_path):
+    out = tmp_path / "m.pt"
+    assert cli.main(["train", "--model", "shufflenetv2_x0_5", "--dataset", "digits", "--epochs", "1",
+                     "--imbalance", "10", "--label-noise", "sym:0.2", "--output", str(out), "--device", "cpu",
+                     "--no-progress"]) == 0
+    _, meta = load_checkpoint(out)
+    stress = meta["stress"]
+    assert stress["imbalance"] == 10 and stress["profile"] == "exp" and stress["label_noise"] == "sym:0.2"
+    assert stress["class_counts"][0] > stress["class_counts"][-1] == stress["class_counts"][0] // 10
+    assert meta["train_images"] == stress["images"] == sum(stress["class_counts"])
+    assert stress["noise"]["changed"] == len(stress["changed_indices"]) > 0
+
+
+@pytest.mark.parametrize(("flags", "needle"), [
+    (["--imbalance", "0.5"], "--imbalance 0.5 must be a ratio >= 1"),
+    (["--label-noise", "sym:0.9"], "leaves the labels no information with 10 classes"),
+    (["--label-noise", "pair:0.5"], "give a rate below 0.5"),
+    (["--label-noise", "flip:0.1"], "write sym:RATE, pair:RATE or confusion:FILE"),
+    (["--label-noise", "confusion:{tmp}/square.json"], "a 2x2 matrix, the data has 10 classes"),
+    (["--label-noise", "confusion:{tmp}/rows.json"], "row 0 sums to 0.5"),
+    (["--train-fraction", "0.001"], "leaves class 0 with no training image"),
+    (["--train-fraction", "1.5"], "--train-fraction 1.5 must be in (0, 1]"),
+    (["--train-fraction", "0.5", "--train-per-class", "3"], "pass one"),
+    (["--imbalance-profile", "linear", "--imbalance", "5"], "valid: exp, step"),
+])
+def test_impossible_stress_is_one_line_before_any_training(flags, needle, tmp_path, capsys):
+    (tmp_path / "square.json").write_text(json.dumps([[1, 0], [0, 1]]))
+    rows = torch.eye(10)
+    rows[0, 0] = 0.5
+    (tmp_path / "rows.json").write_text(json.dumps(rows.tolist()))
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    code = cli.main(["train", "--model", "shufflenetv2_x0_5", "--dataset", "digits", "--epochs", "1",
+                     "--output", str(tmp_path / "m.pt"), "--no-progress", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "m.pt").exists()
