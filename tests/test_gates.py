@@ -214,7 +214,7 @@ def test_cli_gate_errors_exit_2(digits_checkpoint, tmp_path, capsys):
                        "--gate", "clean.accuracy >= baseline")
     assert code == 2 and "does not exist" in err
     # A metric the suite never writes (a typo, an attack that does not run): refused before the work, with the fix.
-    for gate, needle in [("clean.acuracy >= 0.5", "Did you mean clean.accuracy?"),
+    for gate, needle in [("clean.acuracy >= 0.5", "Did you mean clean.accuracy"),
                          ("clean >= 0.5", "'clean' is not a number"),
                          ("clean.Acuracy >= 0.5", "Valid: clean.accuracy")]:
         code, out, err = run(capsys, *eval_args(digits_checkpoint, tmp_path), "--gate", gate)

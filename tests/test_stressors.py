@@ -69,6 +69,17 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     assert stress["class_counts"][0] > stress["class_counts"][-1] == stress["class_counts"][0] // 10
     assert meta["train_images"] == stress["images"] == sum(stress["class_counts"])
     assert stress["noise"]["changed"] == len(stress["changed_indices"]) > 0
+    # the clean suite splits the classes by training images: frequent, medium and rare thirds
+    from robustbench_lite.api import evaluate
+
+    clean = evaluate(str(out), "digits", "clean", device="cpu").to_dict()["clean"]
+    assert clean["groups"] == {"frequent": ["0", "1", "2"], "medium": ["3", "4", "5", "6"], "rare": ["7", "8", "9"]}
+    assert set(clean["group_accuracy"]) == {"frequent", "medium", "rare"}
+    low, high = clean["ci"]["group_accuracy.rare"]
+    assert low <= clean["group_accuracy"]["rare"] <= high
+    present = [a for a in clean["per_class_accuracy"] if a == a]
+    assert clean["worst_class_accuracy"] == min(present)
+    assert clean["worst_class"] == str(clean["per_class_accuracy"].index(min(present)))
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

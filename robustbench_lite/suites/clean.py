@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
 from robustbench_lite.results import SuiteResult
@@ -30,10 +32,40 @@ class CleanResult(SuiteResult):
     #: with ``--calibrate``: the fold temperatures and ECE/NLL before and after
     #: (:mod:`robustbench_lite.analysis.calibration`)
     calibration: dict[str, Any] | None = None
+    #: the lowest per-class accuracy (recall) and its class
+    worst_class_accuracy: float | None = None
+    worst_class: str | None = None
+    #: when the checkpoint records its per-class training counts (a stressed run): accuracy of the frequent,
+    #: medium and rare thirds of the classes by training images, and which classes are in each
+    group_accuracy: dict[str, float] | None = None
+    groups: dict[str, list[str]] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
-        return {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
-                "ECE": round(self.ece, 4), "NLL": round(self.nll, 4)}
+        out: dict[str, float | int | str] = {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
+                                             "ECE": round(self.ece, 4), "NLL": round(self.nll, 4)}
+        if self.group_accuracy:
+            out.update({f"{g} classes": round(a, 4) for g, a in self.group_accuracy.items()})
+        return out
+
+
+def _worst_class(per_class: list[float], classes: list[str]) -> tuple[float | None, str | None]:
+    present = [(a, classes[i]) for i, a in enumerate(per_class) if a == a]  # NaN: no test image of the class
+    return min(present) if present else (None, None)
+
+
+#: The class groups by training images, most first.
+GROUPS = ("frequent", "medium", "rare")
+
+
+def class_groups(meta: Mapping[str, Any], classes: list[str]) -> dict[str, list[str]] | None:
+    """Classes in thirds by their training images (the checkpoint's stress record), most first; None without."""
+    stress = meta.get("stress") if isinstance(meta, Mapping) else None
+    counts = stress.get("class_counts") if isinstance(stress, Mapping) else None
+    if not isinstance(counts, list) or len(counts) != len(classes) or len(classes) < 3:
+        return None
+    order = sorted(range(len(classes)), key=lambda c: (-counts[c], c))
+    cuts = [round(i * len(classes) / 3) for i in range(4)]
+    return {g: [classes[c] for c in order[cuts[i]:cuts[i + 1]]] for i, g in enumerate(GROUPS)}
 
 
 @register_suite
@@ -68,7 +100,19 @@ class CleanSuite(Suite):
 
             calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
                            "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
+        worst = _worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
+        groups = class_groups(ctx.meta, list(ctx.dataset.classes))
+        group_accuracy = None
+        if groups is not None:
+            group_accuracy = {}
+            for group, names in groups.items():
+                mask = torch.isin(labels, torch.tensor([ctx.dataset.classes.index(n) for n in names]))
+                ctx.records.add(f"clean.group_accuracy.{group}", predicted=predicted, weights=mask)
+                group_accuracy[group] = float((predicted[mask] == labels[mask]).float().mean()) if bool(
+                    mask.any()) else float("nan")
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
+                           worst_class_accuracy=worst[0], worst_class=worst[1], group_accuracy=group_accuracy,
+                           groups=groups,
                            precision=ctx.plan.precision if ctx.plan is not None else "fp32",
                            agreement_with_fp32=agreement["agreement"] if agreement is not None else None,
                            calibration=calibration)
@@ -84,6 +128,10 @@ class CleanSuite(Suite):
                            ("macro-F1", num(block.get("f1_macro"), 3)),
                            ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
                            ("images", num(block.get("n_examples"))),
+                           *((("worst class", f"{pct(block['worst_class_accuracy'])} ({block.get('worst_class')})"),)
+                             if block.get("worst_class_accuracy") is not None else ()),
+                           *((f"{g} classes", pct(a), block_interval(block, f"group_accuracy.{g}"))
+                             for g, a in (block.get("group_accuracy") or {}).items()),
                            *((("ECE after temperature scaling", num(block["calibration"]["ece_after"], 3)),
                               ("NLL after temperature scaling", num(block["calibration"]["nll_after"], 3)))
                              if block.get("calibration") else ()),
