@@ -72,7 +72,9 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     # the clean suite splits the classes by training images: frequent, medium and rare thirds
     from robustbench_lite.api import evaluate
 
-    clean = evaluate(str(out), "digits", "clean", device="cpu").to_dict()["clean"]
+    result = evaluate(str(out), "digits", "clean,corruptions,adversarial", device="cpu", corruptions="fog",
+                      severities="1,5", attack="fgsm", eps="0.1").to_dict()
+    clean = result["clean"]
     assert clean["groups"] == {"frequent": ["0", "1", "2"], "medium": ["3", "4", "5", "6"], "rare": ["7", "8", "9"]}
     assert set(clean["group_accuracy"]) == {"frequent", "medium", "rare"}
     low, high = clean["ci"]["group_accuracy.rare"]
@@ -80,6 +82,13 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     present = [a for a in clean["per_class_accuracy"] if a == a]
     assert clean["worst_class_accuracy"] == min(present)
     assert clean["worst_class"] == str(clean["per_class_accuracy"].index(min(present)))
+    # beside the corruption and adversarial headlines: the same groups' accuracy under each
+    groups = result["corruptions"]["group_mean_accuracy"]
+    assert set(groups) == {"frequent", "medium", "rare"} and all(0 <= v <= 1 for v in groups.values())
+    robust = result["adversarial"]["group_robust_accuracy"]["fgsm.Linf[0.1]"]
+    assert set(robust) == {"frequent", "medium", "rare"}
+    for group in robust:  # an attack never raises a group's accuracy above its clean accuracy
+        assert robust[group] <= clean["group_accuracy"][group] + 1e-9
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

@@ -59,6 +59,7 @@ from robustbench_lite.suites._adversarial_options import (
     result_key,
 )
 from robustbench_lite.suites.base import EvalContext, Headline, Suite, block_interval, register_suite, stats
+from robustbench_lite.suites.clean import group_masks, group_means
 
 #: Images the gradient-masking checks look at (zero gradients, randomness; FGSM/PGD when not reused).
 MASKING_CHECK_IMAGES = 256
@@ -137,6 +138,9 @@ class AdversarialResult(SuiteResult):
     #: attack broke, the classes they are pushed into, the classes losing most
     #: (:func:`robustbench_lite.analysis.failures.failure_flow`)
     failure_flow: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: for a checkpoint with a stress record: robust accuracy of its frequent / medium / rare classes, per
+    #: result key (``pgd.Linf[0.1]``)
+    group_robust_accuracy: dict[str, dict[str, float]] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"clean": round(self.clean_accuracy, 4)}
@@ -310,6 +314,8 @@ class AdversarialSuite(Suite):
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
         flows: dict[str, dict[str, Any]] = {}
+        masks = group_masks(ctx.meta, [str(c) for c in ds.classes], labels)
+        group_robust: dict[str, dict[str, float]] = {}
         clean_pred = ctx.clean_logits().argmax(dim=1)
         broken_by: dict[str, dict[str, list[Any]]] = {}
         ensembles: dict[str, dict[str, list[str]]] = {}
@@ -340,6 +346,10 @@ class AdversarialSuite(Suite):
                                                        [str(c) for c in ds.classes])
                 evaluations[(name, norm)] = ev
                 records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
+                if masks:
+                    for j, e in enumerate(ev.eps):
+                        group_robust[result_key(name, norm, e)] = group_means(
+                            ev.clean_correct & ~ev.fooled[:, j], masks)
                 for j, e in enumerate(ev.eps):
                     atk = attacks.build(name, **kwargs, eps=e)
                     entries.append(AttackResult(
@@ -427,6 +437,7 @@ class AdversarialSuite(Suite):
             passes=passes,
             broken_by=broken_by,
             failure_flow=flows,
+            group_robust_accuracy=group_robust or None,
             settings={
                 "attacks": list(opts.attacks),
                 "norms": list(opts.norms),

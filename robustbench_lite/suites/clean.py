@@ -68,6 +68,19 @@ def class_groups(meta: Mapping[str, Any], classes: list[str]) -> dict[str, list[
     return {g: [classes[c] for c in order[cuts[i]:cuts[i + 1]]] for i, g in enumerate(GROUPS)}
 
 
+def group_masks(meta: Mapping[str, Any], classes: list[str], labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    """Each class group's test images (:func:`class_groups`) as a boolean mask; None without a stress record."""
+    groups = class_groups(meta, classes)
+    if groups is None:
+        return None
+    return {g: torch.isin(labels, torch.tensor([classes.index(n) for n in names])) for g, names in groups.items()}
+
+
+def group_means(correct: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Accuracy of each group's images from per-image correctness (NaN for a group without test images)."""
+    return {g: float(correct[m].float().mean()) if bool(m.any()) else float("nan") for g, m in masks.items()}
+
+
 @register_suite
 class CleanSuite(Suite):
     name = "clean"

@@ -33,6 +33,7 @@ from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
 from robustbench_lite.statistics import interval_text
 from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, block_interval, register_suite, stats
+from robustbench_lite.suites.clean import group_masks, group_means
 
 if TYPE_CHECKING:
     from corruptions.sources import ImageSource
@@ -151,6 +152,8 @@ class CorruptionResult(SuiteResult):
     failure_flow: dict[str, Any] = field(default_factory=dict)
     #: with ``--calibrate``: ECE/NLL before and after temperature scaling, per condition and their means
     calibration: dict[str, Any] | None = None
+    #: for a checkpoint with a stress record: mean corruption accuracy of its frequent / medium / rare classes
+    group_mean_accuracy: dict[str, float] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
@@ -367,6 +370,9 @@ class CorruptionSuite(Suite):
         drop_total = torch.zeros(len(classes))
         temperatures = ctx.temperatures()
         calibration: dict[str, dict[str, float]] = {}
+        masks = group_masks(ctx.meta, classes, labels)
+        group_sums = dict.fromkeys(masks, 0.0) if masks else {}
+        conditions = 0
         acc: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
         for name in names:
@@ -380,6 +386,9 @@ class CorruptionSuite(Suite):
                 acc[name][str(severity)] = float((predicted == labels).float().mean())
                 ctx.records.add(f"corruptions.accuracy.{name}.{severity}", predicted=predicted)
                 flows[f"{name}.{severity}"] = failure_flow(clean_pred, predicted, labels, classes)
+                conditions += 1
+                for group, value in (group_means(predicted == labels, masks) if masks else {}).items():
+                    group_sums[group] += value
                 flow_total += flow_matrix(clean_pred, predicted, labels, len(classes))
                 drop_total += class_drop(clean_pred, predicted, labels, len(classes))
                 if temperatures is not None:
@@ -397,6 +406,7 @@ class CorruptionSuite(Suite):
             cache=source.cache_info(),
             failure_flow=_overall_flow(flows, flow_total, drop_total, classes),
             calibration=mean_calibration(calibration) if temperatures is not None else None,
+            group_mean_accuracy={g: v / max(conditions, 1) for g, v in group_sums.items()} if masks else None,
         )
 
     @classmethod
