@@ -89,6 +89,8 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     assert set(robust) == {"frequent", "medium", "rare"}
     for group in robust:  # an attack never raises a group's accuracy above its clean accuracy
         assert robust[group] <= clean["group_accuracy"][group] + 1e-9
+        low, high = result["adversarial"]["ci"][f"group_robust_accuracy.fgsm.Linf[0.1].{group}"]
+        assert low <= robust[group] <= high
 
 
 @pytest.mark.parametrize(("flags", "needle"), [

@@ -348,8 +348,11 @@ class AdversarialSuite(Suite):
                 records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
                 if masks:
                     for j, e in enumerate(ev.eps):
-                        group_robust[result_key(name, norm, e)] = group_means(
-                            ev.clean_correct & ~ev.fooled[:, j], masks)
+                        robust = ev.clean_correct & ~ev.fooled[:, j]
+                        group_robust[result_key(name, norm, e)] = group_means(robust, masks)
+                        for group, mask in masks.items():  # each group's interval, from its images' outcomes
+                            ctx.records.add(f"adversarial.group_robust_accuracy.{result_key(name, norm, e)}.{group}",
+                                            correct=robust, weights=mask)
                 for j, e in enumerate(ev.eps):
                     atk = attacks.build(name, **kwargs, eps=e)
                     entries.append(AttackResult(
