@@ -115,7 +115,7 @@ def monitor_check(profile: Profile | str | Path, data: Any, /, model: Any = None
         alpha: the false-positive rate of the drift decision.
     """
     log = log or (lambda message: None)
-    if not 0 < alpha < 1:
+    if not 0 < alpha < 1:  # before the profile and the model are read
         raise RobustEvalError(f"--alpha {alpha} must be a probability in (0, 1), e.g. 0.05")
     if permutations < 1:
         raise RobustEvalError(f"--permutations {permutations} must be a positive number, e.g. 500")
@@ -133,11 +133,10 @@ def monitor_check(profile: Profile | str | Path, data: Any, /, model: Any = None
                                      profile.tensors["labels"][:len(profile.tensors["fingerprint_images"])],
                                      tuple(classes)), name=str(profile.meta.get("dataset") or "reference"))
     net, _, device = _model(model, reference, options, log)
-    monitor_mod.check_inputs(profile, images)
-    monitor_mod.verify_model(profile, net, device)  # a user error, before any work is said to start
+    monitor_mod.validate(profile, net, images, alpha, device)  # user errors, before any work is said to start
     log(f"monitor: checking {len(images)} images of {name} against the profile ({profile.meta['images']} "
         "reference images)")
-    report = monitor_mod.check(profile, net, images, labels, alpha=alpha, permutations=permutations, seed=seed,
+    report = monitor_mod.measure(profile, net, images, labels, alpha=alpha, permutations=permutations, seed=seed,
                                batch_size=batch_size, device=device)
     return {"data": name, "profile": {k: profile.meta.get(k) for k in ("model", "model_file", "model_sha256",
                                                                        "dataset", "features", "created")},

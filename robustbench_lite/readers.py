@@ -389,15 +389,7 @@ def imagefolder_loader(split: str, roots: list[Path], download_dir: Path | None,
                 labels.append(i)
     if not paths:
         raise RobustEvalError(f"imagefolder: no images ({', '.join(sorted(IMAGE_EXTS))}) under {base}")
-    from PIL import Image
-
-    try:
-        with Image.open(paths[0]) as first:
-            mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise RobustEvalError(f"cannot read image {paths[0]} ({exc}); remove it from the folder or replace it with "
-                              "a good copy") from None
-    images = _read_images(paths, None, mode)
+    images = _read_images(paths, None, _first_mode(paths[0]))
     return ImageDataset(f"imagefolder:{arg}", split, images, torch.tensor(labels), tuple(classes), str(base))
 
 
@@ -413,16 +405,19 @@ def unlabelled_folder(root: Path, size: tuple[int, int] | None = None, mode: str
     paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     if not paths:
         raise RobustEvalError(f"{root} holds no images ({', '.join(sorted(IMAGE_EXTS))}); pass a folder of images")
-    if mode is None:
-        from PIL import Image
+    return _read_images(paths, size, mode or _first_mode(paths[0]))
 
-        try:
-            with Image.open(paths[0]) as first:
-                mode = "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise RobustEvalError(f"cannot read image {paths[0]} ({exc}); remove it from the folder or replace it "
-                                  "with a good copy") from None
-    return _read_images(paths, size, mode)
+
+def _first_mode(path: Path) -> str:
+    """``L`` for a grey first image, else ``RGB``: the mode a folder's images are all read in."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as first:
+            return "L" if first.mode in ("L", "1", "I;16", "I") else "RGB"
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RobustEvalError(f"cannot read image {path} ({exc}); remove it from the folder or replace it with "
+                              "a good copy") from None
 
 
 # ---------------------------------------------------------------------------------------------

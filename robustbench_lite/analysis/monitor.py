@@ -227,10 +227,24 @@ def check(profile: Profile, model: nn.Module, images: torch.Tensor, labels: torc
         images: (M, C, H, W) float32 in [0, 1], M >= 2, the profile's image shape.
         labels: their true classes when known (the report then gives the true accuracy too).
     """
+    validate(profile, model, images, alpha, device)
+    return measure(profile, model, images, labels, alpha=alpha, permutations=permutations, seed=seed,
+                   batch_size=batch_size, device=device)
+
+
+def validate(profile: Profile, model: nn.Module, images: torch.Tensor, alpha: float = drift.ALPHA,
+             device: torch.device | None = None) -> None:
+    """The user errors of a check, before any work: alpha, the images' count and shape, the model itself."""
     if not 0 < alpha < 1:
         raise RobustEvalError(f"--alpha {alpha} must be a probability in (0, 1), e.g. 0.05")
     check_inputs(profile, images)
     verify_model(profile, model, device)
+
+
+def measure(profile: Profile, model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+            alpha: float = drift.ALPHA, permutations: int = drift.PERMUTATIONS, seed: int = 0,
+            batch_size: int = 256, device: torch.device | None = None) -> dict[str, Any]:
+    """:func:`check` after :func:`validate`: the model's outputs on the new images, compared with the profile."""
     features, logits, kind = outputs(model, images, batch_size, device)
     if kind != profile.meta["features"]:
         raise RobustEvalError(f"the profile holds {profile.meta['features']} features, this model gives {kind}; "

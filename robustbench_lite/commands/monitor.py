@@ -118,8 +118,6 @@ def _check(args: argparse.Namespace) -> int:
     from robustbench_lite.outputs import write_json
 
     alpha = drift.ALPHA if args.alpha is None else args.alpha
-    if not 0 < alpha < 1:
-        raise RobustEvalError(f"--alpha {alpha} must be a probability in (0, 1), e.g. 0.05")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise RobustEvalError(f"--checkpoint {args.checkpoint} does not exist")
     if args.json:

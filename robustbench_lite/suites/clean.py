@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from robustbench_lite.analysis.groups import class_groups, group_masks, group_means
 from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
 from robustbench_lite.results import SuiteResult
@@ -53,34 +52,6 @@ def _worst_class(per_class: list[float], classes: list[str]) -> tuple[float | No
     return min(present) if present else (None, None)
 
 
-#: The class groups by training images, most first.
-GROUPS = ("frequent", "medium", "rare")
-
-
-def class_groups(meta: Mapping[str, Any], classes: list[str]) -> dict[str, list[str]] | None:
-    """Classes in thirds by their training images (the checkpoint's stress record), most first; None without."""
-    stress = meta.get("stress") if isinstance(meta, Mapping) else None
-    counts = stress.get("class_counts") if isinstance(stress, Mapping) else None
-    if not isinstance(counts, list) or len(counts) != len(classes) or len(classes) < 3:
-        return None
-    order = sorted(range(len(classes)), key=lambda c: (-counts[c], c))
-    cuts = [round(i * len(classes) / 3) for i in range(4)]
-    return {g: [classes[c] for c in order[cuts[i]:cuts[i + 1]]] for i, g in enumerate(GROUPS)}
-
-
-def group_masks(meta: Mapping[str, Any], classes: list[str], labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
-    """Each class group's test images (:func:`class_groups`) as a boolean mask; None without a stress record."""
-    groups = class_groups(meta, classes)
-    if groups is None:
-        return None
-    return {g: torch.isin(labels, torch.tensor([classes.index(n) for n in names])) for g, names in groups.items()}
-
-
-def group_means(correct: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """Accuracy of each group's images from per-image correctness (NaN for a group without test images)."""
-    return {g: float(correct[m].float().mean()) if bool(m.any()) else float("nan") for g, m in masks.items()}
-
-
 @register_suite
 class CleanSuite(Suite):
     name = "clean"
@@ -114,15 +85,11 @@ class CleanSuite(Suite):
             calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
                            "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
         worst = _worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
-        groups = class_groups(ctx.meta, list(ctx.dataset.classes))
-        group_accuracy = None
-        if groups is not None:
-            group_accuracy = {}
-            for group, names in groups.items():
-                mask = torch.isin(labels, torch.tensor([ctx.dataset.classes.index(n) for n in names]))
-                ctx.records.add(f"clean.group_accuracy.{group}", predicted=predicted, weights=mask)
-                group_accuracy[group] = float((predicted[mask] == labels[mask]).float().mean()) if bool(
-                    mask.any()) else float("nan")
+        classes = list(ctx.dataset.classes)
+        groups, masks = class_groups(ctx.meta, classes), group_masks(ctx.meta, classes, labels)
+        group_accuracy = group_means(predicted == labels, masks) if masks else None
+        for group, mask in (masks or {}).items():  # each group's interval, from its images' outcomes
+            ctx.records.add(f"clean.group_accuracy.{group}", predicted=predicted, weights=mask)
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
                            worst_class_accuracy=worst[0], worst_class=worst[1], group_accuracy=group_accuracy,
                            groups=groups,

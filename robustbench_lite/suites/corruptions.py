@@ -27,13 +27,13 @@ import torch
 
 from robustbench_lite.analysis.calibration import before_after, calibration_stats, mean_calibration
 from robustbench_lite.analysis.failures import class_drop, failure_flow, flow_matrix, top
+from robustbench_lite.analysis.groups import group_masks, group_means
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import pct
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
 from robustbench_lite.results import SuiteResult, read_json
 from robustbench_lite.statistics import interval_text
 from robustbench_lite.suites.base import EvalContext, HeadlineMetric, Suite, block_interval, register_suite, stats
-from robustbench_lite.suites.clean import group_masks, group_means
 
 if TYPE_CHECKING:
     from corruptions.sources import ImageSource

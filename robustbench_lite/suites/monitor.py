@@ -263,7 +263,8 @@ class MonitorSuite(Suite):
                         else per_size[str(sizes[-1])]["true_mean"])
             conditions[key] = {"accuracy": accuracy, "sizes": per_size}
 
-        measure("clean", *pool_outputs(x_pool), 0)
+        clean_outputs = pool_outputs(x_pool)
+        measure("clean", *clean_outputs, 0)
         for i, name in enumerate(names):
             for severity in severities:
                 got = source.images(name, severity)
@@ -278,7 +279,7 @@ class MonitorSuite(Suite):
             ctx.log(f"monitor: {name}: detection rate at {sizes[-1]} images " + " ".join(
                 f"s{s} {conditions[f'{name}.{s}']['sizes'][str(sizes[-1])]['detection_rate']:.2f}" for s in severities))
 
-        self._shift_conditions(ctx, x_pool, idx_pool, pool_outputs, measure, prior_rows, sizes)
+        self._shift_conditions(ctx, x_pool, idx_pool, pool_outputs, clean_outputs, measure, prior_rows, sizes)
 
         corrupted = [k for k in conditions if k != "clean"]
         power = {str(n): float(np.mean([conditions[k]["sizes"][str(n)]["detection_rate"] for k in corrupted]))
@@ -297,6 +298,7 @@ class MonitorSuite(Suite):
 
     @staticmethod
     def _shift_conditions(ctx: EvalContext, x_pool: torch.Tensor, idx_pool: torch.Tensor, pool_outputs: Any,
+                          clean_outputs: tuple[torch.Tensor | None, torch.Tensor],
                           measure: Any, prior_rows: Any, sizes: list[int]) -> None:
         """The shift suite's covariate splits (its intensities) on the pool, and Dirichlet label shift (its
         alphas) drawn from the pool; other splits (natural, subpopulation) have no images of the pool."""
@@ -313,7 +315,7 @@ class MonitorSuite(Suite):
             for intensity in sopts.intensities:
                 images = split.transform(intensity, ctx.config.seed)(x_pool, idx_pool)
                 measure(f"{split.name}.{intensity}", *pool_outputs(images), 100 + i * 10 + intensity)
-        features, logits = pool_outputs(x_pool)
+        features, logits = clean_outputs  # label shift resamples the clean pool
         if any(split.name == "label/dirichlet" for split in chosen):
             for j, concentration in enumerate(sopts.alphas):
                 measure(f"label/dirichlet.alpha={concentration:g}", features, logits, 1000 + j,
