@@ -33,6 +33,14 @@ CHECKPOINT_KEYS = ("recipe", "seed", "clean_accuracy", "dataset", "input_size", 
                    "init", "train_seconds", "train_images", "precision", "artefact", "sparsity")
 
 
+def stress_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's training-data stress for the results: its settings and counts, not the changed indices."""
+    out = {k: v for k, v in record.items() if k != "changed_indices"}
+    if isinstance(out.get("noise"), dict):
+        out["noise"] = {k: v for k, v in out["noise"].items() if k != "matrix"}
+    return out
+
+
 def prepare(config: RunConfig) -> tuple[RunConfig, sources.FileInfo | None, sources.FileInfo | None]:
     """Validate ``config`` and resolve what it leaves open, before any data is read or model built.
 
@@ -358,7 +366,8 @@ def _run(config: RunConfig, log: Log, module: nn.Module | None = None,
     model_sha = sha256_file(loaded.path) if loaded.path and Path(loaded.path).is_file() else None
     result = run_suites(model, dataset, config, device, meta, log,
                         checkpoint={"path": loaded.path, **({"sha256": model_sha} if model_sha else {}),
-                                    **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta}},
+                                    **{k: meta[k] for k in CHECKPOINT_KEYS if k in meta},
+                                    **({"stress": stress_summary(meta["stress"])} if meta.get("stress") else {})},
                         source=loaded, attack_model=attack_model, parent_transfer=parent_transfer,
                         label=config.model or Path(config.checkpoint or "model").name, fp32_model=fp32_model)
     result.timings = {**timings, **result.timings}

@@ -338,3 +338,31 @@ def pareto(points: Sequence[tuple[str, float | None, float | None, float | None]
             _pct_axis(ax)
             ax.margins(x=0.25, y=0.15)
     return out[0]
+
+
+def stress_curves(family: str, xlabel: str, log_x: bool,
+                  lines: Mapping[str, Sequence[tuple[float, Sequence[float | None]]]],
+                  metrics: Sequence[str]) -> str:
+    """Metrics against the level of one training-data stress, one line per remedy, one panel per metric.
+
+    ``lines``: remedy -> [(level, [value of each metric or None])], levels ascending.
+    """
+    out: list[str] = []
+    with _figure(3.3 * len(metrics) + 0.4, 3.0, out) as fig:
+        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+        for m, (ax, metric) in enumerate(zip(axes, metrics, strict=True)):
+            for k, (remedy, points) in enumerate(lines.items()):
+                pts = [(x, v[m]) for x, v in points if v[m] is not None and math.isfinite(v[m])]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o", ms=4, lw=1.6, color=COLORS[k % len(COLORS)], label=remedy)
+            if log_x:
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_title(metric, fontsize=9)
+            _pct_axis(ax)
+            if m == 0:
+                ax.legend(loc="lower left", fontsize=8)
+        fig.suptitle(family, fontsize=10)
+    return out[0]

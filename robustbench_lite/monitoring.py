@@ -34,7 +34,7 @@ from robustbench_lite.files import sha256_file
 Log = Callable[[str], None]
 
 
-def _model(model: Any, dataset: data_mod.ImageDataset, options: dict[str, Any], log: Log,
+def adapted_model(model: Any, dataset: data_mod.ImageDataset, options: dict[str, Any], log: Log,
            ) -> tuple[torch.nn.Module, dict[str, Any], torch.device]:
     """The adapted model (eval mode) for ``dataset``, what a profile records of it, and the device."""
     config, module, _ = config_for(model, dataset, ["clean"], dict(options))
@@ -70,7 +70,7 @@ def monitor_fit(model: Any = None, /, data: Any = None, *, images: int = monitor
     else:
         dataset = data_mod.as_dataset(data)
     dataset = dataset.limit(images)
-    net, record, device = _model(model, dataset, options, log)
+    net, record, device = adapted_model(model, dataset, options, log)
     log(f"monitor: profiling on {len(dataset)} labelled images of {dataset.name}")
     return monitor_mod.fit(net, dataset.float_images(), dataset.labels, list(dataset.classes),
                            components=components, batch_size=batch_size, device=device,
@@ -132,7 +132,7 @@ def monitor_check(profile: Profile | str | Path, data: Any, /, model: Any = None
     reference = data_mod.as_dataset((profile.tensors["fingerprint_images"],
                                      profile.tensors["labels"][:len(profile.tensors["fingerprint_images"])],
                                      tuple(classes)), name=str(profile.meta.get("dataset") or "reference"))
-    net, _, device = _model(model, reference, options, log)
+    net, _, device = adapted_model(model, reference, options, log)
     monitor_mod.validate(profile, net, images, alpha, device)  # user errors, before any work is said to start
     log(f"monitor: checking {len(images)} images of {name} against the profile ({profile.meta['images']} "
         "reference images)")

@@ -55,6 +55,11 @@ class SweepConfig:
         precision: precisions each checkpoint is evaluated in (``fp32``, ``bf16``, ``fp16``: a cast copy,
             as ``robust-eval --precision``); empty: as shipped. More than one is an axis of the grid.
         inference: ``auto`` or ``eager`` (``robust-eval --inference``).
+        stress: training-data stressors (``imb100``, ``pair0.3``, ``frac0.1``, ``imb100+sym0.2``;
+            ``none``): each is an axis value; a cell with stress or a defence trains its own
+            checkpoint with the quick recipe (kept under ``output_dir/trained``).
+        defence: defences to train with (``none``, ``balanced-softmax``, ``gce``, ``augmix+pgd-at``
+            for several), crossed with ``stress``.
     """
 
     models: list[str] = field(default_factory=lambda: ["shufflenetv2"])
@@ -73,6 +78,8 @@ class SweepConfig:
     compress: list[str] = field(default_factory=list)
     precision: list[str] = field(default_factory=list)
     inference: str = "auto"
+    stress: list[str] = field(default_factory=list)
+    defence: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "the sweep config") -> SweepConfig:
@@ -81,7 +88,7 @@ class SweepConfig:
         if unknown:
             raise RobustEvalError(f"{source} has unknown keys: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         data = dict(values)
-        for key in ("models", "datasets", "suites", "init", "compress", "precision"):
+        for key in ("models", "datasets", "suites", "init", "compress", "precision", "stress", "defence"):
             if isinstance(data.get(key), str) and not data[key].strip(",").strip():
                 raise RobustEvalError(f"{source}: {key} is empty; give at least one name, or leave it out")
             if isinstance(data.get(key), str):
@@ -125,6 +132,18 @@ class SweepConfig:
             CompressOptions(method=spec)  # an unknown method or a bad argument: one line, before any cell
         if len(set(self.compress)) != len(self.compress):
             raise RobustEvalError(f"compress lists a method twice: {', '.join(self.compress)}")
+        from robustbench_lite.training.defences import DefenceOptions
+        from robustbench_lite.training.stressors import StressOptions
+
+        for spec in self.stress:
+            StressOptions.parse(spec)
+        for spec in self.defence:
+            DefenceOptions.from_mapping({"defence": spec.replace("+", ",")})
+        for key, values in (("stress", self.stress), ("defence", self.defence)):
+            if len(set(values)) != len(values):
+                raise RobustEvalError(f"{key} lists a value twice: {', '.join(values)}")
+        if (self.stress or self.defence) and self.checkpoints:
+            raise RobustEvalError("stress and defence train their own checkpoints; drop checkpoints or them")
         for key, path in self.checkpoints.items():
             if len(key.split("/")) not in (2, 3):
                 raise RobustEvalError(f"checkpoints key '{key}' must be 'model/dataset' or 'model/dataset/init'")
@@ -147,7 +166,7 @@ class SweepConfig:
 SWEEP_TYPES: dict[str, tuple[Any, str]] = {
     **{key: (lambda v: isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v),
              "a list of names (or one comma-separated string)")
-       for key in ("models", "datasets", "suites", "init", "compress", "precision")},
+       for key in ("models", "datasets", "suites", "init", "compress", "precision", "stress", "defence")},
     "inference": (lambda v: isinstance(v, str) and bool(v.strip()), "auto or eager"),
     "checkpoints": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) and x
                                                           for k, x in v.items()),
@@ -179,15 +198,22 @@ class Cell:
     suite: str
     compress: str = ""  # "" the checkpoint itself, else the compression method of its artefact
     precision: str = ""  # "" as shipped, else what the model is cast to (--precision)
+    stress: str = ""  # "" the baseline's training data, else a stress spec (StressOptions.parse)
+    defence: str = ""  # "" no defence, else defences joined with "+"
 
     @property
-    def run_key(self) -> tuple[str, str, str, str, str]:
-        return (self.model, self.dataset, self.init, self.compress, self.precision)
+    def form(self) -> tuple[str, ...]:
+        """What identifies the model file (precision is applied when it is evaluated)."""
+        return (self.model, self.dataset, self.init, self.stress, self.defence, self.compress)
+
+    @property
+    def run_key(self) -> tuple[str, ...]:
+        return (*self.form, self.precision)
 
     @property
     def label(self) -> str:
-        return "/".join([self.model, self.dataset, self.init, *(p for p in (self.compress, self.precision) if p),
-                         self.suite])
+        return "/".join([self.model, self.dataset, self.init, *(p for p in (self.stress, self.defence, self.compress,
+                                                                          self.precision) if p), self.suite])
 
 
 def cells(cfg: SweepConfig) -> list[Cell]:
@@ -200,7 +226,11 @@ def cells(cfg: SweepConfig) -> list[Cell]:
             return [""]
         return cfg.precision or [""]
 
-    return [Cell(m, d, i, s, c, p) for m in cfg.models for d in cfg.datasets for i in cfg.init
+    def spec(value: str) -> str:
+        return "" if value in ("none", "standard") else value
+
+    return [Cell(m, d, i, s, c, p, spec(st), spec(df)) for m in cfg.models for d in cfg.datasets for i in cfg.init
+            for st in cfg.stress or [""] for df in cfg.defence or [""]
             for c in ["", *cfg.compress] for p in precisions(c) for s in cfg.suites]
 
 
@@ -221,6 +251,8 @@ def _checkpoint_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
 
 
 def _parent_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
+    if cell.stress or cell.defence:
+        return _trained_for(cell, cfg, log)
     for key in (f"{cell.model}/{cell.dataset}/{cell.init}", f"{cell.model}/{cell.dataset}"):
         if key in cfg.checkpoints:
             return cfg.checkpoints[key]
@@ -228,6 +260,28 @@ def _parent_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
 
     _, _, path = load_or_train_baseline(cell.model, cell.dataset, cfg.seed, cfg.device, cfg.data_dir, log,
                                         show_progress=False, pretrained=cell.init == "pretrained")
+    return str(path)
+
+
+def _trained_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
+    """The checkpoint of a cell's stress and defence (quick recipe), in ``output_dir/trained``, trained once."""
+    from robustbench_lite.config import TrainConfig
+    from robustbench_lite.training import train
+    from robustbench_lite.training.defences import DefenceOptions
+    from robustbench_lite.training.stressors import StressOptions
+
+    stress = StressOptions.parse(cell.stress)
+    name = "-".join([cell.model, cell.dataset.replace(":", "_").replace("/", "_"), cell.init,
+                     (cell.defence or "standard") + (f"+{stress.label()}" if stress.active else ""),
+                     f"seed{cfg.seed}"]) + ".pt"
+    path = Path(cfg.output_dir) / "trained" / name.replace("confusion:", "confusion-").replace("/", "_")
+    if path.is_file():
+        return str(path)
+    log(f"training {path.name} (quick recipe)")
+    train(TrainConfig(model=cell.model, dataset=cell.dataset, seed=cfg.seed, output=str(path),
+                      pretrained=cell.init == "pretrained", device=cfg.device, data_dir=cfg.data_dir,
+                      defences=DefenceOptions.from_mapping({"defence": cell.defence.replace("+", ",") or None}),
+                      stress=stress if stress.active else None, show_progress=False), log=log)
     return str(path)
 
 
@@ -335,6 +389,8 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     grid = cells(cfg)
     log(f"sweep: {len(grid)} cells ({len(cfg.models)} models x {len(cfg.datasets)} datasets x "
         f"{len(cfg.init)} inits x {1 + len(cfg.compress)} forms"
+        + (f" x {len(cfg.stress)} stresses" if cfg.stress else "")
+        + (f" x {len(cfg.defence)} defences" if cfg.defence else "")
         + (f" x {len(cfg.precision)} precisions" if cfg.precision else "") + f" x {len(cfg.suites)} suites) -> {out}")
     per_run: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     failures: list[dict[str, str]] = []
@@ -343,7 +399,7 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     for n, cell in enumerate(grid, 1):
         prefix = f"[{n}/{len(grid)}] {cell.label}"
         try:
-            form = cell.run_key[:4]  # the model file: one per form, whatever precision it is evaluated in
+            form = cell.form  # the model file: one per form, whatever precision it is evaluated in
             if form not in checkpoints:
                 try:
                     path = _checkpoint_for(cell, cfg, log)
@@ -378,9 +434,11 @@ def run_sweep(cfg: SweepConfig, log: Log = print) -> SweepOutcome:
     for key in dict.fromkeys(c.run_key for c in grid):
         if key in per_run:
             runs.append(merge(per_run[key]))
-            varying = [key[0]] + [part for part, many in zip(key[1:], (len(cfg.datasets) > 1, len(cfg.init) > 1,
-                                                                       bool(key[3]), len(cfg.precision) > 1),
-                                                             strict=True) if many]
+            _, dataset, init, stress, defence, form, precision = key
+            varying = [key[0]] + [part for part, many in (
+                (dataset, len(cfg.datasets) > 1), (init, len(cfg.init) > 1), (stress or "none", len(cfg.stress) > 1),
+                (defence or "standard", len(cfg.defence) > 1), (form, bool(form)),
+                (precision, len(cfg.precision) > 1)) if many]
             labels.append("/".join(varying))
     outcome = SweepOutcome(runs, labels, failures, computed, cached)
     summary = {"sweep": cfg.to_dict(), "cells": len(grid), "computed": computed, "cached": cached,

@@ -20,7 +20,7 @@ from robustbench_lite.training import defences
 from robustbench_lite.training.defences import DEFENCES, DefenceContext, DefenceOptions, Pipeline
 
 NAMED = ["fgsm-rs", "pgd-at", "trades", "augmix", "autoaugment", "randaugment", "trivialaugment", "cutmix", "mixup",
-         "gaussian-noise"]
+         "gaussian-noise", "balanced-softmax", "class-balanced", "gce", "sce"]
 ADVERSARIAL = ["fgsm-rs", "pgd-at", "trades"]
 IMAGE = ["augmix", "autoaugment", "randaugment", "trivialaugment"]
 CTX = DefenceContext(num_classes=10, dataset="digits", seed=0)

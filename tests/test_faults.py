@@ -89,6 +89,7 @@ COMMAND_BASES = {
     "monitor fit": ["monitor", "fit", "--checkpoint", "CKPT", "--images", "20", "-o", "OUT/p.safetensors"],
     "monitor check": ["monitor", "check", "--profile", "PROFILE", "--data", "digits", "--limit", "20",
                       "--json", "OUT/m.json"],
+    "audit-labels": ["audit-labels", "--checkpoint", "CKPT", "--limit", "40", "--folds", "2", "-o", "OUT/a.csv"],
 }
 
 
@@ -159,7 +160,7 @@ def test_every_flag_of_every_command_refuses_empty_and_non_finite_values(command
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("robust-eval") and "Traceback" not in err, err
     assert sha256_file(sentinel) == before
-    assert not [name for name in ("m.pt", "c.pt", "s", "r.html", "p.safetensors", "m.json")
+    assert not [name for name in ("m.pt", "c.pt", "s", "r.html", "p.safetensors", "m.json", "a.csv")
                 if (tmp_path / name).exists()]
     assert not (tmp_path / "home" / "history.sqlite").exists()
 

@@ -72,8 +72,9 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     # the clean suite splits the classes by training images: frequent, medium and rare thirds
     from robustbench_lite.api import evaluate
 
-    result = evaluate(str(out), "digits", "clean,corruptions,adversarial", device="cpu", corruptions="fog",
-                      severities="1,5", attack="fgsm", eps="0.1").to_dict()
+    result = evaluate(str(out), "digits", "clean,corruptions,adversarial,shift", device="cpu", corruptions="fog",
+                      severities="1,5", attack="fgsm", eps="0.1", shift_splits="covariate/rotation",
+                      shift_intensities="1,5").to_dict()
     clean = result["clean"]
     assert clean["groups"] == {"frequent": ["0", "1", "2"], "medium": ["3", "4", "5", "6"], "rare": ["7", "8", "9"]}
     assert set(clean["group_accuracy"]) == {"frequent", "medium", "rare"}
@@ -81,10 +82,24 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     assert low <= clean["group_accuracy"]["rare"] <= high
     present = [a for a in clean["per_class_accuracy"] if a == a]
     assert clean["worst_class_accuracy"] == min(present)
+    from sklearn.metrics import precision_score
+
+    cm = torch.tensor(clean["confusion_matrix"])  # rows: true class, columns: prediction
+    y_true = torch.arange(10).repeat_interleave(cm.sum(1))
+    y_pred = torch.cat([torch.arange(10).repeat_interleave(row) for row in cm])
+    expected = precision_score(y_true.numpy(), y_pred.numpy(), labels=list(range(10)), average=None, zero_division=0)
+    got = [p if p is not None and p == p else 0.0 for p in clean["per_class_precision"]]  # never predicted
+    assert got == pytest.approx(expected.tolist())
     assert clean["worst_class"] == str(clean["per_class_accuracy"].index(min(present)))
     # beside the corruption and adversarial headlines: the same groups' accuracy under each
     groups = result["corruptions"]["group_mean_accuracy"]
     assert set(groups) == {"frequent", "medium", "rare"} and all(0 <= v <= 1 for v in groups.values())
+    shifted = result["shift"]["splits"]["covariate/rotation"]
+    assert set(shifted["group_accuracy"]) == {"frequent", "medium", "rare"}
+    per_class = [sum(lv["per_class_accuracy"][int(c)] for lv in shifted["levels"]) / len(shifted["levels"])
+                 for c in clean["groups"]["rare"]]
+    assert shifted["group_accuracy"]["rare"] == pytest.approx(sum(per_class) / 3)
+    assert result["shift"]["group_mean_accuracy"] == shifted["group_accuracy"]  # one split in the summary
     robust = result["adversarial"]["group_robust_accuracy"]["fgsm.Linf[0.1]"]
     assert set(robust) == {"frequent", "medium", "rare"}
     for group in robust:  # an attack never raises a group's accuracy above its clean accuracy

@@ -143,12 +143,64 @@ def test_precision_is_an_axis_and_its_cells_have_their_own_cache(tmp_path, capsy
     (["--suites", "clean,nope"], "unknown suite 'nope'"),
     (["--init", "imagenet"], "unknown init 'imagenet'"),
     (["--resume", "--output-dir", "{tmp}/none"], "no sweep to resume"),
+    (["--stress", "imb0.5"], "--imbalance 0.5 must be a ratio >= 1"),
+    (["--stress", "pair0.6"], "give a rate below 0.5"),
+    (["--stress", "tilt3"], "stress 'tilt3' is not a stressor"),
+    (["--stress", "imb10,imb10"], "stress lists a value twice"),
+    (["--defence", "gce+sce"], "gce,sce is an incompatible combination"),
+    (["--defence", "nope"], "unknown defence 'nope'"),
 ])
 def test_sweep_bad_input_exits_2(argv, needle, tmp_path, capsys):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code, _, err = run(capsys, "sweep", *argv, "--output-dir", str(tmp_path / "o"))
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_stress_and_defence_are_axes_with_their_own_checkpoints_and_curves(tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    argv = ["sweep", "--models", "shufflenetv2_x0_5", "--datasets", "digits", "--suites", "clean", "--limit", "200",
+            "--stress", "none,imb5,imb20", "--defence", "none,balanced-softmax", "--output-dir", str(out_dir),
+            "--device", "cpu"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "x 3 stresses x 2 defences" in err and "cells: 6 computed" in out
+    results = json.loads((out_dir / "results.json").read_text())
+    net = "shufflenetv2_x0_5"
+    assert results["comparison"]["runs"] == [f"{net}/none/standard", f"{net}/none/balanced-softmax",
+                                             f"{net}/imb5/standard", f"{net}/imb5/balanced-softmax",
+                                             f"{net}/imb20/standard", f"{net}/imb20/balanced-softmax"]
+    by_label = dict(zip(results["comparison"]["runs"], results["runs"], strict=True))
+    stressed = by_label[f"{net}/imb20/balanced-softmax"]["checkpoint"]
+    assert stressed["stress"]["imbalance"] == 20 and stressed["defence"]["label"] == "balanced-softmax"
+    assert "changed_indices" not in stressed["stress"]
+    assert "stress" not in by_label[f"{net}/none/standard"]["checkpoint"]
+    assert len(list((out_dir / "trained").glob("*.pt"))) == 5  # none/standard is the cached quick baseline
+    page = (out_dir / "report.html").read_text()
+    assert page.count('class="stress-curve"') == 1 and "Class imbalance" in page
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "cells: 0 computed, 6 cached" in out
+
+
+def test_stress_curves_put_the_unstressed_run_first_and_draw_one_line_per_remedy():
+    from robustbench_lite.analysis.stress_curves import stress_curves
+
+    def run_of(defence, stress=None, acc=0.9):
+        checkpoint = {"defence": {"label": defence}, **({"stress": stress} if stress else {})}
+        return {"model": "m", "checkpoint": checkpoint, "clean": {"accuracy": acc, "worst_class_accuracy": acc - 0.2},
+                "corruptions": {"mean_accuracy": acc - 0.1}}
+
+    runs = [run_of("standard"), run_of("gce", acc=0.89),
+            run_of("standard", {"noise": {"kind": "pair", "rate": 0.4}}, 0.6),
+            run_of("standard", {"noise": {"kind": "pair", "rate": 0.2}}, 0.8),
+            run_of("gce", {"noise": {"kind": "pair", "rate": 0.4}}, 0.7),
+            run_of("standard", {"imbalance": 10, "noise": {"kind": "sym", "rate": 0.2}}, 0.5)]  # two at once: left out
+    (curve,) = stress_curves(runs)
+    assert curve["kind"] == "pair" and not curve["log_x"]
+    assert [x for x, _ in curve["lines"]["standard"]] == [0.0, 0.2, 0.4]
+    assert [v[0] for _, v in curve["lines"]["standard"]] == [0.9, 0.8, 0.6]
+    assert [(x, pytest.approx(v)) for x, v in curve["lines"]["gce"]] == [(0.0, [0.89, 0.69, 0.79]),
+                                                                         (0.4, [0.7, 0.5, 0.6])]
 
 
 def test_grid_and_full_suites():

@@ -11,7 +11,7 @@ from robustbench_lite.errors import GateFailure, RobustEvalError
 #: Subcommand -> module under robustbench_lite.commands (imported on use: `list` stays fast).
 COMMANDS = {"eval": "eval", "train": "train", "compare": "compare", "sweep": "sweep", "list": "list",
             "report": "report", "gate": "gate", "history": "history", "plan": "plan",
-            "compress": "compress", "monitor": "monitor"}
+            "compress": "compress", "monitor": "monitor", "audit-labels": "audit"}
 #: Subcommands that run under torchrun (the others refuse).
 DISTRIBUTED = ("eval", "train")
 

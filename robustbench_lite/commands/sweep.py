@@ -42,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, metavar="P,Q",
                    help="evaluate each checkpoint cast to these precisions (fp32, bf16, fp16; ONNX artefacts run as "
                         "shipped); more than one is an axis of the grid (default: as shipped)")
+    p.add_argument("--stress", default=None, metavar="S,T",
+                   help="training-data stress as an axis: imb10,imb100,pair0.3,frac0.1 ('+' joins stressors, 'none' "
+                        "is the baseline's data); each cell with stress or --defence trains its own checkpoint with "
+                        "the quick recipe (default: none)")
+    p.add_argument("--defence", "--defense", default=None, metavar="D,E",
+                   help="defences as an axis, crossed with --stress: none,balanced-softmax,gce ('+' joins defences "
+                        "trained together, e.g. augmix+pgd-at; default: none)")
     p.add_argument("--inference", default=None, metavar="MODE",
                    help="auto: the fastest forward path whose predictions equal eager PyTorch's; eager: the module "
                         "as given (default: auto)")
@@ -83,6 +90,7 @@ def run(argv: Sequence[str]) -> int:
         values = load_yaml(saved)
     flags = {"models": args.models, "datasets": args.datasets, "suites": args.suites, "init": args.init,
              "compress": args.compress, "precision": args.precision, "inference": args.inference,
+             "stress": args.stress, "defence": args.defence,
              "limit": args.limit, "batch_size": args.batch_size, "output_dir": args.output_dir, "device": args.device,
              "seed": args.seed, "data_dir": args.data_dir, "launcher": args.launcher}
     values.update({k: v for k, v in flags.items() if v is not None})

@@ -323,7 +323,12 @@ def comparison_context(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if sum(p[1] is not None for p in points) >= 2 or sum(p[2] is not None for p in points) >= 2:
             pareto = figures.pareto(points, metric)
     note = next((n for n in map(interval_note, runs) if n), None)
-    return {"runs": labels, "rows": rows, "pareto": pareto, "metric": metric, "ci_note": note}
+    from robustbench_lite.analysis.stress_curves import METRICS, stress_curves
+
+    stress = [{"title": c["title"], "src": figures.stress_curves(c["title"], c["xlabel"], c["log_x"], c["lines"],
+                                                                 [name for _, name in METRICS]),
+               "remedies": list(c["lines"])} for c in stress_curves(runs)]
+    return {"runs": labels, "rows": rows, "pareto": pareto, "metric": metric, "ci_note": note, "stress": stress}
 
 
 def _size_mb(run: Mapping[str, Any]) -> float | None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -503,7 +503,7 @@ class AdversarialSuite(Suite):
                            ("norms", ", ".join(map(str, settings.get("norms", []))) or
                             ", ".join(sorted({str(r.get("norm")) for r in entries}))),
                            ("steps", num(settings.get("steps"))), ("restarts", num(settings.get("restarts"))),
-                           ("images", num(block.get("n_examples")))),
+                           ("images", num(block.get("n_examples"))), *_group_stats(block, ci)),
             "rows": [{"attack": r.get("attack"), "norm": r.get("norm"), "eps": num(r.get("eps"), 4),
                       "robust_accuracy": pct(r.get("robust_accuracy")), "asr": pct(r.get("attack_success_rate")),
                       "perturbation": num(r.get("mean_perturbation"), 3), "steps": num(r.get("steps")),
@@ -523,3 +523,12 @@ class AdversarialSuite(Suite):
                            "parts": ", ".join(f"{k} {v}" for k, v in r["broken_by"].items()) or "none fooled"}
                           for r in entries if isinstance(r.get("broken_by"), Mapping)],
         }
+
+
+def _group_stats(block: Mapping[str, Any], ci: Callable[[str], Any]) -> list[tuple[Any, ...]]:
+    """Robust accuracy of the frequent, medium and rare classes under the last attack result (a stressed checkpoint)."""
+    groups = block.get("group_robust_accuracy") or {}
+    if not groups:
+        return []
+    key = list(groups)[-1]
+    return [(f"{g} classes: {key}", pct(a), ci(f"group_robust_accuracy.{key}.{g}")) for g, a in groups[key].items()]

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from robustbench_lite.analysis.groups import class_groups, group_masks, group_means
 from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
@@ -38,6 +40,9 @@ class CleanResult(SuiteResult):
     #: medium and rare thirds of the classes by training images, and which classes are in each
     group_accuracy: dict[str, float] | None = None
     groups: dict[str, list[str]] | None = None
+    #: per class, the share of the images predicted as that class that are of it (NaN: never predicted);
+    #: per-class accuracy is each class's recall
+    per_class_precision: list[float] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
@@ -90,9 +95,12 @@ class CleanSuite(Suite):
         group_accuracy = group_means(predicted == labels, masks) if masks else None
         for group, mask in (masks or {}).items():  # each group's interval, from its images' outcomes
             ctx.records.add(f"clean.group_accuracy.{group}", predicted=predicted, weights=mask)
+        cm = np.asarray(report["confusion_matrix"], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(cm.sum(0) > 0, np.diag(cm) / np.maximum(cm.sum(0), 1), np.nan).tolist()
         return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
                            worst_class_accuracy=worst[0], worst_class=worst[1], group_accuracy=group_accuracy,
-                           groups=groups,
+                           groups=groups, per_class_precision=precision,
                            precision=ctx.plan.precision if ctx.plan is not None else "fp32",
                            agreement_with_fp32=agreement["agreement"] if agreement is not None else None,
                            calibration=calibration)
@@ -103,6 +111,7 @@ class CleanSuite(Suite):
 
         classes = [str(c) for c in block.get("classes", [])]
         per_class = block.get("per_class_accuracy") or []
+        precision = block.get("per_class_precision") or []
         out: dict[str, Any] = {
             "stats": stats(("accuracy", pct(block.get("accuracy")), block_interval(block, "accuracy")),
                            ("macro-F1", num(block.get("f1_macro"), 3)),
@@ -118,7 +127,9 @@ class CleanSuite(Suite):
                            *((("agreement with fp32", pct(block["agreement_with_fp32"])),)
                              if block.get("agreement_with_fp32") is not None else ())),
             "per_class": [{"name": classes[i] if i < len(classes) else str(i), "accuracy": pct(a), "value": a,
-                           "ci": block_interval(block, f"per_class_accuracy[{i}]")} for i, a in enumerate(per_class)],
+                           "ci": block_interval(block, f"per_class_accuracy[{i}]"),
+                           "precision": pct(precision[i]) if i < len(precision) else "—"}
+                          for i, a in enumerate(per_class)],
             "confusion": None, "reliability": None,
         }
         if block.get("confusion_matrix"):

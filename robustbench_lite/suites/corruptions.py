@@ -157,7 +157,8 @@ class CorruptionResult(SuiteResult):
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
-                "mCE": round(self.mce, 4), "rel mCE": round(self.relative_mce, 4)}
+                "mCE": round(self.mce, 4), "rel mCE": round(self.relative_mce, 4),
+                **{f"{g} classes": round(a, 4) for g, a in (self.group_mean_accuracy or {}).items()}}
 
 
 def _errors(acc: dict[str, dict[str, float]], name: str, severities: list[int]) -> list[float]:
@@ -466,6 +467,8 @@ class CorruptionSuite(Suite):
                            ("profile", str(block.get("profile", "n/a"))),
                            ("backend", str(block.get("backend", "n/a"))),
                            ("corruptions x severities", f"{len(names)} x {len(severities)}"),
+                           *((f"{g} classes: mean accuracy", pct(a))
+                             for g, a in (block.get("group_mean_accuracy") or {}).items()),
                            *calibration_stats(block.get("calibration"), "under corruptions")),
             "normalised": normalised,
             "reference": block.get("mce_reference"),

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from robustbench_lite import shift
+from robustbench_lite.analysis.groups import class_groups
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import finite, num, pct
 from robustbench_lite.metrics import (
@@ -113,6 +114,8 @@ class SplitScore:
     extra: dict[str, Any] = field(default_factory=dict)
     #: with ``--calibrate``: ECE/NLL before and after temperature scaling, per level and their means
     calibration: dict[str, Any] | None = None
+    #: a stressed checkpoint's frequent/medium/rare classes: the mean of their per-class accuracies
+    group_accuracy: dict[str, float] | None = None
 
 
 @dataclass
@@ -131,12 +134,23 @@ class ShiftResult(SuiteResult):
     splits: dict[str, SplitScore] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    #: a stressed checkpoint's class groups: their accuracy averaged over the summary's splits
+    group_mean_accuracy: dict[str, float] | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"splits": sum(s.in_summary and s.shifted for s in self.splits.values()),
                 "mean acc": round(self.mean_accuracy, 4), "worst acc": round(self.worst_accuracy, 4),
                 "worst split": self.worst_split or "-", "acc ratio": round(self.accuracy_ratio, 4),
-                "skipped": len(self.skipped)}
+                "skipped": len(self.skipped),
+                **{f"{g} classes": round(a, 4) for g, a in (self.group_mean_accuracy or {}).items()}}
+
+
+def _group_means(per_split: list[dict[str, float] | None]) -> dict[str, float] | None:
+    """Each class group's accuracy averaged over the splits that have it."""
+    present = [g for g in per_split if g]
+    if not present:
+        return None
+    return {group: _mean([g[group] for g in present]) for group in present[0]}
 
 
 def _mean(values: list[float]) -> float:
@@ -302,8 +316,13 @@ def calibrate_split(data: shift.SplitData, temperatures: tuple[float, float]) ->
     return mean_calibration(by_level)
 
 
-def score_split(data: shift.SplitData, description: str, reference: LevelScore) -> SplitScore:
-    """A built split against its reference: level scores, their means, the classes that lose most."""
+def score_split(data: shift.SplitData, description: str, reference: LevelScore,
+                groups: Mapping[str, list[str]] | None = None) -> SplitScore:
+    """A built split against its reference: level scores, their means, the classes that lose most.
+
+    ``groups``: class groups (a stressed checkpoint's frequent, medium and rare classes); a split
+    over the same classes gets each group's accuracy, the mean of its classes' accuracies.
+    """
     levels = [score_level(level, len(data.classes), reference.accuracy) for level in data.levels]
     acc = _mean([lv.accuracy for lv in levels])
     worst = min(levels, key=lambda lv: lv.accuracy)
@@ -325,8 +344,21 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore) 
         reference=data.reference_name, reference_accuracy=reference.accuracy, accuracy_ratio=ratio,
         worst_level=worst.name, worst_level_accuracy=worst.accuracy, classes=list(data.classes),
         classes_losing_most=losing, levels=levels, shifted=data.shifted, in_summary=data.in_summary,
-        notes=list(data.notes), extra=data.extra,
+        notes=list(data.notes), extra=data.extra, group_accuracy=_group_accuracy(per_class, data.classes, groups),
     )
+
+
+def _group_accuracy(per_class: np.ndarray, classes: Sequence[str],
+                    groups: Mapping[str, list[str]] | None) -> dict[str, float] | None:
+    """Each group's mean per-class accuracy (NaN classes skipped); None without groups or for other classes."""
+    if not groups or any(name not in classes for names in groups.values() for name in names):
+        return None
+    out = {}
+    for group, names in groups.items():
+        values = [per_class[list(classes).index(n)] for n in names]
+        values = [v for v in values if math.isfinite(v)]
+        out[group] = float(np.mean(values)) if values else float("nan")
+    return out
 
 
 @register_suite
@@ -377,13 +409,14 @@ class ShiftSuite(Suite):
         clean.drop = 0.0
         ctx.records.add("shift.clean_accuracy", predicted=ctx.clean_logits().argmax(dim=1))
         splits: dict[str, SplitScore] = {}
+        groups = class_groups(ctx.meta, [str(c) for c in dataset.classes])
         for split in selected:
             t0 = time.perf_counter()
             for data in split.build(env):
                 reference = clean
                 if data.reference is not None:
                     reference = score_level(data.reference, len(data.classes), float("nan"))
-                splits[data.name] = score_split(data, split.description, reference)
+                splits[data.name] = score_split(data, split.description, reference, groups)
                 if ctx.temperatures() is not None:
                     splits[data.name].calibration = calibrate_split(data, ctx.temperatures())
                 record_split(ctx.records, data)
@@ -399,6 +432,7 @@ class ShiftSuite(Suite):
             worst_accuracy=worst.accuracy if worst else float("nan"), worst_split=worst.name if worst else None,
             accuracy_ratio=_mean(ratios), worst_ratio=min(ratios) if ratios else float("nan"),
             splits=splits, skipped=skipped, options=options.to_dict(full=True),
+            group_mean_accuracy=_group_means([s.group_accuracy for s in summary]) if groups else None,
         )
 
     @classmethod
@@ -447,6 +481,8 @@ class ShiftSuite(Suite):
                            ("accuracy ratio", num(block.get("accuracy_ratio"), 3), ci("accuracy_ratio"), "ratio"),
                            ("clean accuracy", pct(block.get("clean_accuracy")), ci("clean_accuracy")),
                            ("clean ECE", num(block.get("clean_ece"), 3)), ("splits", str(len(splits))),
+                           *((f"{g} classes: mean accuracy", pct(a))
+                             for g, a in (block.get("group_mean_accuracy") or {}).items()),
                            *calibration_stats(_mean_split_calibration(splits), "under shift")),
             "rows": rows,
             "bars": figures.shift_bars([(n, s.get("accuracy"), s.get("reference_accuracy"))

@@ -115,8 +115,10 @@ class Trainer:
                         if noise else ""))
         self.train_set = train_set
         self.test_set = data_mod.load(cfg.dataset, "test", cfg.data_dir).limit(cfg.eval_limit)
+        counts = torch.bincount(torch.as_tensor(train_set.labels), minlength=train_set.num_classes)
         pipeline = self.pipeline = Pipeline(cfg.defences, DefenceContext(
-            train_set.num_classes, cfg.dataset, cfg.seed, recipe.label_smoothing))
+            train_set.num_classes, cfg.dataset, cfg.seed, recipe.label_smoothing,
+            class_counts=tuple(int(c) for c in counts)))
         stress_label = cfg.stress.label() if cfg.stress is not None else ""
         self.path = Path(cfg.output) if cfg.output else default_output(
             cfg, recipe, pipeline.label + (f"+{stress_label}" if stress_label else ""))
@@ -344,6 +346,7 @@ class Trainer:
             "init": "imagenet" if cfg.pretrained else "scratch",
             "history": self.history,
             "train_images": len(self.all_idx),
+            "train_limit": cfg.limit,  # the first N training images (None: all), before any stress
             **({"stress": self.stress_record} if self.stress_record is not None else {}),
             "train_seconds": round(self.train_seconds, 2),
             "clean_accuracy": clean_acc,

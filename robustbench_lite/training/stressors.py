@@ -76,6 +76,44 @@ class StressOptions:
                      "confusion:") else ("confusion" if self.label_noise else "")]
         return "+".join(p for p in parts if p)
 
+    @classmethod
+    def parse(cls, spec: str) -> StressOptions:
+        """The inverse of :meth:`label`: ``frac0.1``, ``n100``, ``imb100`` (``imb100step``), ``sym0.2``,
+        ``pair0.3``, ``confusion:FILE``, joined with ``+``; ``none`` or "" is no stress.
+
+        Raises:
+            RobustEvalError: a part that is none of these, or a value the stressors refuse.
+        """
+        import re
+
+        values: dict[str, Any] = {}
+        for part in (p.strip() for p in spec.split("+")):
+            if part in ("", "none"):
+                continue
+            if part.startswith("confusion:"):
+                values["label_noise"] = part
+                continue
+            m = re.fullmatch(r"(frac|n|imb|sym|pair)([0-9.eE+-]+?)(exp|step)?", part)
+            try:
+                number = float(m.group(2)) if m else None
+            except ValueError:
+                number = None
+            if m is None or number is None or (m.group(3) and m.group(1) != "imb"):
+                raise RobustEvalError(f"stress {part!r} is not a stressor; write frac0.1, n100, imb100 (or "
+                                      "imb100step), sym0.2, pair0.3 or confusion:FILE, joined with '+'")
+            kind = m.group(1)
+            if kind == "frac":
+                values["fraction"] = number
+            elif kind == "n":
+                if number != int(number):
+                    raise RobustEvalError(f"stress {part!r}: images per class must be a whole number")
+                values["per_class"] = int(number)
+            elif kind == "imb":
+                values.update(imbalance=number, profile=m.group(3) or "exp")
+            else:
+                values["label_noise"] = f"{kind}:{m.group(2)}"
+        return cls(**values).validate()
+
     def to_dict(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "per_class": self.per_class, "imbalance": self.imbalance,
                 "profile": self.profile if self.imbalance is not None else None, "label_noise": self.label_noise}
@@ -97,6 +135,9 @@ def parse_noise(spec: str) -> tuple[str, float | str]:
         raise RobustEvalError(f"--label-noise {spec!r}: the rate must be a number in [0, 1), e.g. {kind}:0.2") from None
     if not 0 <= rate < 1:
         raise RobustEvalError(f"--label-noise {spec!r}: the rate must be in [0, 1), e.g. {kind}:0.2")
+    if kind == "pair" and rate >= 0.5:
+        raise RobustEvalError(f"--label-noise pair:{rate:g}: at 0.5 or more a class's flipped labels outnumber its "
+                              "true ones and the labels carry no information; give a rate below 0.5")
     return kind, rate
 
 
@@ -179,9 +220,15 @@ def _targets(counts: torch.Tensor, opts: StressOptions) -> torch.Tensor:
     return target
 
 
-def apply(labels: torch.Tensor, classes: int, opts: StressOptions, seed: int) -> Stress:
-    """The stressed training set of a split with these ``labels`` (see the module docstring)."""
-    opts.validate()
+def apply(labels: torch.Tensor, classes: int, opts: StressOptions, seed: int,
+          matrix: torch.Tensor | None = None) -> Stress:
+    """The stressed training set of a split with these ``labels`` (see the module docstring).
+
+    ``matrix``: the noise matrix to draw from instead of reading ``opts.label_noise`` (a recorded
+    run reproduced from its checkpoint, whose confusion file may be gone).
+    """
+    if matrix is None:
+        opts.validate()
     counts = torch.bincount(labels, minlength=classes)
     target = _targets(counts, opts)
     gen = torch.Generator().manual_seed(derive_seed(seed, 0, "stress", "subset"))
@@ -195,8 +242,11 @@ def apply(labels: torch.Tensor, classes: int, opts: StressOptions, seed: int) ->
     changed = torch.zeros(0, dtype=torch.long)
     noise: dict[str, Any] | None = None
     if opts.label_noise is not None:
-        kind, arg = parse_noise(opts.label_noise)
-        matrix = noise_matrix(kind, arg, classes)
+        kind, _, arg = opts.label_noise.partition(":")
+        if matrix is None:
+            kind, arg = parse_noise(opts.label_noise)
+            matrix = noise_matrix(kind, arg, classes)
+        matrix = torch.as_tensor(matrix, dtype=torch.float64)
         ngen = torch.Generator().manual_seed(derive_seed(seed, 0, "stress", "noise"))
         drawn = torch.multinomial(matrix[new].float(), 1, generator=ngen).flatten()
         flipped = drawn != new

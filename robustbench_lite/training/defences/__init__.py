@@ -7,7 +7,10 @@ different stages into one :class:`Pipeline`:
    trivialaugment), built on ``torchvision.transforms.v2``; each image draws its own operations.
 2. ``pixel``: per-image float noise (gaussian-noise).
 3. ``mix``: batch mixing with soft labels (cutmix, mixup; both together alternate per batch).
-4. ``loss``: what the model is trained on and with which loss (fgsm-rs, pgd-at, trades, and augmix
+4. ``criterion``: the function of (logits, targets) minimised in place of cross-entropy
+   (balanced-softmax, class-balanced for imbalance; gce, sce for label noise). At most one; the
+   loss owner and plain training both use it.
+5. ``loss``: what the model is trained on and with which loss (fgsm-rs, pgd-at, trades, and augmix
    with its Jensen-Shannon consistency). At most one defence owns the loss.
 
 Each defence is one registered entry (:data:`DEFENCES`) with its own frozen ``Params``, the flags
@@ -20,8 +23,8 @@ Adding a defence: a class with ``@register_defence`` in one of these modules (or
 imported below, which fixes its flags' place in ``--help``).
 """
 
-# Import order is flag order in --help: adversarial, then augmentation, then mixing and noise.
-from robustbench_lite.training.defences import adversarial, augment, mixing
+# Import order is flag order in --help: adversarial, augmentation, mixing and noise, then criteria.
+from robustbench_lite.training.defences import adversarial, augment, criteria, mixing
 from robustbench_lite.training.defences.base import (
     DEFENCES,
     FLAGS,
@@ -40,6 +43,6 @@ from robustbench_lite.training.defences.pipeline import Pipeline
 
 __all__ = [
     "DEFENCES", "FLAGS", "STAGES", "Defence", "DefenceContext", "DefenceOptions", "Flag", "NoParams", "Params",
-    "Pipeline", "Prepared", "add_arguments", "adversarial", "augment", "mixing", "param", "parse_names",
+    "Pipeline", "Prepared", "add_arguments", "adversarial", "augment", "criteria", "mixing", "param", "parse_names",
     "register_defence",
 ]

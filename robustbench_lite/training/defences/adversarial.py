@@ -126,7 +126,7 @@ class _Adversarial(Defence):
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         adv = self.adversarial_examples(attack_model or model, batch)
         logits = model(adv)
-        return F.cross_entropy(logits, batch.y, label_smoothing=self.ctx.label_smoothing), logits, batch.y
+        return self.ctx.loss(logits, batch.y), logits, batch.y
 
     def heldout_accuracy(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: list[int],
                          seed: int) -> tuple[float, float]:
@@ -189,6 +189,6 @@ class TRADESTraining(_Adversarial):
         else:
             logits_clean = model(batch.x)
             logits_adv = model(adv)
-        natural = F.cross_entropy(logits_clean, batch.y, label_smoothing=self.ctx.label_smoothing)
+        natural = self.ctx.loss(logits_clean, batch.y)
         robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
         return natural + self.params.beta * robust, logits_adv, batch.y  # type: ignore[attr-defined]

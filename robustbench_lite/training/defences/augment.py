@@ -93,7 +93,7 @@ class AugMix(_ImageAugmentation):
         views = [batch.x] + [per_image(self.transform, batch.raw).float().div_(255) for _ in range(2)]
         logits = model(torch.cat(views))
         clean, a1, a2 = logits[:n], logits[n:2 * n], logits[2 * n:]
-        loss = F.cross_entropy(clean, batch.targets, label_smoothing=self.ctx.label_smoothing)
+        loss = self.ctx.loss(clean, batch.targets)
         p = [F.softmax(v, dim=1) for v in (clean, a1, a2)]
         mixture = torch.clamp((p[0] + p[1] + p[2]) / 3.0, 1e-7, 1).log()
         jsd = sum(F.kl_div(mixture, q, reduction="batchmean") for q in p) / 3.0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustbench_lite.errors import RobustEvalError
@@ -25,8 +26,9 @@ from robustbench_lite.registry import Registry
 
 DEFENCES: Registry[type[Defence]] = Registry("defence", "robust-eval list defences")
 
-#: The stages of a training step a defence can act on, in the order they run.
-STAGES = ("image", "pixel", "mix", "loss")
+#: The stages of a training step a defence can act on, in the order they run. ``criterion`` is the
+#: function of (logits, labels) that the ``loss`` stage's owner (or plain training) minimises.
+STAGES = ("image", "pixel", "mix", "criterion", "loss")
 
 
 def flag_name(name: str) -> str:
@@ -175,12 +177,34 @@ class NoParams(Params):
 
 @dataclass
 class DefenceContext:
-    """What a defence may know about the run."""
+    """What a defence may know about the run.
+
+    Attributes:
+        class_counts: training images per class under the labels the model trains on (after any
+            stress); None before the data is read (criteria then assume balanced classes).
+        criterion: the selected ``criterion`` defence's loss of (logits, soft targets), set by the
+            pipeline; None: cross-entropy.
+    """
 
     num_classes: int
     dataset: str
     seed: int = 0
     label_smoothing: float = 0.0
+    class_counts: tuple[int, ...] | None = None
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training criterion of ``logits`` against hard labels (N,) or soft targets (N, classes).
+
+        Cross-entropy with the run's label smoothing, or the selected criterion, which receives
+        the targets as (N, classes) distributions with the same smoothing applied.
+        """
+        if self.criterion is None:
+            return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        soft = F.one_hot(targets, logits.shape[1]).to(logits.dtype) if targets.ndim == 1 else targets.to(logits.dtype)
+        if self.label_smoothing:
+            soft = soft * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[1]
+        return self.criterion(logits, soft)
 
 
 @dataclass
@@ -247,6 +271,10 @@ class Defence:
         raise NotImplementedError
 
     def mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def criterion(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of (N, classes) logits against (N, classes) target distributions."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Prepared, attack_model: nn.Module | None = None

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from robustbench_lite.training.defences.augment import per_image
@@ -34,6 +33,9 @@ class Pipeline:
         self.image_stage = by_stage["image"]
         self.pixel_stage = by_stage["pixel"]
         self.mixers = by_stage["mix"]
+        # The criterion defence (at most one) is what every loss owner and plain training minimise.
+        self.criterion = by_stage["criterion"][0] if by_stage["criterion"] else None
+        ctx.criterion = self.criterion.criterion if self.criterion is not None else None
         self.ctx = ctx
 
     @property
@@ -89,6 +91,6 @@ class Pipeline:
         if self.loss_owner is not None:
             return self.loss_owner.loss(model, batch, attack_model)
         logits = model(batch.x)
-        loss = F.cross_entropy(logits, batch.targets, label_smoothing=self.ctx.label_smoothing)
+        loss = self.ctx.loss(logits, batch.targets)
         labels = batch.targets.argmax(1) if batch.targets.ndim == 2 else batch.targets
         return loss, logits, labels

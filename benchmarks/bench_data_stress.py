@@ -1,0 +1,196 @@
+"""Training-data stress side by side: what small, imbalanced and mislabelled training sets cost, and what buys it back.
+
+For each condition this trains ShuffleNetV2 on Fashion-MNIST (by default) with the quick recipe
+through ``robustbench_lite.training`` (the same code as ``robust-eval train --imbalance 100
+--defence balanced-softmax``), once without and once with the condition's remedy, then measures
+with the evaluator:
+
+* clean accuracy and worst-class accuracy on the whole test set (10,000 images), and for imbalance
+  the rare third of the classes (by training images);
+* mean corruption accuracy (15 corruptions x 5 severities) on the first ``--n`` test images;
+* PGD-20 Linf robust accuracy at the dataset's eps (0.1) and at 0.01 on the same images (no model
+  trained without adversarial examples keeps any accuracy at 0.1);
+* for label noise, the label audit (``robust-eval audit-labels``): precision and recall of the
+  flagged training images against the injected noise.
+
+Conditions (``--conditions``): none; imb10, imb100 (exponential profile; remedy balanced-softmax);
+sym0.2, sym0.4, pair0.2, pair0.4 (remedy gce); frac0.1, frac0.01 (remedy trivialaugment: strong
+augmentation; ImageNet transfer, the other small-data remedy, needs weights this machine cannot
+download). Small-data runs take as many optimisation steps as the full run (epochs x 1/fraction,
+at most 300 epochs), so that they differ in data, not in training length.
+
+Checkpoints and per-run results are cached in ``--workdir``: an interrupted run resumes where it
+stopped. Not a timed benchmark: accuracies only (the table lists training minutes for reference).
+
+Usage:
+    python benchmarks/bench_data_stress.py                         # everything, about 90 minutes on 2 cores
+    python benchmarks/bench_data_stress.py --conditions none,pair0.4 --n 500
+    python benchmarks/bench_data_stress.py --remedies imbalance=class-balanced,noise=sce
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script from anywhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from robustbench_lite.api import evaluate  # noqa: E402
+from robustbench_lite.config import RunConfig, TrainConfig  # noqa: E402
+from robustbench_lite.training import train  # noqa: E402
+from robustbench_lite.training.defences import DefenceOptions  # noqa: E402
+from robustbench_lite.training.recipes import QUICK  # noqa: E402
+from robustbench_lite.training.stressors import StressOptions  # noqa: E402
+
+CONDITIONS = ("none", "imb10", "imb100", "sym0.2", "sym0.4", "pair0.2", "pair0.4", "frac0.1", "frac0.01")
+REMEDIES = {"imbalance": "balanced-softmax", "noise": "gce", "small": "trivialaugment"}
+MAX_EPOCHS = 300
+#: PGD-20 budgets: Fashion-MNIST's standard eps (0.1), where a model without adversarial training is at
+#: 0%, and a small one (0.01) where models without adversarial training still differ.
+EPS, SMALL_EPS = 0.1, 0.01
+
+
+def stress_of(condition: str) -> tuple[StressOptions | None, str]:
+    """(the stressors, the family whose remedy applies) of a condition name."""
+    if condition == "none":
+        return None, ""
+    for prefix, family in (("imb", "imbalance"), ("sym", "noise"), ("pair", "noise"), ("frac", "small")):
+        if condition.startswith(prefix):
+            value = float(condition[len(prefix):])
+            if family == "imbalance":
+                return StressOptions(imbalance=value).validate(), family
+            if family == "small":
+                return StressOptions(fraction=value).validate(), family
+            return StressOptions(label_noise=f"{prefix}:{value:g}").validate(), family
+    raise SystemExit(f"unknown condition {condition!r}; valid: {', '.join(CONDITIONS)}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="shufflenetv2")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated (default: all)")
+    p.add_argument("--remedies", default=None, metavar="FAMILY=DEFENCE[,...]",
+                   help=f"remedy per family (default: {REMEDIES})")
+    p.add_argument("--no-remedy", action="store_true", help="train only without the remedies")
+    p.add_argument("--n", type=int, default=1000, help="test images for PGD-20 and corruptions (default: 1000)")
+    p.add_argument("--audit", action=argparse.BooleanOptionalAction, default=True,
+                   help="audit the labels of the noisy runs (default: on)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="reports/bench_data_stress",
+                   help="checkpoints and results (default: %(default)s)")
+    p.add_argument("--out", default=None, help="write the table as OUT.md and OUT.json (default: WORKDIR/table)")
+    return p.parse_args(argv)
+
+
+def epochs_for(stress: StressOptions | None) -> int:
+    if stress is None or stress.fraction is None:
+        return QUICK.epochs
+    return min(MAX_EPOCHS, math.ceil(QUICK.epochs / stress.fraction))
+
+
+def log_to_stderr(tag: str):
+    return lambda m: print(f"  [{tag}] {m}", file=sys.stderr, flush=True)
+
+
+def run_one(condition: str, remedy: str | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    tag = f"{condition}{'+' + remedy if remedy else ''}"
+    cached = workdir / f"{tag}.json"
+    stress, family = stress_of(condition)
+    row = json.loads(cached.read_text()) if cached.is_file() else measure(condition, remedy, tag, stress, family, args,
+                                                                          workdir)
+    cached.write_text(json.dumps(row, indent=2))
+    if family == "noise" and args.audit and "audit_precision" not in row:
+        from robustbench_lite.auditing import audit_labels
+
+        report = audit_labels(row["checkpoint"], log=log_to_stderr(tag))
+        detection = report["detection"]
+        row.update({"audit_flagged": report["flagged"], "audit_precision": detection["precision"],
+                    "audit_recall": detection["recall"], "noise_changed": detection["injected"]})
+        cached.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def measure(condition: str, remedy: str | None, tag: str, stress: StressOptions | None, family: str,
+            args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Train (unless the checkpoint is there) and evaluate one run."""
+    ckpt = workdir / f"{args.model}--{tag}.pt"
+    epochs = epochs_for(stress)
+    t0 = time.perf_counter()
+    if not ckpt.is_file():
+        cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=epochs, seed=args.seed, output=str(ckpt),
+                          defences=DefenceOptions.from_mapping({"defence": remedy}), stress=stress,
+                          show_progress=False)
+        train(cfg, log=log_to_stderr(tag))
+    train_wall = time.perf_counter() - t0
+    run = RunConfig(checkpoint=str(ckpt), suites=["clean"], seed=args.seed, show_progress=False)
+    clean = evaluate(run, log=log_to_stderr(tag)).to_dict()["clean"]
+    run = RunConfig(checkpoint=str(ckpt), suites=["adversarial", "corruptions"], limit=args.n, seed=args.seed,
+                    show_progress=False, suite_options={"adversarial": {"attack": "pgd", "steps": 20,
+                                                                         "eps": f"{SMALL_EPS:g},{EPS:g}"}})
+    result = evaluate(run, log=log_to_stderr(tag)).to_dict()
+    pgd = {r["eps"]: r["robust_accuracy"] for r in result["adversarial"]["results"] if r["attack"] == "pgd"}
+    return {
+        "condition": condition, "remedy": remedy or "-", "family": family, "epochs": epochs,
+        "clean_accuracy": clean["accuracy"], "worst_class_accuracy": clean.get("worst_class_accuracy"),
+        "worst_class": clean.get("worst_class"),
+        "rare_accuracy": (clean.get("group_accuracy") or {}).get("rare"),
+        "mean_corruption_accuracy": result["corruptions"]["mean_accuracy"],
+        "pgd20_robust_accuracy": pgd[EPS], "pgd20_small_eps_robust_accuracy": pgd[SMALL_EPS],
+        "train_minutes": train_wall / 60, "checkpoint": str(ckpt),
+    }
+
+
+def pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    head = ("| condition | remedy | epochs | clean acc | worst class | rare third | mean corruption acc "
+            f"(n={args.n}) | PGD-20 acc at {SMALL_EPS:g} / {EPS:g} | audit precision / recall | train min |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['condition']} | {r['remedy']} | {r['epochs']} | {pct(r['clean_accuracy'])} | "
+        f"{pct(r['worst_class_accuracy'])} ({r['worst_class']}) | {pct(r['rare_accuracy'])} | "
+        f"{pct(r['mean_corruption_accuracy'])} | {pct(r['pgd20_small_eps_robust_accuracy'])} / "
+        f"{pct(r['pgd20_robust_accuracy'])} | "
+        + (f"{pct(r['audit_precision'])} / {pct(r['audit_recall'])} | " if 'audit_precision' in r else "- | ")
+        + f"{r['train_minutes']:.1f} |\n" for r in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+
+    args = parse_args(argv)
+    remedies = dict(REMEDIES)
+    for item in (args.remedies or "").split(","):
+        if item.strip():
+            key, _, value = item.partition("=")
+            remedies[key.strip()] = value.strip()
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else workdir / "table"
+    rows = []
+    for condition in [c.strip() for c in args.conditions.split(",") if c.strip()]:
+        _, family = stress_of(condition)
+        for remedy in [None] + ([remedies[family]] if family and not args.no_remedy else []):
+            print(f"== {condition}{' + ' + remedy if remedy else ''}", file=sys.stderr, flush=True)
+            rows.append(run_one(condition, remedy, args, workdir))
+            text = table(rows, args)
+            out.with_suffix(".md").write_text(text)
+            out.with_suffix(".json").write_text(json.dumps({"rows": rows, "torch_threads": torch.get_num_threads(),
+                                                            "args": vars(args)}, indent=2))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Training criteria for imbalance and label noise: each loss against a direct computation, composition, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustbench_lite import models
+from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.training.defences import DefenceContext, DefenceOptions, Pipeline
+
+COUNTS = (500, 120, 30, 5)
+LOGITS = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [-2.0, 1.0, 3.0, -0.5]])
+LABELS = torch.tensor([0, 3, 1])
+
+
+def pipeline(names: str, counts=COUNTS, label_smoothing: float = 0.0, **params) -> Pipeline:
+    ctx = DefenceContext(num_classes=len(counts), dataset="digits", seed=0, label_smoothing=label_smoothing,
+                         class_counts=counts)
+    return Pipeline(DefenceOptions.from_mapping({"defence": names, **params}), ctx)
+
+
+def softmax_row(row: list[float]) -> list[float]:
+    exps = [math.exp(v) for v in row]
+    return [e / sum(exps) for e in exps]
+
+
+def by_hand(per_example) -> float:
+    return sum(per_example(row.tolist(), int(y)) for row, y in zip(LOGITS, LABELS, strict=True)) / len(LABELS)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_balanced_softmax_is_cross_entropy_of_prior_shifted_logits(tau):
+    prior = [c / sum(COUNTS) for c in COUNTS]
+
+    def loss(row, y):
+        p = softmax_row([v + tau * math.log(pi) for v, pi in zip(row, prior, strict=True)])
+        return -math.log(p[y])
+
+    got = pipeline("balanced-softmax", la_tau=tau).ctx.loss(LOGITS, LABELS)
+    assert float(got) == pytest.approx(by_hand(loss), rel=1e-5)
+
+
+def test_class_balanced_weights_are_the_inverse_effective_number():
+    beta = 0.999
+    effective = [(1 - beta ** n) / (1 - beta) for n in COUNTS]
+    weights = [1 / e for e in effective]
+    weights = [w * len(COUNTS) / sum(weights) for w in weights]
+
+    def loss(row, y):
+        return -weights[y] * math.log(softmax_row(row)[y])
+
+    p = pipeline("class-balanced", cb_beta=beta)
+    assert float(p.ctx.loss(LOGITS, LABELS)) == pytest.approx(by_hand(loss), rel=1e-5)
+    recorded = p.settings()["class-balanced"]["class_weights"]
+    assert recorded == pytest.approx(weights, rel=1e-4)
+    assert recorded[3] > recorded[0] * 20, "the rarest class weighs most"
+
+
+@pytest.mark.parametrize("q", [0.7, 1.0])
+def test_gce_is_one_minus_p_to_the_q_over_q(q):
+    def loss(row, y):
+        return (1 - softmax_row(row)[y] ** q) / q
+
+    assert float(pipeline("gce", gce_q=q).ctx.loss(LOGITS, LABELS)) == pytest.approx(by_hand(loss), rel=1e-5)
+
+
+def test_sce_is_alpha_ce_plus_beta_reverse_ce():
+    alpha, beta = 0.3, 2.0
+
+    def loss(row, y):
+        p = softmax_row(row)
+        return alpha * -math.log(p[y]) + beta * -(1 - p[y]) * math.log(1e-4)  # log 0 taken as log 1e-4
+
+    got = pipeline("sce", sce_alpha=alpha, sce_beta=beta).ctx.loss(LOGITS, LABELS)
+    assert float(got) == pytest.approx(by_hand(loss), rel=1e-5)
+
+
+def test_label_smoothing_reaches_the_criterion():
+    """With smoothing s the target is (1 - s) one-hot + s / C, as cross-entropy's label_smoothing makes it."""
+    plain = pipeline("balanced-softmax", counts=(1, 1, 1, 1), label_smoothing=0.1)
+    expected = F.cross_entropy(LOGITS, LABELS, label_smoothing=0.1)
+    assert float(plain.ctx.loss(LOGITS, LABELS)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_balanced_classes_leave_balanced_softmax_and_reweighting_at_cross_entropy():
+    ce = float(F.cross_entropy(LOGITS, LABELS))
+    for name in ("balanced-softmax", "class-balanced"):
+        assert float(pipeline(name, counts=(7, 7, 7, 7)).ctx.loss(LOGITS, LABELS)) == pytest.approx(ce, rel=1e-5)
+
+
+def test_soft_targets_from_mixing_are_weighted_per_class():
+    soft = torch.tensor([[0.6, 0.4, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5], [0.0, 1.0, 0.0, 0.0]])
+    gce = pipeline("gce", gce_q=0.5).ctx.loss(LOGITS, soft)
+    p = F.softmax(LOGITS, 1)
+    assert float(gce) == pytest.approx(float(((1 - (soft * p.sqrt()).sum(1)) / 0.5).mean()), rel=1e-5)
+    assert pipeline("balanced-softmax,mixup").criterion is not None  # mixing and a criterion train together
+
+
+def test_the_criterion_is_what_adversarial_training_minimises():
+    torch.manual_seed(0)
+    net = models.build("shufflenetv2_x0_5", 4, 1, 8, mean=(0.3,), std=(0.3,))
+    p = pipeline("gce,pgd-at", eps=0.1, steps=2)
+    raw = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    batch = p.prepare(raw, y, list(range(6)))
+    seen: list[torch.Tensor] = []
+    handle = net.register_forward_hook(lambda m, args, out: seen.append(out.detach()) if m.training else None)
+    try:
+        net.train()
+        loss, logits, _ = p.loss(net, batch)
+    finally:
+        handle.remove()
+    probs = F.softmax(seen[-1], 1)
+    assert float(loss.detach()) == pytest.approx(float(((1 - probs[torch.arange(6), y] ** 0.7) / 0.7).mean()), rel=1e-5)
+
+
+def test_two_criteria_are_refused_and_bad_values_are_one_line():
+    with pytest.raises(RobustEvalError, match="gce,sce is an incompatible combination.*keep one"):
+        DefenceOptions.from_mapping({"defence": "gce,sce"})
+    for values, needle in [({"defence": "class-balanced", "cb_beta": 1.0}, "--cb-beta must be below 1"),
+                           ({"defence": "gce", "gce_q": 0}, "--gce-q must be in"),
+                           ({"defence": "gce", "gce_q": 1.5}, "--gce-q must be in"),
+                           ({"defence": "sce", "sce_beta": -1}, "--sce-beta must be in"),
+                           ({"defence": "pgd-at", "gce_q": 0.5}, "--gce-q is not used by --defence pgd-at")]:
+        with pytest.raises(RobustEvalError, match=needle):
+            DefenceOptions.from_mapping(values)
