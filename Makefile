@@ -10,6 +10,9 @@ FMNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 # Reference libraries for the cross-checks; installed without their dependency pins
 # (torchattacks pins requests~=2.25.1, imagecorruptions imports pkg_resources): see README.
 REFERENCE_PKGS := torchattacks==3.5.1 imagecorruptions==1.1.2
+# cleanlab checks the label audit's confident learning (tests only; its pandas is too new for the
+# minimum-versions venv, where that test skips).
+LABEL_REFERENCE_PKGS := cleanlab==2.9.0 pandas==3.1.1 termcolor==3.3.0
 
 .PHONY: demo test test-all test-minimum bench bench-defences data browser lint clean help
 
@@ -24,7 +27,7 @@ $(STAMP): pyproject.toml constraints/ci.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints/ci.txt -e '.[dev,timm,onnx]'
-	$(BIN)/pip install --quiet -c constraints/ci.txt --no-deps $(REFERENCE_PKGS)
+	$(BIN)/pip install --quiet -c constraints/ci.txt --no-deps $(REFERENCE_PKGS) $(LABEL_REFERENCE_PKGS)
 	touch $(STAMP)
 
 data:
