@@ -38,3 +38,17 @@ def group_masks(meta: Mapping[str, Any], classes: list[str], labels: torch.Tenso
 def group_means(correct: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Accuracy of each group's images from per-image correctness (NaN for a group without test images)."""
     return {g: float(correct[m].float().mean()) if bool(m.any()) else float("nan") for g, m in masks.items()}
+
+
+def per_class_accuracy(correct: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Accuracy of each class's images from per-image correctness (NaN for a class without images)."""
+    labels = labels.cpu()
+    total = torch.bincount(labels, minlength=classes).double()
+    right = torch.bincount(labels[correct.cpu().bool()], minlength=classes).double()
+    return torch.where(total > 0, right / total.clamp_min(1), torch.full_like(total, float("nan")))
+
+
+def worst_class(per_class: torch.Tensor | list[float], classes: list[str]) -> tuple[float | None, str | None]:
+    """(lowest per-class accuracy, its class), classes without images (NaN) left out; (None, None) without any."""
+    values = [(float(a), classes[i]) for i, a in enumerate(per_class) if a == a]
+    return min(values) if values else (None, None)

@@ -43,7 +43,7 @@ import torch
 
 import attacks
 from robustbench_lite.analysis.failures import failure_flow
-from robustbench_lite.analysis.groups import group_masks, group_means
+from robustbench_lite.analysis.groups import group_masks, group_means, per_class_accuracy, worst_class
 from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
@@ -142,6 +142,8 @@ class AdversarialResult(SuiteResult):
     #: for a checkpoint with a stress record: robust accuracy of its frequent / medium / rare classes, per
     #: result key (``pgd.Linf[0.1]``)
     group_robust_accuracy: dict[str, dict[str, float]] | None = None
+    #: per result key, the class with the lowest robust accuracy: ``{"accuracy": a, "class": name}``
+    worst_class_robust_accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"clean": round(self.clean_accuracy, 4)}
@@ -249,6 +251,7 @@ class AdversarialSuite(Suite):
         flows: dict[str, dict[str, Any]] = {}
         masks = group_masks(ctx.meta, [str(c) for c in ds.classes], labels)
         group_robust: dict[str, dict[str, float]] = {}
+        worst_robust: dict[str, dict[str, Any]] = {}
         clean_pred = ctx.clean_logits().argmax(dim=1)
         broken_by: dict[str, dict[str, list[Any]]] = {}
         ensembles: dict[str, dict[str, list[str]]] = {}
@@ -279,6 +282,11 @@ class AdversarialSuite(Suite):
                                                        [str(c) for c in ds.classes])
                 evaluations[(name, norm)] = ev
                 records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
+                for j, e in enumerate(ev.eps):
+                    robust = ev.clean_correct & ~ev.fooled[:, j]
+                    low, cls = worst_class(per_class_accuracy(robust, labels, len(ds.classes)),
+                                           [str(c) for c in ds.classes])
+                    worst_robust[result_key(name, norm, e)] = {"accuracy": low, "class": cls}
                 if masks:
                     for j, e in enumerate(ev.eps):
                         robust = ev.clean_correct & ~ev.fooled[:, j]
@@ -373,7 +381,7 @@ class AdversarialSuite(Suite):
             passes=passes,
             broken_by=broken_by,
             failure_flow=flows,
-            group_robust_accuracy=group_robust or None,
+            group_robust_accuracy=group_robust or None, worst_class_robust_accuracy=worst_robust,
             settings={
                 "attacks": list(opts.attacks),
                 "norms": list(opts.norms),
@@ -526,9 +534,16 @@ class AdversarialSuite(Suite):
 
 
 def _group_stats(block: Mapping[str, Any], ci: Callable[[str], Any]) -> list[tuple[Any, ...]]:
-    """Robust accuracy of the frequent, medium and rare classes under the last attack result (a stressed checkpoint)."""
+    """The worst class's robust accuracy under the last attack result, and (a stressed checkpoint) the
+    frequent, medium and rare classes' robust accuracy under it."""
+    out: list[tuple[Any, ...]] = []
+    worst = block.get("worst_class_robust_accuracy") or {}
+    if worst:
+        key, value = list(worst.items())[-1]
+        out.append((f"worst class: {key}", f"{pct(value.get('accuracy'))} ({value.get('class')})"))
     groups = block.get("group_robust_accuracy") or {}
-    if not groups:
-        return []
-    key = list(groups)[-1]
-    return [(f"{g} classes: {key}", pct(a), ci(f"group_robust_accuracy.{key}.{g}")) for g, a in groups[key].items()]
+    if groups:
+        key = list(groups)[-1]
+        out += [(f"{g} classes: {key}", pct(a), ci(f"group_robust_accuracy.{key}.{g}"))
+                for g, a in groups[key].items()]
+    return out

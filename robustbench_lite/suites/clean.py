@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from robustbench_lite.analysis.groups import class_groups, group_masks, group_means
+from robustbench_lite.analysis.groups import class_groups, group_masks, group_means, worst_class
 from robustbench_lite.formatting import num, pct
 from robustbench_lite.metrics import classification_report
 from robustbench_lite.results import SuiteResult
@@ -52,11 +52,6 @@ class CleanResult(SuiteResult):
         return out
 
 
-def _worst_class(per_class: list[float], classes: list[str]) -> tuple[float | None, str | None]:
-    present = [(a, classes[i]) for i, a in enumerate(per_class) if a == a]  # NaN: no test image of the class
-    return min(present) if present else (None, None)
-
-
 @register_suite
 class CleanSuite(Suite):
     name = "clean"
@@ -89,7 +84,7 @@ class CleanSuite(Suite):
 
             calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
                            "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
-        worst = _worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
+        worst = worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
         classes = list(ctx.dataset.classes)
         groups, masks = class_groups(ctx.meta, classes), group_masks(ctx.meta, classes, labels)
         group_accuracy = group_means(predicted == labels, masks) if masks else None

@@ -27,7 +27,7 @@ import torch
 
 from robustbench_lite.analysis.calibration import before_after, calibration_stats, mean_calibration
 from robustbench_lite.analysis.failures import class_drop, failure_flow, flow_matrix, top
-from robustbench_lite.analysis.groups import group_masks, group_means
+from robustbench_lite.analysis.groups import group_masks, group_means, per_class_accuracy, worst_class
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import pct
 from robustbench_lite.options import Options, comma_list, int_in, one_of, option
@@ -154,6 +154,10 @@ class CorruptionResult(SuiteResult):
     calibration: dict[str, Any] | None = None
     #: for a checkpoint with a stress record: mean corruption accuracy of its frequent / medium / rare classes
     group_mean_accuracy: dict[str, float] | None = None
+    #: each class's accuracy averaged over every condition, and the lowest of them with its class
+    per_class_mean_accuracy: list[float] = field(default_factory=list)
+    worst_class_mean_accuracy: float | None = None
+    worst_class: str | None = None
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
@@ -373,6 +377,7 @@ class CorruptionSuite(Suite):
         calibration: dict[str, dict[str, float]] = {}
         masks = group_masks(ctx.meta, classes, labels)
         group_sums = dict.fromkeys(masks, 0.0) if masks else {}
+        class_sums = torch.zeros(len(classes), dtype=torch.float64)
         conditions = 0
         acc: dict[str, dict[str, float]] = {}
         start = time.perf_counter()
@@ -390,6 +395,7 @@ class CorruptionSuite(Suite):
                 conditions += 1
                 for group, value in (group_means(predicted == labels, masks) if masks else {}).items():
                     group_sums[group] += value
+                class_sums += per_class_accuracy(predicted == labels, labels, len(classes))
                 flow_total += flow_matrix(clean_pred, predicted, labels, len(classes))
                 drop_total += class_drop(clean_pred, predicted, labels, len(classes))
                 if temperatures is not None:
@@ -397,6 +403,8 @@ class CorruptionSuite(Suite):
             ctx.log(f"corruptions: {name}: accuracy " + " ".join(f"s{s} {acc[name][str(s)]:.3f}" for s in severities))
         total = time.perf_counter() - start
         corrupt_seconds = source.corruption_seconds
+        class_mean = (class_sums / max(conditions, 1)).tolist()
+        worst = worst_class(class_mean, classes)
 
         return CorruptionResult(
             profile=source.profile, backend=source.backend, corruptions=names, severities=severities,
@@ -408,6 +416,7 @@ class CorruptionSuite(Suite):
             failure_flow=_overall_flow(flows, flow_total, drop_total, classes),
             calibration=mean_calibration(calibration) if temperatures is not None else None,
             group_mean_accuracy={g: v / max(conditions, 1) for g, v in group_sums.items()} if masks else None,
+            per_class_mean_accuracy=class_mean, worst_class_mean_accuracy=worst[0], worst_class=worst[1],
         )
 
     @classmethod
@@ -467,6 +476,9 @@ class CorruptionSuite(Suite):
                            ("profile", str(block.get("profile", "n/a"))),
                            ("backend", str(block.get("backend", "n/a"))),
                            ("corruptions x severities", f"{len(names)} x {len(severities)}"),
+                           *((("worst class: mean accuracy",
+                               f"{pct(block['worst_class_mean_accuracy'])} ({block.get('worst_class')})"),)
+                             if block.get("worst_class_mean_accuracy") is not None else ()),
                            *((f"{g} classes: mean accuracy", pct(a))
                              for g, a in (block.get("group_mean_accuracy") or {}).items()),
                            *calibration_stats(block.get("calibration"), "under corruptions")),

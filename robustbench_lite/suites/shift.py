@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from robustbench_lite import shift
-from robustbench_lite.analysis.groups import class_groups
+from robustbench_lite.analysis.groups import class_groups, worst_class
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.formatting import finite, num, pct
 from robustbench_lite.metrics import (
@@ -116,6 +116,9 @@ class SplitScore:
     calibration: dict[str, Any] | None = None
     #: a stressed checkpoint's frequent/medium/rare classes: the mean of their per-class accuracies
     group_accuracy: dict[str, float] | None = None
+    #: the class with the lowest accuracy over the split's levels (per-class accuracies averaged)
+    worst_class_accuracy: float | None = None
+    worst_class: str | None = None
 
 
 @dataclass
@@ -337,6 +340,7 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore,
             losing.append({"class": data.classes[c], "reference_accuracy": float(ref_class[c]),
                            "accuracy": float(per_class[c]), "drop": float(loss)})
     ratio = acc / reference.accuracy if reference.accuracy > 0 else float("nan")
+    low, low_class = worst_class(per_class.tolist(), list(data.classes))
     return SplitScore(
         name=data.name, kind=data.kind, description=description, accuracy=acc,
         ece=_mean([lv.ece for lv in levels]), nll=_mean([lv.nll for lv in levels]),
@@ -345,6 +349,7 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore,
         worst_level=worst.name, worst_level_accuracy=worst.accuracy, classes=list(data.classes),
         classes_losing_most=losing, levels=levels, shifted=data.shifted, in_summary=data.in_summary,
         notes=list(data.notes), extra=data.extra, group_accuracy=_group_accuracy(per_class, data.classes, groups),
+        worst_class_accuracy=low, worst_class=low_class,
     )
 
 
@@ -459,6 +464,8 @@ class ShiftSuite(Suite):
                          "reference": f"{s.get('reference', 'clean')} {pct(s.get('reference_accuracy'))}",
                          "drop": pct(s.get("drop")), "ece": num(s.get("ece"), 3),
                          "worst_level": f"{s.get('worst_level', '')} {pct(s.get('worst_level_accuracy'))}",
+                         "worst_class": f"{s.get('worst_class') or ''} {pct(s.get('worst_class_accuracy'))}"
+                         if s.get("worst_class") else "—",
                          "losing": ", ".join(f"{c.get('class')} ({pct(c.get('drop'))})"
                                              for c in s.get("classes_losing_most") or []),
                          "in_summary": bool(s.get("in_summary", True)) and bool(s.get("shifted", True)),
