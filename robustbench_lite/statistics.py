@@ -49,7 +49,8 @@ def wilson(successes: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # the interval always holds p; min/max only undo rounding (at p = 0, centre - half is ~1e-17)
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def wilson_half_width(p: float, n: int, level: float = LEVEL) -> float:

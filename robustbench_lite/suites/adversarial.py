@@ -287,6 +287,9 @@ class AdversarialSuite(Suite):
                     low, cls = worst_class(per_class_accuracy(robust, labels, len(ds.classes)),
                                            [str(c) for c in ds.classes])
                     worst_robust[result_key(name, norm, e)] = {"accuracy": low, "class": cls}
+                    if cls is not None:  # that class's interval, from its images' outcomes
+                        ctx.records.add(f"adversarial.worst_class_robust_accuracy.{result_key(name, norm, e)}.accuracy",
+                                        correct=robust, weights=labels == [str(c) for c in ds.classes].index(cls))
                 if masks:
                     for j, e in enumerate(ev.eps):
                         robust = ev.clean_correct & ~ev.fooled[:, j]
@@ -540,7 +543,8 @@ def _group_stats(block: Mapping[str, Any], ci: Callable[[str], Any]) -> list[tup
     worst = block.get("worst_class_robust_accuracy") or {}
     if worst:
         key, value = list(worst.items())[-1]
-        out.append((f"worst class: {key}", f"{pct(value.get('accuracy'))} ({value.get('class')})"))
+        out.append((f"worst class: {key}", f"{pct(value.get('accuracy'))} ({value.get('class')})",
+                    ci(f"worst_class_robust_accuracy.{key}.accuracy")))
     groups = block.get("group_robust_accuracy") or {}
     if groups:
         key = list(groups)[-1]

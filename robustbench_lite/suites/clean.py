@@ -85,6 +85,9 @@ class CleanSuite(Suite):
             calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
                            "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
         worst = worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
+        if worst[1] is not None:  # the worst class's interval: its own images' outcomes
+            ctx.records.add("clean.worst_class_accuracy", predicted=predicted,
+                            weights=labels == list(ctx.dataset.classes).index(worst[1]))
         classes = list(ctx.dataset.classes)
         groups, masks = class_groups(ctx.meta, classes), group_masks(ctx.meta, classes, labels)
         group_accuracy = group_means(predicted == labels, masks) if masks else None
@@ -112,7 +115,8 @@ class CleanSuite(Suite):
                            ("macro-F1", num(block.get("f1_macro"), 3)),
                            ("ECE", num(block.get("ece"), 3)), ("NLL", num(block.get("nll"), 3)),
                            ("images", num(block.get("n_examples"))),
-                           *((("worst class", f"{pct(block['worst_class_accuracy'])} ({block.get('worst_class')})"),)
+                           *((("worst class", f"{pct(block['worst_class_accuracy'])} ({block.get('worst_class')})",
+                               block_interval(block, "worst_class_accuracy")),)
                              if block.get("worst_class_accuracy") is not None else ()),
                            *((f"{g} classes", pct(a), block_interval(block, f"group_accuracy.{g}"))
                              for g, a in (block.get("group_accuracy") or {}).items()),

@@ -405,6 +405,12 @@ class CorruptionSuite(Suite):
         corrupt_seconds = source.corruption_seconds
         class_mean = (class_sums / max(conditions, 1)).tolist()
         worst = worst_class(class_mean, classes)
+        if worst[1] is not None:  # the worst class's interval: each condition's outcomes on its images
+            mask = labels == classes.index(worst[1])
+            for name in names:
+                for severity in severities:
+                    ctx.records.add(f"corruptions.worst_class.{name}.{severity}", weights=mask,
+                                    correct=ctx.records[f"corruptions.accuracy.{name}.{severity}"].correct)
 
         return CorruptionResult(
             profile=source.profile, backend=source.backend, corruptions=names, severities=severities,
@@ -431,6 +437,9 @@ class CorruptionSuite(Suite):
             pass
         else:
             found.update(scores(table, clean, names, severities, reference))
+        if block.get("worst_class") is not None and names and severities:
+            worst = [acc[f"corruptions.worst_class.{c}.{s}"] for c in names for s in severities]
+            found["worst_class_mean_accuracy"] = sum(worst) / len(worst)
         flat: dict[str, Any] = {}
         for key, value in found.items():
             if isinstance(value, dict):
@@ -477,7 +486,8 @@ class CorruptionSuite(Suite):
                            ("backend", str(block.get("backend", "n/a"))),
                            ("corruptions x severities", f"{len(names)} x {len(severities)}"),
                            *((("worst class: mean accuracy",
-                               f"{pct(block['worst_class_mean_accuracy'])} ({block.get('worst_class')})"),)
+                               f"{pct(block['worst_class_mean_accuracy'])} ({block.get('worst_class')})",
+                               ci("worst_class_mean_accuracy")),)
                              if block.get("worst_class_mean_accuracy") is not None else ()),
                            *((f"{g} classes: mean accuracy", pct(a))
                              for g, a in (block.get("group_mean_accuracy") or {}).items()),

@@ -116,9 +116,6 @@ class SplitScore:
     calibration: dict[str, Any] | None = None
     #: a stressed checkpoint's frequent/medium/rare classes: the mean of their per-class accuracies
     group_accuracy: dict[str, float] | None = None
-    #: the class with the lowest accuracy over the split's levels (per-class accuracies averaged)
-    worst_class_accuracy: float | None = None
-    worst_class: str | None = None
 
 
 @dataclass
@@ -340,7 +337,6 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore,
             losing.append({"class": data.classes[c], "reference_accuracy": float(ref_class[c]),
                            "accuracy": float(per_class[c]), "drop": float(loss)})
     ratio = acc / reference.accuracy if reference.accuracy > 0 else float("nan")
-    low, low_class = worst_class(per_class.tolist(), list(data.classes))
     return SplitScore(
         name=data.name, kind=data.kind, description=description, accuracy=acc,
         ece=_mean([lv.ece for lv in levels]), nll=_mean([lv.nll for lv in levels]),
@@ -349,7 +345,6 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore,
         worst_level=worst.name, worst_level_accuracy=worst.accuracy, classes=list(data.classes),
         classes_losing_most=losing, levels=levels, shifted=data.shifted, in_summary=data.in_summary,
         notes=list(data.notes), extra=data.extra, group_accuracy=_group_accuracy(per_class, data.classes, groups),
-        worst_class_accuracy=low, worst_class=low_class,
     )
 
 
@@ -464,8 +459,7 @@ class ShiftSuite(Suite):
                          "reference": f"{s.get('reference', 'clean')} {pct(s.get('reference_accuracy'))}",
                          "drop": pct(s.get("drop")), "ece": num(s.get("ece"), 3),
                          "worst_level": f"{s.get('worst_level', '')} {pct(s.get('worst_level_accuracy'))}",
-                         "worst_class": f"{s.get('worst_class') or ''} {pct(s.get('worst_class_accuracy'))}"
-                         if s.get("worst_class") else "—",
+                         "worst_class": _worst_class_text(s),
                          "losing": ", ".join(f"{c.get('class')} ({pct(c.get('drop'))})"
                                              for c in s.get("classes_losing_most") or []),
                          "in_summary": bool(s.get("in_summary", True)) and bool(s.get("shifted", True)),
@@ -498,6 +492,19 @@ class ShiftSuite(Suite):
             "reliability": figures.reliability(curves) if len(curves) > (1 if clean_reliability else 0) else None,
             "skipped": [{"name": k, "reason": v} for k, v in (block.get("skipped") or {}).items()],
         }
+
+
+def _worst_class_text(split: Mapping[str, Any]) -> str:
+    """The split's class with the lowest accuracy (its levels' per-class accuracies averaged), for the report."""
+    rows = [lv.get("per_class_accuracy") for lv in split.get("levels") or [] if isinstance(lv, Mapping)]
+    rows = [[np.nan if v is None else v for v in r] for r in rows if r]
+    if not rows:
+        return "—"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every level
+        per_class = np.nanmean(np.array(rows, dtype=float), axis=0)
+    low, name = worst_class(per_class.tolist(), [str(c) for c in split.get("classes") or range(len(per_class))])
+    return "—" if name is None else f"{name} {pct(low)}"
 
 
 def _predict_on(ctx: EvalContext, ds: Any, desc: str) -> torch.Tensor:
