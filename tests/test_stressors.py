@@ -143,3 +143,16 @@ def test_impossible_stress_is_one_line_before_any_training(flags, needle, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_class_groups_need_unequal_training_counts():
+    from robustbench_lite.analysis.groups import class_groups
+
+    classes = [str(c) for c in range(6)]
+    assert class_groups({"stress": {"class_counts": [600, 300, 150, 80, 40, 20]}}, classes) == {
+        "frequent": ["0", "1"], "medium": ["2", "3"], "rare": ["4", "5"]}
+    assert class_groups({"stress": {"class_counts": [20, 600, 40, 300, 80, 150]}}, classes)["rare"] == ["2", "0"]
+    # label noise or a stratified subset leaves the classes balanced: no frequent or rare classes to compare
+    assert class_groups({"stress": {"class_counts": [600] * 6}}, classes) is None
+    assert class_groups({"stress": {"class_counts": [60, 61, 60, 59, 60, 60]}}, classes) is None
+    assert class_groups({}, classes) is None

@@ -17,10 +17,13 @@ GROUPS = ("frequent", "medium", "rare")
 
 
 def class_groups(meta: Mapping[str, Any], classes: list[str]) -> dict[str, list[str]] | None:
-    """Classes in thirds by their training images (the checkpoint's stress record), most first; None without."""
+    """Classes in thirds by their training images (the checkpoint's stress record), most first; None without
+    a record or when the classes' counts are within 10% of each other."""
     stress = meta.get("stress") if isinstance(meta, Mapping) else None
     counts = stress.get("class_counts") if isinstance(stress, Mapping) else None
     if not isinstance(counts, list) or len(counts) != len(classes) or len(classes) < 3:
+        return None
+    if max(counts) <= 1.1 * min(counts):  # a balanced training set (label noise, stratified subsets): no rare classes
         return None
     order = sorted(range(len(classes)), key=lambda c: (-counts[c], c))
     cuts = [round(i * len(classes) / 3) for i in range(4)]
