@@ -11,7 +11,8 @@ with the evaluator:
 * PGD-20 Linf robust accuracy at the dataset's eps (0.1) and at 0.01 on the same images (no model
   trained without adversarial examples keeps any accuracy at 0.1);
 * for label noise, the label audit (``robust-eval audit-labels``): precision and recall of the
-  flagged training images against the injected noise.
+  flagged training images against the injected noise, with the out-of-fold probe (the default) and,
+  for contrast, the model's own in-sample softmax (``--method model``).
 
 Conditions (``--conditions``): none; imb10, imb100 (exponential profile; remedy balanced-softmax);
 sym0.2, sym0.4, pair0.2, pair0.4 (remedy gce); frac0.1, frac0.01 (remedy trivialaugment: strong
@@ -34,7 +35,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,7 @@ def run_one(condition: str, remedy: str | None, args: argparse.Namespace, workdi
     stress, family = stress_of(condition)
     row = json.loads(cached.read_text()) if cached.is_file() else measure(condition, remedy, tag, stress, family, args,
                                                                           workdir)
+    row["train_minutes"] = train_minutes(row["checkpoint"])
     cached.write_text(json.dumps(row, indent=2))
     if family == "noise" and args.audit and "audit_precision" not in row:
         from robustbench_lite.auditing import audit_labels
@@ -114,9 +115,21 @@ def run_one(condition: str, remedy: str | None, args: argparse.Namespace, workdi
         report = audit_labels(row["checkpoint"], log=log_to_stderr(tag))
         detection = report["detection"]
         row.update({"audit_flagged": report["flagged"], "audit_precision": detection["precision"],
-                    "audit_recall": detection["recall"], "noise_changed": detection["injected"]})
+                    "audit_recall": detection["recall"], "noise_changed": detection["injected"],
+                    "audit_naive_precision": report["detection_predicted_neq_given"]["precision"],
+                    "audit_naive_recall": report["detection_predicted_neq_given"]["recall"]})
+        in_sample = audit_labels(row["checkpoint"], method="model", log=log_to_stderr(tag))["detection"]
+        row.update({"audit_model_precision": in_sample["precision"], "audit_model_recall": in_sample["recall"]})
         cached.write_text(json.dumps(row, indent=2))
     return row
+
+
+def train_minutes(checkpoint: str) -> float | None:
+    """The training loop's minutes as the checkpoint records them (not this run's: it may have reused the file)."""
+    from robustbench_lite.sources.checkpoints import read_checkpoint
+
+    seconds = read_checkpoint(checkpoint)["meta"].get("train_seconds")
+    return None if seconds is None else seconds / 60
 
 
 def measure(condition: str, remedy: str | None, tag: str, stress: StressOptions | None, family: str,
@@ -124,13 +137,11 @@ def measure(condition: str, remedy: str | None, tag: str, stress: StressOptions 
     """Train (unless the checkpoint is there) and evaluate one run."""
     ckpt = workdir / f"{args.model}--{tag}.pt"
     epochs = epochs_for(stress)
-    t0 = time.perf_counter()
     if not ckpt.is_file():
         cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=epochs, seed=args.seed, output=str(ckpt),
                           defences=DefenceOptions.from_mapping({"defence": remedy}), stress=stress,
                           show_progress=False)
         train(cfg, log=log_to_stderr(tag))
-    train_wall = time.perf_counter() - t0
     run = RunConfig(checkpoint=str(ckpt), suites=["clean"], seed=args.seed, show_progress=False)
     clean = evaluate(run, log=log_to_stderr(tag)).to_dict()["clean"]
     run = RunConfig(checkpoint=str(ckpt), suites=["adversarial", "corruptions"], limit=args.n, seed=args.seed,
@@ -145,7 +156,7 @@ def measure(condition: str, remedy: str | None, tag: str, stress: StressOptions 
         "rare_accuracy": (clean.get("group_accuracy") or {}).get("rare"),
         "mean_corruption_accuracy": result["corruptions"]["mean_accuracy"],
         "pgd20_robust_accuracy": pgd[EPS], "pgd20_small_eps_robust_accuracy": pgd[SMALL_EPS],
-        "train_minutes": train_wall / 60, "checkpoint": str(ckpt),
+        "checkpoint": str(ckpt),
     }
 
 
@@ -155,15 +166,17 @@ def pct(value: Any) -> str:
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = ("| condition | remedy | epochs | clean acc | worst class | rare third | mean corruption acc "
-            f"(n={args.n}) | PGD-20 acc at {SMALL_EPS:g} / {EPS:g} | audit precision / recall | train min |\n"
+            f"(n={args.n}) | PGD-20 acc at {SMALL_EPS:g} / {EPS:g} | audit P / R (probe; model's softmax) | "
+            "train min |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['condition']} | {r['remedy']} | {r['epochs']} | {pct(r['clean_accuracy'])} | "
         f"{pct(r['worst_class_accuracy'])} ({r['worst_class']}) | {pct(r['rare_accuracy'])} | "
         f"{pct(r['mean_corruption_accuracy'])} | {pct(r['pgd20_small_eps_robust_accuracy'])} / "
         f"{pct(r['pgd20_robust_accuracy'])} | "
-        + (f"{pct(r['audit_precision'])} / {pct(r['audit_recall'])} | " if 'audit_precision' in r else "- | ")
-        + f"{r['train_minutes']:.1f} |\n" for r in rows)
+        + (f"{pct(r['audit_precision'])} / {pct(r['audit_recall'])}; {pct(r.get('audit_model_precision'))} / "
+           f"{pct(r.get('audit_model_recall'))} | " if 'audit_precision' in r else "- | ")
+        + (f"{r['train_minutes']:.1f} |\n" if r.get("train_minutes") is not None else "- |\n") for r in rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
