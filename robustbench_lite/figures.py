@@ -358,7 +358,10 @@ def stress_curves(family: str, xlabel: str, log_x: bool,
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker="o", ms=4, lw=1.6, color=COLORS[k % len(COLORS)], label=remedy)
             if log_x:
+                from matplotlib.ticker import FuncFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))  # 1, 10, 100, not 10^k
             ax.set_xlabel(xlabel)
             ax.set_title(metric, fontsize=9)
             _pct_axis(ax)
