@@ -171,7 +171,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['condition']} | {r['remedy']} | {r['epochs']} | {pct(r['clean_accuracy'])} | "
-        f"{pct(r['worst_class_accuracy'])} ({r['worst_class']}) | {pct(r['rare_accuracy'])} | "
+        f"{pct(r['worst_class_accuracy'])} ({r['worst_class']}) | "
+        f"{pct(r['rare_accuracy'] if r['family'] == 'imbalance' else None)} | "
         f"{pct(r['mean_corruption_accuracy'])} | {pct(r['pgd20_small_eps_robust_accuracy'])} / "
         f"{pct(r['pgd20_robust_accuracy'])} | "
         + (f"{pct(r['audit_precision'])} / {pct(r['audit_recall'])}; {pct(r.get('audit_model_precision'))} / "
