@@ -85,7 +85,8 @@ def test_every_recorded_accuracy_is_the_json_number(digits_checkpoint):
     data = run.to_dict()
     paths = metric_paths(data)
     rec = run.records
-    assert len(rec) == 1 + 10 + 1 + 4  # clean, per class, corruptions' clean, 2 x 2 corruptions
+    # clean, per class, the worst class, corruptions' clean, 2 x 2 corruptions, the worst class under each
+    assert len(rec) == 1 + 10 + 1 + 1 + 4 + 4
     for c in rec:
         assert rec.accuracy(c.path) == pytest.approx(paths[c.path], abs=1e-6), c.path  # the JSON: float32 means
     # the derived numbers are the suite's own arithmetic on the recorded accuracies

@@ -158,6 +158,8 @@ class CorruptionResult(SuiteResult):
     per_class_mean_accuracy: list[float] = field(default_factory=list)
     worst_class_mean_accuracy: float | None = None
     worst_class: str | None = None
+    #: that class's accuracy under each condition (corruption -> severity -> accuracy)
+    worst_class_accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
@@ -405,12 +407,16 @@ class CorruptionSuite(Suite):
         corrupt_seconds = source.corruption_seconds
         class_mean = (class_sums / max(conditions, 1)).tolist()
         worst = worst_class(class_mean, classes)
-        if worst[1] is not None:  # the worst class's interval: each condition's outcomes on its images
+        worst_by_condition: dict[str, dict[str, float]] = {}
+        if worst[1] is not None:  # the worst class under each condition: its number and interval from its images
             mask = labels == classes.index(worst[1])
             for name in names:
+                worst_by_condition[name] = {}
                 for severity in severities:
-                    ctx.records.add(f"corruptions.worst_class.{name}.{severity}", weights=mask,
-                                    correct=ctx.records[f"corruptions.accuracy.{name}.{severity}"].correct)
+                    correct = torch.as_tensor(ctx.records[f"corruptions.accuracy.{name}.{severity}"].correct)
+                    worst_by_condition[name][str(severity)] = float(correct[mask].float().mean())
+                    ctx.records.add(f"corruptions.worst_class_accuracy.{name}.{severity}", correct=correct,
+                                    weights=mask)
 
         return CorruptionResult(
             profile=source.profile, backend=source.backend, corruptions=names, severities=severities,
@@ -423,6 +429,7 @@ class CorruptionSuite(Suite):
             calibration=mean_calibration(calibration) if temperatures is not None else None,
             group_mean_accuracy={g: v / max(conditions, 1) for g, v in group_sums.items()} if masks else None,
             per_class_mean_accuracy=class_mean, worst_class_mean_accuracy=worst[0], worst_class=worst[1],
+            worst_class_accuracy=worst_by_condition,
         )
 
     @classmethod
@@ -438,7 +445,7 @@ class CorruptionSuite(Suite):
         else:
             found.update(scores(table, clean, names, severities, reference))
         if block.get("worst_class") is not None and names and severities:
-            worst = [acc[f"corruptions.worst_class.{c}.{s}"] for c in names for s in severities]
+            worst = [acc[f"corruptions.worst_class_accuracy.{c}.{s}"] for c in names for s in severities]
             found["worst_class_mean_accuracy"] = sum(worst) / len(worst)
         flat: dict[str, Any] = {}
         for key, value in found.items():
