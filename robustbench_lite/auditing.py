@@ -21,7 +21,6 @@ has fitted the wrong labels it memorised, so it finds fewer).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,27 +67,22 @@ def training_set(meta: dict[str, Any], data_dir: str | None = None,
     Raises:
         RobustEvalError: the recorded stress cannot be reproduced here (another copy of the dataset).
     """
-    from robustbench_lite.training.stressors import StressOptions, apply
+    from robustbench_lite.training.stressors import StressOptions, stressed_dataset
 
     train = data_mod.load(meta["dataset"], "train", data_dir).limit(meta.get("train_limit"))
     record = meta.get("stress")
     if not record:
         return train, None, None
-    options = StressOptions(fraction=record.get("fraction"), per_class=record.get("per_class"),
-                            imbalance=record.get("imbalance"), profile=record.get("profile") or "exp",
-                            label_noise=record.get("label_noise"))
     noise = record.get("noise") or {}
-    stressed = apply(train.labels, train.num_classes, options, int(record["seed"]), matrix=noise.get("matrix"))
-    if stressed.record["changed_indices"] != record.get("changed_indices", []) or \
-            stressed.record["images"] != record.get("images"):
-        got = stressed.record
+    kept, stressed = stressed_dataset(train, StressOptions.from_record(record), int(record["seed"]),
+                                      matrix=noise.get("matrix"))
+    got = stressed.record
+    if got["changed_indices"] != record.get("changed_indices", []) or got["images"] != record.get("images"):
         raise RobustEvalError(f"the checkpoint's training-data stress does not reproduce on this copy of "
                               f"{meta['dataset']} ({got['images']} images, {len(got['changed_indices'])} labels "
                               f"changed; recorded {record.get('images')} and {len(record.get('changed_indices', []))})"
                               "; audit with the data it was trained on (--data-dir)")
-    kept = dataclasses.replace(train.subset(stressed.indices), labels=stressed.labels)
-    changed = set(record.get("changed_indices", []))
-    wrong = torch.tensor([int(i) in changed for i in kept.indices], dtype=torch.bool)
+    wrong = torch.isin(kept.indices, torch.tensor(got["changed_indices"], dtype=torch.long))
     return kept, wrong, record
 
 

@@ -271,10 +271,12 @@ def _trained_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
     from robustbench_lite.training.stressors import StressOptions
 
     stress = StressOptions.parse(cell.stress)
-    name = "-".join([cell.model, cell.dataset.replace(":", "_").replace("/", "_"), cell.init,
-                     (cell.defence or "standard") + (f"+{stress.label()}" if stress.active else ""),
-                     f"seed{cfg.seed}"]) + ".pt"
-    path = Path(cfg.output_dir) / "trained" / name.replace("confusion:", "confusion-").replace("/", "_")
+    tag = stress.label()
+    if stress.label_noise and stress.label_noise.startswith("confusion:"):  # the label drops the file: its content
+        tag += "-" + sha256_file(stress.label_noise.partition(":")[2])[:12]
+    name = "-".join([cell.model, cell.dataset, cell.init, (cell.defence or "standard") + (f"+{tag}" if tag else ""),
+                     f"seed{cfg.seed}"])
+    path = Path(cfg.output_dir) / "trained" / (name.replace(":", "_").replace("/", "_") + ".pt")
     if path.is_file():
         return str(path)
     log(f"training {path.name} (quick recipe)")

@@ -252,3 +252,19 @@ def test_the_shipped_seed_benchmark_config_is_valid():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "seed-benchmark.yaml")
     assert len(cfg.models) == 5 and len(cfg.datasets) == 3 and cfg.init == ["scratch", "pretrained"]
     assert len(cells(cfg)) == 5 * 3 * 2 * 5
+
+
+def test_trained_checkpoints_of_two_confusion_matrices_do_not_share_a_file(tmp_path, monkeypatch):
+    import robustbench_lite.training as training
+    from robustbench_lite.sweep import Cell, _trained_for
+
+    made = []
+    monkeypatch.setattr(training, "train", lambda cfg, log=None: made.append(cfg.output))
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("[[0.9, 0.1], [0.1, 0.9]]")
+    b.write_text("[[0.8, 0.2], [0.2, 0.8]]")
+    cfg = SweepConfig(models=["shufflenetv2_x0_5"], datasets=["digits"], output_dir=str(tmp_path / "out"))
+    paths = {_trained_for(Cell("shufflenetv2_x0_5", "digits", "scratch", "clean", stress=f"confusion:{m}"), cfg,
+                          lambda m: None) for m in (a, b)}
+    assert len(paths) == 2 and made == sorted(paths, key=made.index)
+    assert all("confusion-" in p and ":" not in p.rsplit("/", 1)[1] for p in paths)

@@ -93,13 +93,12 @@ def summary(report: dict) -> list[str]:
 
 
 def run(argv: Sequence[str]) -> int:
-    from robustbench_lite.auditing import SHOWN, audit_labels, check_options
+    from robustbench_lite.auditing import SHOWN, audit_labels
     from robustbench_lite.errors import RobustEvalError
     from robustbench_lite.files import atomic_write
     from robustbench_lite.outputs import attempt, write_json
 
     args = a.parse(parser(), argv)
-    check_options(args.method, args.filter, args.folds)
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         raise RobustEvalError(f"--checkpoint {args.checkpoint} does not exist")
     name = Path(args.checkpoint).stem if args.checkpoint else (args.model or "shufflenetv2")

@@ -13,6 +13,10 @@ Conditions (paths are gate paths; every one is on the run's test images, ``"test
 * ``adversarial.worst_case.<norm>[<eps>]`` (two or more attacks): right = no attack fooled it;
   ``min_eps`` the smallest budget any attack needed, ``broken_by`` the attack that needed it
   (``attack/component`` for an ensemble's component).
+* ``adversarial.worst_class_robust_accuracy.<key>.accuracy``: the robust outcomes weighted by the
+  images of the class with the lowest robust accuracy at that budget (its Wilson interval);
+  ``adversarial.group_robust_accuracy.<key>.<group>`` likewise for a stressed checkpoint's
+  frequent, medium and rare classes.
 
 Derived (intervals from the paired bootstrap): ``curve.<attack>.<norm>.auc``, the trapezoid of
 :func:`curve_auc` over the clean accuracy and that sweep's robust accuracies.
@@ -26,6 +30,7 @@ from typing import Any
 import torch
 
 import attacks
+from robustbench_lite.analysis.groups import group_means, per_class_accuracy, worst_class
 from robustbench_lite.records import Records
 from robustbench_lite.statistics import as_interval
 
@@ -73,6 +78,30 @@ def record_evaluation(records: Records, keys: Sequence[str], ev: attacks.AttackE
         records.add(robust_path(key), correct=ev.clean_correct & ~fooled, min_eps=ev.min_eps, broken_by=broken_by)
         # success is a fraction of the attacked (clean-correct) images: those weigh 1, the others 0
         records.add(success_path(key), correct=fooled, weights=ev.clean_correct)
+
+
+def record_classes(records: Records, keys: Sequence[str], ev: attacks.AttackEvaluation, labels: torch.Tensor,
+                   classes: list[str], masks: Mapping[str, torch.Tensor] | None,
+                   ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Per budget of ``ev``: the worst class's robust accuracy and, with class ``masks``, each group's; recorded.
+
+    Returns:
+        (key -> ``{"accuracy", "class"}``, key -> group -> robust accuracy (empty without masks)).
+    """
+    worst: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, float]] = {}
+    for j, key in enumerate(keys):
+        robust = ev.clean_correct & ~ev.fooled[:, j]
+        low, name = worst_class(per_class_accuracy(robust, labels, len(classes)), classes)
+        worst[key] = {"accuracy": low, "class": name}
+        if name is not None:
+            records.add(f"{SUITE}.worst_class_robust_accuracy.{key}.accuracy", correct=robust,
+                        weights=labels == classes.index(name))
+        if masks:
+            groups[key] = group_means(robust, masks)
+            for group, mask in masks.items():
+                records.add(f"{SUITE}.group_robust_accuracy.{key}.{group}", correct=robust, weights=mask)
+    return worst, groups
 
 
 def record_worst_case(records: Records, key: str, correct: torch.Tensor, evaluations: Mapping[str, Any]) -> None:

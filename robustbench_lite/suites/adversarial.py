@@ -43,7 +43,7 @@ import torch
 
 import attacks
 from robustbench_lite.analysis.failures import failure_flow
-from robustbench_lite.analysis.groups import group_masks, group_means, per_class_accuracy, worst_class
+from robustbench_lite.analysis.groups import group_masks
 from robustbench_lite.data import default_eps
 from robustbench_lite.distributed import ATTACK_CHUNK, run_units
 from robustbench_lite.errors import RobustEvalError
@@ -249,7 +249,8 @@ class AdversarialSuite(Suite):
 
         evaluations: dict[tuple[str, str], attacks.AttackEvaluation] = {}
         flows: dict[str, dict[str, Any]] = {}
-        masks = group_masks(ctx.meta, [str(c) for c in ds.classes], labels)
+        classes = [str(c) for c in ds.classes]
+        masks = group_masks(ctx.meta, classes, labels)
         group_robust: dict[str, dict[str, float]] = {}
         worst_robust: dict[str, dict[str, Any]] = {}
         clean_pred = ctx.clean_logits().argmax(dim=1)
@@ -278,25 +279,13 @@ class AdversarialSuite(Suite):
 
                 parts = run_units(max(1, -(-len(ds) // chunk)), evaluate_chunk)
                 ev = attacks.AttackEvaluation.concat([p[0] for p in parts])
-                flows[f"{name}.{norm}"] = failure_flow(clean_pred, torch.cat([p[1] for p in parts]), labels,
-                                                       [str(c) for c in ds.classes])
+                flows[f"{name}.{norm}"] = failure_flow(clean_pred, torch.cat([p[1] for p in parts]), labels, classes)
                 evaluations[(name, norm)] = ev
-                records.record_evaluation(ctx.records, [result_key(name, norm, e) for e in ev.eps], ev)
-                for j, e in enumerate(ev.eps):
-                    robust = ev.clean_correct & ~ev.fooled[:, j]
-                    low, cls = worst_class(per_class_accuracy(robust, labels, len(ds.classes)),
-                                           [str(c) for c in ds.classes])
-                    worst_robust[result_key(name, norm, e)] = {"accuracy": low, "class": cls}
-                    if cls is not None:  # that class's interval, from its images' outcomes
-                        ctx.records.add(f"adversarial.worst_class_robust_accuracy.{result_key(name, norm, e)}.accuracy",
-                                        correct=robust, weights=labels == [str(c) for c in ds.classes].index(cls))
-                if masks:
-                    for j, e in enumerate(ev.eps):
-                        robust = ev.clean_correct & ~ev.fooled[:, j]
-                        group_robust[result_key(name, norm, e)] = group_means(robust, masks)
-                        for group, mask in masks.items():  # each group's interval, from its images' outcomes
-                            ctx.records.add(f"adversarial.group_robust_accuracy.{result_key(name, norm, e)}.{group}",
-                                            correct=robust, weights=mask)
+                keys = [result_key(name, norm, e) for e in ev.eps]
+                records.record_evaluation(ctx.records, keys, ev)
+                by_class, by_group = records.record_classes(ctx.records, keys, ev, labels, classes, masks)
+                worst_robust.update(by_class)
+                group_robust.update(by_group)
                 for j, e in enumerate(ev.eps):
                     atk = attacks.build(name, **kwargs, eps=e)
                     entries.append(AttackResult(

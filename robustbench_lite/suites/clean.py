@@ -84,11 +84,11 @@ class CleanSuite(Suite):
 
             calibration = {"method": "temperature scaling, cross-fitted on the clean test split's two folds",
                            "temperatures": list(temperatures), **before_after(logits, labels, temperatures)}
-        worst = worst_class(report["per_class_accuracy"], list(ctx.dataset.classes))
+        classes = list(ctx.dataset.classes)
+        worst = worst_class(report["per_class_accuracy"], classes)
         if worst[1] is not None:  # the worst class's interval: its own images' outcomes
             ctx.records.add("clean.worst_class_accuracy", predicted=predicted,
-                            weights=labels == list(ctx.dataset.classes).index(worst[1]))
-        classes = list(ctx.dataset.classes)
+                            weights=labels == classes.index(worst[1]))
         groups, masks = class_groups(ctx.meta, classes), group_masks(ctx.meta, classes, labels)
         group_accuracy = group_means(predicted == labels, masks) if masks else None
         for group, mask in (masks or {}).items():  # each group's interval, from its images' outcomes
@@ -96,7 +96,7 @@ class CleanSuite(Suite):
         cm = np.asarray(report["confusion_matrix"], dtype=float)
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = np.where(cm.sum(0) > 0, np.diag(cm) / np.maximum(cm.sum(0), 1), np.nan).tolist()
-        return CleanResult(n_examples=len(ctx.dataset), classes=list(ctx.dataset.classes), **report,
+        return CleanResult(n_examples=len(ctx.dataset), classes=classes, **report,
                            worst_class_accuracy=worst[0], worst_class=worst[1], group_accuracy=group_accuracy,
                            groups=groups, per_class_precision=precision,
                            precision=ctx.plan.precision if ctx.plan is not None else "fp32",

@@ -391,13 +391,14 @@ class CorruptionSuite(Suite):
                 logits = (ctx.predict(_eight_bit(got.transform), desc=desc, thread_safe=got.thread_safe)
                           if got.images is None else self._predict_stored(ctx, got.images, desc))
                 predicted = logits.argmax(1)
-                acc[name][str(severity)] = float((predicted == labels).float().mean())
+                correct = predicted == labels
+                acc[name][str(severity)] = float(correct.float().mean())
                 ctx.records.add(f"corruptions.accuracy.{name}.{severity}", predicted=predicted)
                 flows[f"{name}.{severity}"] = failure_flow(clean_pred, predicted, labels, classes)
                 conditions += 1
-                for group, value in (group_means(predicted == labels, masks) if masks else {}).items():
+                for group, value in (group_means(correct, masks) if masks else {}).items():
                     group_sums[group] += value
-                class_sums += per_class_accuracy(predicted == labels, labels, len(classes))
+                class_sums += per_class_accuracy(correct, labels, len(classes))
                 flow_total += flow_matrix(clean_pred, predicted, labels, len(classes))
                 drop_total += class_drop(clean_pred, predicted, labels, len(classes))
                 if temperatures is not None:

@@ -326,9 +326,7 @@ def score_split(data: shift.SplitData, description: str, reference: LevelScore,
     levels = [score_level(level, len(data.classes), reference.accuracy) for level in data.levels]
     acc = _mean([lv.accuracy for lv in levels])
     worst = min(levels, key=lambda lv: lv.accuracy)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every level: NaN is the answer
-        per_class = np.nanmean(np.array([lv.per_class_accuracy for lv in levels], dtype=float), axis=0)
+    per_class = _level_mean([lv.per_class_accuracy for lv in levels])
     ref_class = np.array(reference.per_class_accuracy, dtype=float)
     losing = []
     for c in np.argsort(-(ref_class - per_class), kind="stable"):
@@ -494,15 +492,21 @@ class ShiftSuite(Suite):
         }
 
 
+def _level_mean(per_class_rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+    """Each class's accuracy averaged over a split's levels (None/NaN: no image of the class at that level)."""
+    rows = np.array([[np.nan if v is None else v for v in row] for row in per_class_rows], dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every level: NaN is the answer
+        return np.nanmean(rows, axis=0)
+
+
 def _worst_class_text(split: Mapping[str, Any]) -> str:
     """The split's class with the lowest accuracy (its levels' per-class accuracies averaged), for the report."""
     rows = [lv.get("per_class_accuracy") for lv in split.get("levels") or [] if isinstance(lv, Mapping)]
-    rows = [[np.nan if v is None else v for v in r] for r in rows if r]
+    rows = [r for r in rows if r]
     if not rows:
         return "—"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every level
-        per_class = np.nanmean(np.array(rows, dtype=float), axis=0)
+    per_class = _level_mean(rows)
     low, name = worst_class(per_class.tolist(), [str(c) for c in split.get("classes") or range(len(per_class))])
     return "—" if name is None else f"{name} {pct(low)}"
 

@@ -101,12 +101,9 @@ class Trainer:
         train_set = data_mod.load(cfg.dataset, "train", cfg.data_dir).limit(cfg.limit)
         self.stress_record = None
         if cfg.stress is not None and cfg.stress.active:  # before any training: a class left empty is one line
-            import dataclasses
+            from robustbench_lite.training.stressors import stressed_dataset
 
-            from robustbench_lite.training.stressors import apply as apply_stress
-
-            stressed = apply_stress(train_set.labels, train_set.num_classes, cfg.stress, cfg.seed)
-            train_set = dataclasses.replace(train_set.subset(stressed.indices), labels=stressed.labels)
+            train_set, stressed = stressed_dataset(train_set, cfg.stress, cfg.seed)
             self.stress_record = stressed.record
             noise = stressed.record["noise"]
             self.log(f"training-data stress: {stressed.record['images']} images, per class "

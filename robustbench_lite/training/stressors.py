@@ -20,16 +20,20 @@ label audit's precision and recall) can use them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from robustbench_lite.errors import RobustEvalError
 from robustbench_lite.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from robustbench_lite.readers import ImageDataset
 
 PROFILES = ("exp", "step")
 NOISE_KINDS = ("sym", "pair", "confusion")
@@ -113,6 +117,13 @@ class StressOptions:
             else:
                 values["label_noise"] = f"{kind}:{m.group(2)}"
         return cls(**values).validate()
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> StressOptions:
+        """The options a checkpoint's stress record (:func:`apply`'s ``record``) was made with."""
+        return cls(fraction=record.get("fraction"), per_class=record.get("per_class"),
+                   imbalance=record.get("imbalance"), profile=record.get("profile") or "exp",
+                   label_noise=record.get("label_noise"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "per_class": self.per_class, "imbalance": self.imbalance,
@@ -259,3 +270,10 @@ def apply(labels: torch.Tensor, classes: int, opts: StressOptions, seed: int,
               "class_counts": torch.bincount(labels[indices], minlength=classes).tolist(),
               "noise": noise, "changed_indices": changed.tolist()}
     return Stress(indices, new, record)
+
+
+def stressed_dataset(dataset: ImageDataset, opts: StressOptions, seed: int,
+                     matrix: torch.Tensor | None = None) -> tuple[ImageDataset, Stress]:
+    """:func:`apply` to a training split: (the kept images with their new labels, what was done)."""
+    stress = apply(dataset.labels, dataset.num_classes, opts, seed, matrix)
+    return dataclasses.replace(dataset.subset(stress.indices), labels=stress.labels), stress

@@ -33,11 +33,16 @@ from robustbench_lite.training.defences.base import (
 )
 
 
+def class_counts(ctx: DefenceContext) -> torch.Tensor:
+    """The training labels' images per class, float64, at least 1 (all equal before the data is read)."""
+    if ctx.class_counts is None:
+        return torch.ones(ctx.num_classes, dtype=torch.float64)
+    return torch.tensor(ctx.class_counts, dtype=torch.float64).clamp_min(1)  # a class with no image: count 1
+
+
 def class_prior(ctx: DefenceContext) -> torch.Tensor:
     """The training labels' class frequencies (uniform before the data is read)."""
-    if ctx.class_counts is None:
-        return torch.full((ctx.num_classes,), 1.0 / ctx.num_classes)
-    counts = torch.tensor(ctx.class_counts, dtype=torch.float64).clamp_min(1)  # a class with no image: count 1
+    counts = class_counts(ctx)
     return (counts / counts.sum()).float()
 
 
@@ -105,8 +110,7 @@ class ClassBalanced(_Criterion):
 
     def __init__(self, params: Params, ctx: DefenceContext) -> None:
         super().__init__(params, ctx)
-        counts = torch.tensor(ctx.class_counts) if ctx.class_counts is not None else torch.ones(ctx.num_classes)
-        self.weights = effective_number_weights(counts, self.params.cb_beta)  # type: ignore[attr-defined]
+        self.weights = effective_number_weights(class_counts(ctx), self.params.cb_beta)  # type: ignore[attr-defined]
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "class_weights": [round(float(w), 6) for w in self.weights]}
