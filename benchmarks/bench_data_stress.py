@@ -15,7 +15,9 @@ with the evaluator:
   for contrast, the model's own in-sample softmax (``--method model``).
 
 Conditions (``--conditions``): none; imb10, imb100 (exponential profile; remedy balanced-softmax);
-sym0.2, sym0.4, pair0.2, pair0.4 (remedy gce); frac0.1, frac0.01 (remedy trivialaugment: strong
+sym0.2, sym0.4, pair0.2, pair0.4, conf0.2, conf0.4 (remedy gce; ``confR`` is the unstressed model's
+own confusion matrix scaled to rate R, ``--label-noise confusion:RESULTS.json@R``: errors between
+the classes the model itself confuses, the realistic systematic kind); frac0.1, frac0.01 (remedy trivialaugment: strong
 augmentation; ImageNet transfer, the other small-data remedy, needs weights this machine cannot
 download). Small-data runs take as many optimisation steps as the full run (epochs x 1/fraction,
 at most 300 epochs), so that they differ in data, not in training length.
@@ -27,6 +29,7 @@ Usage:
     python benchmarks/bench_data_stress.py                         # everything, about 90 minutes on 2 cores
     python benchmarks/bench_data_stress.py --conditions none,pair0.4 --n 500
     python benchmarks/bench_data_stress.py --remedies imbalance=class-balanced,noise=sce
+    python benchmarks/bench_data_stress.py --conditions sym0.4,pair0.4 --only-remedy
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ from robustbench_lite.training.defences import DefenceOptions  # noqa: E402
 from robustbench_lite.training.recipes import QUICK  # noqa: E402
 from robustbench_lite.training.stressors import StressOptions  # noqa: E402
 
-CONDITIONS = ("none", "imb10", "imb100", "sym0.2", "sym0.4", "pair0.2", "pair0.4", "frac0.1", "frac0.01")
+CONDITIONS = ("none", "imb10", "imb100", "sym0.2", "sym0.4", "pair0.2", "pair0.4", "conf0.2", "conf0.4", "frac0.1",
+              "frac0.01")
 REMEDIES = {"imbalance": "balanced-softmax", "noise": "gce", "small": "trivialaugment"}
 MAX_EPOCHS = 300
 #: PGD-20 budgets: Fashion-MNIST's standard eps (0.1), where a model without adversarial training is at
@@ -57,10 +61,13 @@ MAX_EPOCHS = 300
 EPS, SMALL_EPS = 0.1, 0.01
 
 
-def stress_of(condition: str) -> tuple[StressOptions | None, str]:
-    """(the stressors, the family whose remedy applies) of a condition name."""
+def stress_of(condition: str, confusions: str = "") -> tuple[StressOptions | None, str]:
+    """(the stressors, the family whose remedy applies) of a condition name (``confusions``: a results file
+    whose clean confusion matrix ``confR`` scales)."""
     if condition == "none":
         return None, ""
+    if condition.startswith("conf") and condition[4:].replace(".", "", 1).isdigit():
+        return StressOptions(label_noise=f"confusion:{confusions}@{float(condition[4:]):g}").validate(), "noise"
     for prefix, family in (("imb", "imbalance"), ("sym", "noise"), ("pair", "noise"), ("frac", "small")):
         if condition.startswith(prefix):
             value = float(condition[len(prefix):])
@@ -80,7 +87,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="comma-separated (default: all)")
     p.add_argument("--remedies", default=None, metavar="FAMILY=DEFENCE[,...]",
                    help=f"remedy per family (default: {REMEDIES})")
-    p.add_argument("--no-remedy", action="store_true", help="train only without the remedies")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--no-remedy", action="store_true", help="train only without the remedies")
+    only.add_argument("--only-remedy", action="store_true",
+                      help="train only with the remedies (the stressed runs without them are measured elsewhere)")
     p.add_argument("--n", type=int, default=1000, help="test images for PGD-20 and corruptions (default: 1000)")
     p.add_argument("--audit", action=argparse.BooleanOptionalAction, default=True,
                    help="audit the labels of the noisy runs (default: on)")
@@ -104,7 +114,8 @@ def log_to_stderr(tag: str):
 def run_one(condition: str, remedy: str | None, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     tag = f"{condition}{'+' + remedy if remedy else ''}"
     cached = workdir / f"{tag}.json"
-    stress, family = stress_of(condition)
+    stress, family = stress_of(condition, str(unstressed_results(args, workdir)) if condition.startswith("conf")
+                               else "")
     row = json.loads(cached.read_text()) if cached.is_file() else measure(condition, remedy, tag, stress, family, args,
                                                                           workdir)
     row["train_minutes"] = train_minutes(row["checkpoint"])
@@ -122,6 +133,16 @@ def run_one(condition: str, remedy: str | None, args: argparse.Namespace, workdi
         row.update({"audit_model_precision": in_sample["precision"], "audit_model_recall": in_sample["recall"]})
         cached.write_text(json.dumps(row, indent=2))
     return row
+
+
+def unstressed_results(args: argparse.Namespace, workdir: Path) -> Path:
+    """The unstressed run's clean results (trained and measured first when missing): its confusion matrix."""
+    path = workdir / "none.clean.json"
+    if not path.is_file():
+        row = run_one("none", None, args, workdir)
+        run = RunConfig(checkpoint=row["checkpoint"], suites=["clean"], seed=args.seed, show_progress=False)
+        path.write_text(json.dumps(evaluate(run, log=log_to_stderr("none")).to_dict()))
+    return path
 
 
 def train_minutes(checkpoint: str) -> float | None:
@@ -193,9 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else workdir / "table"
     rows = []
-    for condition in [c.strip() for c in args.conditions.split(",") if c.strip()]:
-        _, family = stress_of(condition)
-        for remedy in [None] + ([remedies[family]] if family and not args.no_remedy else []):
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    for condition in conditions:  # every name checked before any training (this file stands in for the results)
+        stress_of(condition, __file__)
+    for condition in conditions:
+        family = stress_of(condition, __file__)[1]
+        with_remedy = [remedies[family]] if family and not args.no_remedy else []
+        for remedy in ([] if args.only_remedy and with_remedy else [None]) + with_remedy:
             print(f"== {condition}{' + ' + remedy if remedy else ''}", file=sys.stderr, flush=True)
             rows.append(run_one(condition, remedy, args, workdir))
             text = table(rows, args)

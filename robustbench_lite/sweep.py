@@ -268,12 +268,12 @@ def _trained_for(cell: Cell, cfg: SweepConfig, log: Log) -> str:
     from robustbench_lite.config import TrainConfig
     from robustbench_lite.training import train
     from robustbench_lite.training.defences import DefenceOptions
-    from robustbench_lite.training.stressors import StressOptions
+    from robustbench_lite.training.stressors import StressOptions, confusion_source
 
     stress = StressOptions.parse(cell.stress)
     tag = stress.label()
     if stress.label_noise and stress.label_noise.startswith("confusion:"):  # the label drops the file: its content
-        tag += "-" + sha256_file(stress.label_noise.partition(":")[2])[:12]
+        tag += "-" + sha256_file(confusion_source(stress.label_noise.partition(":")[2])[0])[:12]
     name = "-".join([cell.model, cell.dataset, cell.init, (cell.defence or "standard") + (f"+{tag}" if tag else ""),
                      f"seed{cfg.seed}"])
     path = Path(cfg.output_dir) / "trained" / (name.replace(":", "_").replace("/", "_") + ".pt")

@@ -58,6 +58,31 @@ def test_noise_has_its_rate_and_pattern_and_is_seeded(tmp_path):
     assert torch.equal(again.labels, sym.labels) and not torch.equal(other.labels, sym.labels)
 
 
+def test_noise_from_a_models_own_confusions_at_a_chosen_rate(digits_checkpoint, tmp_path):
+    results = tmp_path / "base.json"  # what a user has: robust-eval --suite clean --json of their model
+    assert cli.main(["--checkpoint", str(digits_checkpoint), "--dataset", "digits", "--suite", "clean",
+                     "--limit", "400", "--json", str(results), "--no-progress"]) == 0
+    cm = torch.tensor(json.loads(results.read_text())["clean"]["confusion_matrix"], dtype=torch.float64)
+    labels = torch.arange(10).repeat_interleave(3000)
+    as_is = apply(labels, 10, StressOptions(label_noise=f"confusion:{results}"), 0)
+    recorded = torch.tensor(as_is.record["noise"]["matrix"], dtype=torch.float64)
+    assert torch.allclose(recorded, cm / cm.sum(1, keepdim=True))
+    assert as_is.record["noise"]["rate"] is None
+    at = apply(labels, 10, StressOptions(label_noise=f"confusion:{results}@0.3"), 0)
+    off = cm - torch.diag(torch.diag(cm))
+    confused = off.sum(1) > 0  # a class the model never confuses keeps its labels
+    assert 0 < int(confused.sum()) <= 10
+    expected = torch.eye(10, dtype=torch.float64)
+    expected[confused] = 0.3 * off[confused] / off[confused].sum(1, keepdim=True)
+    expected[confused, torch.arange(10)[confused]] = 0.7
+    assert torch.allclose(torch.tensor(at.record["noise"]["matrix"], dtype=torch.float64), expected)
+    moved = at.labels != labels
+    assert at.record["noise"]["rate"] == 0.3 and at.record["changed_indices"] == torch.nonzero(moved).flatten().tolist()
+    per_class = torch.zeros(10).index_add_(0, labels, moved.float()) / 3000
+    assert (per_class[confused] - 0.3).abs().max() < 0.03 and per_class[~confused].sum() == 0
+    assert StressOptions(label_noise=f"confusion:{results}@0.3").label() == "confusion0.3"
+
+
 def test_the_checkpoint_records_the_stress(tmp_path):
     out = tmp_path / "m.pt"
     assert cli.main(["train", "--model", "shufflenetv2_x0_5", "--dataset", "digits", "--epochs", "1",
@@ -127,6 +152,9 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     (["--label-noise", "flip:0.1"], "write sym:RATE, pair:RATE or confusion:FILE"),
     (["--label-noise", "confusion:{tmp}/square.json"], "a 2x2 matrix, the data has 10 classes"),
     (["--label-noise", "confusion:{tmp}/rows.json"], "row 0 sums to 0.5"),
+    (["--label-noise", "confusion:{tmp}/rows.json@1.5"], "the rate after '@' must be in (0, 1)"),
+    (["--label-noise", "confusion:{tmp}/gone.json@0.3"], "no such file"),
+    (["--label-noise", "confusion:{tmp}/results.json"], "without a clean confusion matrix"),
     (["--train-fraction", "0.001"], "leaves class 0 with no training image"),
     (["--train-fraction", "1.5"], "--train-fraction 1.5 must be in (0, 1]"),
     (["--train-fraction", "0.5", "--train-per-class", "3"], "pass one"),
@@ -137,6 +165,7 @@ def test_impossible_stress_is_one_line_before_any_training(flags, needle, tmp_pa
     rows = torch.eye(10)
     rows[0, 0] = 0.5
     (tmp_path / "rows.json").write_text(json.dumps(rows.tolist()))
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1, "corruptions": {"mean_accuracy": 0.5}}))
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     code = cli.main(["train", "--model", "shufflenetv2_x0_5", "--dataset", "digits", "--epochs", "1",
                      "--output", str(tmp_path / "m.pt"), "--no-progress", *flags])

@@ -265,6 +265,6 @@ def test_trained_checkpoints_of_two_confusion_matrices_do_not_share_a_file(tmp_p
     b.write_text("[[0.8, 0.2], [0.2, 0.8]]")
     cfg = SweepConfig(models=["shufflenetv2_x0_5"], datasets=["digits"], output_dir=str(tmp_path / "out"))
     paths = {_trained_for(Cell("shufflenetv2_x0_5", "digits", "scratch", "clean", stress=f"confusion:{m}"), cfg,
-                          lambda m: None) for m in (a, b)}
-    assert len(paths) == 2 and made == sorted(paths, key=made.index)
-    assert all("confusion-" in p and ":" not in p.rsplit("/", 1)[1] for p in paths)
+                          lambda m: None) for m in (a, b, f"{a}@0.3")}  # a's pattern at 30%: a third run
+    assert len(paths) == 3 and made == sorted(paths, key=made.index)
+    assert all("confusion" in p and ":" not in p.rsplit("/", 1)[1] and "@" not in p for p in paths)

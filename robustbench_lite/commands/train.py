@@ -45,8 +45,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default: exp)")
     g.add_argument("--label-noise", default=None, metavar="KIND:RATE",
                    help="sym:R (each label flipped with probability R to another class), pair:R (to the next "
-                        "class: systematic), confusion:FILE (a class-to-class matrix, rows summing to 1) "
-                        "(default: none)")
+                        "class: systematic), confusion:FILE (a class-to-class matrix, rows summing to 1, or a "
+                        "robust-eval --suite clean --json results file: that model's confusions), "
+                        "confusion:FILE@R (its pattern of errors at rate R) (default: none)")
     g = p.add_argument_group("optimisation (default: the quick recipe)")
     g.add_argument("--epochs", type=a.positive_int, default=None, help=f"epochs (default: {QUICK.epochs})")
     g.add_argument("--batch-size", type=a.positive_int, default=None, help=f"batch size (default: {QUICK.batch_size})")

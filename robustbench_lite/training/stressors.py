@@ -11,7 +11,11 @@ Applied to the training split only (never the test split), in this order, each s
 3. label noise (``--label-noise KIND:RATE``): ``sym`` flips each label with probability RATE to a
    uniformly drawn *other* class; ``pair`` flips it to the next class (c -> c + 1 mod C: a
    systematic error); ``confusion:FILE`` draws each new label from row ``c`` of a class-to-class
-   matrix (CSV or JSON, rows summing to 1: a model's confusion matrix is the realistic kind).
+   matrix (CSV or JSON, rows summing to 1), or from a model's own confusion matrix (the realistic
+   kind: ``FILE`` a ``robust-eval --suite clean --json`` results file, its counts normalised per
+   true class). ``confusion:FILE@RATE`` keeps the matrix's pattern of errors and scales it to the
+   rate: each class's off-diagonal row normalised to RATE, the diagonal 1 - RATE (a class the
+   matrix never confuses keeps its labels, so fewer than RATE may change; the record says how many).
 
 What was done is recorded (:meth:`Stress.record`): the settings and seed, the per-class training
 counts, and the indices (into the training split) whose labels were changed, so later steps (the
@@ -77,7 +81,7 @@ class StressOptions:
                  f"n{self.per_class}" if self.per_class is not None else "",
                  f"imb{self.imbalance:g}{self.profile}" if self.imbalance is not None else "",
                  self.label_noise.replace(":", "") if self.label_noise and not self.label_noise.startswith(
-                     "confusion:") else ("confusion" if self.label_noise else "")]
+                     "confusion:") else ("confusion" + _rate_label(self.label_noise) if self.label_noise else "")]
         return "+".join(p for p in parts if p)
 
     @classmethod
@@ -130,15 +134,46 @@ class StressOptions:
                 "profile": self.profile if self.imbalance is not None else None, "label_noise": self.label_noise}
 
 
+def confusion_source(arg: str) -> tuple[str, float | None]:
+    """``FILE`` or ``FILE@RATE`` of a ``confusion:`` spec -> (the file, the rate or None), checked.
+
+    A file whose own name holds ``@`` is taken whole when it exists.
+    """
+    path, rate = _split_rate(arg)
+    if rate is not None and not 0 < rate < 1:
+        raise RobustEvalError(f"--label-noise confusion:{arg}: the rate after '@' must be in (0, 1), "
+                              "e.g. confusion:results.json@0.3")
+    if not Path(path).is_file():
+        raise RobustEvalError(f"--label-noise confusion:{arg}: no such file {path!r}; give a CSV or JSON "
+                              "class-to-class matrix whose rows sum to 1, or a robust-eval --suite clean --json "
+                              "results file")
+    return path, rate
+
+
+def _split_rate(arg: str) -> tuple[str, float | None]:
+    path, at, tail = arg.rpartition("@")
+    if not at or Path(arg).is_file():
+        return arg, None
+    try:
+        return path, float(tail)
+    except ValueError:
+        return path, math.nan
+
+
+def _rate_label(label_noise: str) -> str:
+    rate = _split_rate(label_noise.partition(":")[2])[1]
+    return "" if rate is None else f"{rate:g}"
+
+
 def parse_noise(spec: str) -> tuple[str, float | str]:
-    """``sym:0.2`` -> ("sym", 0.2); ``confusion:FILE`` -> ("confusion", "FILE"); anything else is one line."""
+    """``sym:0.2`` -> ("sym", 0.2); ``confusion:FILE[@RATE]`` -> ("confusion", "FILE[@RATE]"); anything else is
+    one line."""
     kind, sep, arg = spec.partition(":")
     if kind not in NOISE_KINDS or not sep or not arg:
-        raise RobustEvalError(f"--label-noise {spec!r}: write sym:RATE, pair:RATE or confusion:FILE, e.g. sym:0.2")
+        raise RobustEvalError(f"--label-noise {spec!r}: write sym:RATE, pair:RATE or confusion:FILE[@RATE], "
+                              "e.g. sym:0.2")
     if kind == "confusion":
-        if not Path(arg).is_file():
-            raise RobustEvalError(f"--label-noise confusion:{arg}: no such file; give a CSV or JSON class-to-class "
-                                  "matrix whose rows sum to 1")
+        confusion_source(arg)
         return kind, arg
     try:
         rate = float(arg)
@@ -152,23 +187,45 @@ def parse_noise(spec: str) -> tuple[str, float | str]:
     return kind, rate
 
 
-def _read_matrix(path: str) -> torch.Tensor:
+def _read_matrix(path: str) -> tuple[torch.Tensor, bool]:
+    """(the matrix in the file, whether it holds counts: a results file's clean confusion matrix)."""
     text = Path(path).read_text()
+    counts = False
     try:
         rows = json.loads(text) if path.endswith(".json") else [
             [float(v) for v in line.replace(";", ",").split(",") if v.strip()]
             for line in text.splitlines() if line.strip()]
-        matrix = torch.tensor(rows, dtype=torch.float64)
+        if isinstance(rows, dict):  # a results file: its clean suite's confusion matrix (test-image counts)
+            clean = rows.get("clean")
+            rows, counts = (clean.get("confusion_matrix") if isinstance(clean, dict) else None), True
+        matrix = None if rows is None else torch.tensor(rows, dtype=torch.float64)
     except (ValueError, TypeError):
-        raise RobustEvalError(f"--label-noise confusion:{path}: not a matrix of numbers (CSV rows or a JSON list of "
-                              "lists)") from None
-    return matrix
+        raise RobustEvalError(f"--label-noise confusion:{path}: not a matrix of numbers (CSV rows, a JSON list of "
+                              "lists or a robust-eval results file)") from None
+    if matrix is None:
+        raise RobustEvalError(f"--label-noise confusion:{path}: a JSON object without a clean confusion matrix; "
+                              "give a results file of robust-eval --suite clean --json, or a list of rows")
+    if counts and matrix.dim() == 2:
+        total = matrix.sum(1, keepdim=True)  # a class without test images keeps its labels
+        matrix = torch.where(total > 0, matrix / total.clamp_min(1), torch.eye(*matrix.shape, dtype=torch.float64))
+    return matrix, counts
+
+
+def _at_rate(matrix: torch.Tensor, rate: float) -> torch.Tensor:
+    """The matrix's pattern of errors at ``rate``: off-diagonal rows normalised to it, the diagonal 1 - rate."""
+    off = matrix.clone()
+    off.fill_diagonal_(0)
+    mass = off.sum(1, keepdim=True)
+    scaled = torch.where(mass > 0, off * (rate / mass.clamp_min(1e-300)), off)
+    scaled[torch.arange(len(matrix)), torch.arange(len(matrix))] = 1 - scaled.sum(1)
+    return scaled
 
 
 def noise_matrix(kind: str, arg: float | str, classes: int) -> torch.Tensor:
     """(classes, classes) row-stochastic P(new label | true label) of a noise spec, checked against the classes."""
     if kind == "confusion":
-        matrix = _read_matrix(str(arg))
+        path, at_rate = confusion_source(str(arg))
+        matrix, _ = _read_matrix(path)
         if matrix.dim() != 2 or tuple(matrix.shape) != (classes, classes):
             raise RobustEvalError(f"--label-noise confusion:{arg}: a {'x'.join(map(str, matrix.shape))} matrix, "
                                   f"the data has {classes} classes; give a {classes}x{classes} matrix")
@@ -178,7 +235,7 @@ def noise_matrix(kind: str, arg: float | str, classes: int) -> torch.Tensor:
             raise RobustEvalError(f"--label-noise confusion:{arg}: every row must be probabilities summing to 1 "
                                   f"(row {row} sums to {float(matrix[row].sum()):.4g}"
                                   f"{', with a negative entry' if bool((matrix[row] < 0).any()) else ''})")
-        return matrix
+        return matrix if at_rate is None else _at_rate(matrix, at_rate)
     rate = float(arg)
     if kind == "sym":
         if rate >= 1 - 1 / classes:
@@ -263,7 +320,7 @@ def apply(labels: torch.Tensor, classes: int, opts: StressOptions, seed: int,
         flipped = drawn != new
         changed = indices[flipped]
         new = drawn
-        noise = {"kind": kind, "rate": None if kind == "confusion" else float(arg),
+        noise = {"kind": kind, "rate": _split_rate(str(arg))[1] if kind == "confusion" else float(arg),
                  "matrix": matrix.tolist(), "changed": len(changed),
                  "changed_fraction": len(changed) / max(len(new), 1)}
     record = {**opts.to_dict(), "seed": seed, "images": len(indices),
