@@ -97,10 +97,18 @@ def test_the_checkpoint_records_the_stress(tmp_path):
     # the clean suite splits the classes by training images: frequent, medium and rare thirds
     from robustbench_lite.api import evaluate
 
-    result = evaluate(str(out), "digits", "clean,corruptions,adversarial,shift", device="cpu", corruptions="fog",
-                      severities="1,5", attack="fgsm", eps="0.1", shift_splits="covariate/rotation",
-                      shift_intensities="1,5").to_dict()
+    evaluated = evaluate(str(out), "digits", "clean,corruptions,adversarial,shift", device="cpu", corruptions="fog",
+                         severities="1,5", attack="fgsm", eps="0.1", shift_splits="covariate/rotation",
+                         shift_intensities="1,5")
+    result = evaluated.to_dict()
     clean = result["clean"]
+    # the printed summary lines name the worst class and give each group's accuracy
+    summary = evaluated.suites["clean"].summary()
+    assert summary["worst class"] == f"{clean['worst_class']} {clean['worst_class_accuracy']:.4f}"
+    assert summary["rare classes"] == round(clean["group_accuracy"]["rare"], 4)
+    corrupted = result["corruptions"]
+    assert evaluated.suites["corruptions"].summary()["worst class"] == (
+        f"{corrupted['worst_class']} {corrupted['worst_class_mean_accuracy']:.4f}")
     assert clean["groups"] == {"frequent": ["0", "1", "2"], "medium": ["3", "4", "5", "6"], "rare": ["7", "8", "9"]}
     assert set(clean["group_accuracy"]) == {"frequent", "medium", "rare"}
     low, high = clean["ci"]["group_accuracy.rare"]

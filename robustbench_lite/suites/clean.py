@@ -47,6 +47,8 @@ class CleanResult(SuiteResult):
     def summary(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {"accuracy": round(self.accuracy, 4), "macro-F1": round(self.f1_macro, 4),
                                              "ECE": round(self.ece, 4), "NLL": round(self.nll, 4)}
+        if self.worst_class_accuracy is not None:
+            out["worst class"] = f"{self.worst_class} {self.worst_class_accuracy:.4f}"
         if self.group_accuracy:
             out.update({f"{g} classes": round(a, 4) for g, a in self.group_accuracy.items()})
         return out

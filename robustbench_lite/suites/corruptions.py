@@ -164,6 +164,8 @@ class CorruptionResult(SuiteResult):
     def summary(self) -> dict[str, float | int | str]:
         return {"profile": self.profile, "mean acc": round(self.mean_accuracy, 4),
                 "mCE": round(self.mce, 4), "rel mCE": round(self.relative_mce, 4),
+                **({"worst class": f"{self.worst_class} {self.worst_class_mean_accuracy:.4f}"}
+                   if self.worst_class_mean_accuracy is not None else {}),
                 **{f"{g} classes": round(a, 4) for g, a in (self.group_mean_accuracy or {}).items()}}
 
 
