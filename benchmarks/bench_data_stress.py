@@ -170,11 +170,16 @@ def measure(condition: str, remedy: str | None, tag: str, stress: StressOptions 
                                                                          "eps": f"{SMALL_EPS:g},{EPS:g}"}})
     result = evaluate(run, log=log_to_stderr(tag)).to_dict()
     pgd = {r["eps"]: r["robust_accuracy"] for r in result["adversarial"]["results"] if r["attack"] == "pgd"}
+    small_key = next(r["key"] for r in result["adversarial"]["results"]
+                     if r["attack"] == "pgd" and r["eps"] == SMALL_EPS)
+    robust_groups = (result["adversarial"].get("group_robust_accuracy") or {}).get(small_key) or {}
     return {
         "condition": condition, "remedy": remedy or "-", "family": family, "epochs": epochs,
         "clean_accuracy": clean["accuracy"], "worst_class_accuracy": clean.get("worst_class_accuracy"),
         "worst_class": clean.get("worst_class"),
         "rare_accuracy": (clean.get("group_accuracy") or {}).get("rare"),
+        "rare_corruption_accuracy": (result["corruptions"].get("group_mean_accuracy") or {}).get("rare"),
+        "rare_pgd20_small_eps_robust_accuracy": robust_groups.get("rare"),
         "mean_corruption_accuracy": result["corruptions"]["mean_accuracy"],
         "pgd20_robust_accuracy": pgd[EPS], "pgd20_small_eps_robust_accuracy": pgd[SMALL_EPS],
         "checkpoint": str(ckpt),
@@ -186,15 +191,17 @@ def pct(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    head = ("| condition | remedy | epochs | clean acc | worst class | rare third | mean corruption acc "
+    head = ("| condition | remedy | epochs | clean acc | worst class | rare third: clean / corr. / PGD at "
+            f"{SMALL_EPS:g} | mean corruption acc "
             f"(n={args.n}) | PGD-20 acc at {SMALL_EPS:g} / {EPS:g} | audit P / R (probe; model's softmax) | "
             "train min |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['condition']} | {r['remedy']} | {r['epochs']} | {pct(r['clean_accuracy'])} | "
         f"{pct(r['worst_class_accuracy'])} ({r['worst_class']}) | "
-        f"{pct(r['rare_accuracy'] if r['family'] == 'imbalance' else None)} | "
-        f"{pct(r['mean_corruption_accuracy'])} | {pct(r['pgd20_small_eps_robust_accuracy'])} / "
+        + (f"{pct(r['rare_accuracy'])} / {pct(r.get('rare_corruption_accuracy'))} / "
+           f"{pct(r.get('rare_pgd20_small_eps_robust_accuracy'))} | " if r['family'] == 'imbalance' else "- | ")
+        + f"{pct(r['mean_corruption_accuracy'])} | {pct(r['pgd20_small_eps_robust_accuracy'])} / "
         f"{pct(r['pgd20_robust_accuracy'])} | "
         + (f"{pct(r['audit_precision'])} / {pct(r['audit_recall'])}; {pct(r.get('audit_model_precision'))} / "
            f"{pct(r.get('audit_model_recall'))} | " if 'audit_precision' in r else "- | ")
