@@ -57,6 +57,14 @@ def test_int8_is_an_onnx_graph_close_to_its_parent_with_its_provenance(int8, dig
     assert info.format == "onnx" and not info.differentiable and loaded.runtime.startswith("onnxruntime")
     assert info.contract.classes == tuple(test.classes), "the graph names its classes"
     assert int8.facts["quantized_ops"].get("Conv", 0) > 10, int8.facts
+    # 7-bit weights: no pair sum saturates in the 16-bit multiply-adds of x86 CPUs without VNNI
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(int8.path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    dequantized = [weights[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
+    assert len(dequantized) > 10 and max(int(abs(w.astype(int)).max()) for w in dequantized) <= 64
     parent_acc, child_acc = accuracy(parent, test), accuracy(loaded.model, test)
     assert abs(parent_acc - child_acc) <= 0.03, (parent_acc, child_acc)
     with torch.no_grad():
