@@ -36,11 +36,22 @@ def resampler_of(results: Mapping[str, Any]) -> statistics.Resampler:
     return statistics.Resampler(seed=seed, resamples=resamples) if ok else statistics.Resampler()
 
 
+#: Conditions scored on the images of classes chosen by the run (its worst class, its class groups):
+#: two runs may choose differently, and only numbers of that family are computed from them.
+CLASS_CHOSEN = ("worst_class", "group_")
+
+
 def conditions_behind(path: str, records: Records) -> list[Condition]:
-    """The recorded conditions a number is computed from: itself, or (a derived number) its suite's."""
+    """The recorded conditions a number is computed from: itself, or (a derived number) its suite's, without
+    the class-chosen conditions unless the number is of their family (a mean over corruptions does not
+    depend on which class was the worst)."""
     if path in records:
         return [records[path]]
-    return records.suite(path.split(".", 1)[0].split("[", 1)[0])
+    suite, _, key = path.partition(".")
+    conds = records.suite(suite.split("[", 1)[0])
+    if key.startswith(CLASS_CHOSEN):
+        return conds
+    return [c for c in conds if not c.path.partition(".")[2].startswith(CLASS_CHOSEN)]
 
 
 def replicates(path: str, results: Mapping[str, Any], records: Records,

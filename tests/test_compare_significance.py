@@ -231,3 +231,34 @@ def test_compare_command_pairs_results_files_through_their_records(tmp_path, cap
     assert tests[1]["test"] == "unpaired intervals" and list(data["unpaired"]) == ["c"]
     assert "changed since the run" in data["unpaired"]["c"][0]
     assert "c unpaired: the records file" in out
+
+
+def test_a_corruption_mean_pairs_even_when_the_runs_worst_classes_differ():
+    """Two runs (a model and its compressed child, say) whose worst class under corruptions differs: the mean
+    over corruptions is on the same images and pairs; the worst class's mean is not, and says so."""
+    from robustbench_lite import paired
+
+    labels = np.arange(N) % 4
+    rng = np.random.default_rng(0)
+
+    def run(worst: int) -> tuple[dict, Records]:
+        rec = Records()
+        rec.add_images("test", np.arange(N), labels)
+        rec.add("corruptions.clean_accuracy", correct=rng.random(N) < 0.9)
+        fog = rng.random(N) < 0.7
+        rec.add("corruptions.accuracy.fog.1", correct=fog)
+        rec.add("corruptions.worst_class_accuracy.fog.1", correct=fog, weights=labels == worst)
+        block = {"corruptions": ["fog"], "severities": [1], "mean_accuracy": float(fog.mean()),
+                 "worst_class": str(worst), "worst_class_mean_accuracy": float(fog[labels == worst].mean())}
+        return {"corruptions": block, "seed": 0}, rec
+
+    (a, ra), (b, rb) = run(worst=1), run(worst=2)
+    diff, why = paired.difference("corruptions.mean_accuracy", b, rb, "corruptions.mean_accuracy", a, ra,
+                                  b["corruptions"]["mean_accuracy"], a["corruptions"]["mean_accuracy"])
+    assert why == "" and diff is not None and diff.test == "paired bootstrap"
+    assert diff.delta == pytest.approx(b["corruptions"]["mean_accuracy"] - a["corruptions"]["mean_accuracy"])
+    diff, why = paired.difference("corruptions.worst_class_mean_accuracy", b, rb,
+                                  "corruptions.worst_class_mean_accuracy", a, ra,
+                                  b["corruptions"]["worst_class_mean_accuracy"],
+                                  a["corruptions"]["worst_class_mean_accuracy"])
+    assert diff is None and "worst_class_accuracy.fog.1 on different images" in why
