@@ -222,10 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else workdir / "table"
     rows = []
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    for condition in conditions:  # every name checked before any training (this file stands in for the results)
-        stress_of(condition, __file__)
-    for condition in conditions:
-        family = stress_of(condition, __file__)[1]
+    # every name checked before any training (this file stands in for the results a confR row reads)
+    families = {condition: stress_of(condition, __file__)[1] for condition in conditions}
+    for condition, family in families.items():
         with_remedy = [remedies[family]] if family and not args.no_remedy else []
         for remedy in ([] if args.only_remedy and with_remedy else [None]) + with_remedy:
             print(f"== {condition}{' + ' + remedy if remedy else ''}", file=sys.stderr, flush=True)

@@ -187,8 +187,8 @@ def parse_noise(spec: str) -> tuple[str, float | str]:
     return kind, rate
 
 
-def _read_matrix(path: str) -> tuple[torch.Tensor, bool]:
-    """(the matrix in the file, whether it holds counts: a results file's clean confusion matrix)."""
+def _read_matrix(path: str) -> torch.Tensor:
+    """The matrix in the file; a results file's clean confusion matrix (counts) normalised per true class."""
     text = Path(path).read_text()
     counts = False
     try:
@@ -208,7 +208,7 @@ def _read_matrix(path: str) -> tuple[torch.Tensor, bool]:
     if counts and matrix.dim() == 2:
         total = matrix.sum(1, keepdim=True)  # a class without test images keeps its labels
         matrix = torch.where(total > 0, matrix / total.clamp_min(1), torch.eye(*matrix.shape, dtype=torch.float64))
-    return matrix, counts
+    return matrix
 
 
 def _at_rate(matrix: torch.Tensor, rate: float) -> torch.Tensor:
@@ -225,7 +225,7 @@ def noise_matrix(kind: str, arg: float | str, classes: int) -> torch.Tensor:
     """(classes, classes) row-stochastic P(new label | true label) of a noise spec, checked against the classes."""
     if kind == "confusion":
         path, at_rate = confusion_source(str(arg))
-        matrix, _ = _read_matrix(path)
+        matrix = _read_matrix(path)
         if matrix.dim() != 2 or tuple(matrix.shape) != (classes, classes):
             raise RobustEvalError(f"--label-noise confusion:{arg}: a {'x'.join(map(str, matrix.shape))} matrix, "
                                   f"the data has {classes} classes; give a {classes}x{classes} matrix")

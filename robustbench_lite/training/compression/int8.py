@@ -9,9 +9,9 @@ calibrated on training images (never test images) by min-max, entropy or percent
 Weights use 7 of their 8 bits (``reduce_range``): on x86 CPUs without VNNI (AVX2 only, many
 laptops, servers and the AMD EPYC this was found on) ONNX Runtime multiplies int8 pairs with
 ``VPMADDUBSW``, whose 16-bit sums saturate with full-range weights; a test artefact lost 7.5
-points of accuracy there, under 3 on the VNNI CPUs it ran on before. With 7-bit weights no sum saturates, so the
-file behaves the same on every CPU it ships to (ONNX Runtime's quantization guide gives this
-remedy); the cost is one bit of weight precision, within the tests' tolerance of the parent.
+points of accuracy there, under 3 on the VNNI CPUs it ran on before. With 7-bit weights no sum
+saturates, so the file behaves the same on every CPU it ships to (ONNX Runtime's quantization
+guide gives this remedy); the cost is one bit of weight precision, within the tests' tolerance.
 
 Why ONNX Runtime and not ``torch.ao`` / PT2E: the artefact is what a phone or camera ships (an
 ONNX file and an integer runtime), it runs with integer kernels on these CPUs (VNNI), and
