@@ -61,8 +61,9 @@ def mean_robust_accuracy(run, model, x, y, clean) -> float:
     """The mean over SEEDS seeds of the robust accuracy of ``run(seed)``'s adversarial images."""
     total = 0.0
     for seed in range(SEEDS):
+        adversarial = run(seed)  # outside no_grad: the attack needs its gradients
         with torch.no_grad():
-            total += float((clean & (model(run(seed)).argmax(1) == y)).float().mean())
+            total += float((clean & (model(adversarial).argmax(1) == y)).float().mean())
     return total / SEEDS
 
 
