@@ -110,12 +110,27 @@ def test_reduced_precision_checkpoint_runs_in_its_type_and_is_attackable(method,
     x = test.float_images()
     assert child(x).dtype == torch.float32, "float32 images in, float32 logits out"
     assert abs(accuracy(child, test) - accuracy(parent, test)) <= 0.02
-    # Differentiable: the input gradient exists and points the same way as the parent's.
-    xg = x[:64].clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(child(xg), test.labels[:64]), xg)
-    xp = x[:64].clone().requires_grad_(True)
-    (gp,) = torch.autograd.grad(torch.nn.functional.cross_entropy(parent(xp), test.labels[:64]), xp)
-    assert torch.nn.functional.cosine_similarity(g.flatten(), gp.flatten(), dim=0) > 0.9
+    # Attackable: a white-box attack on the child, through its own reduced-precision gradient, hurts it as
+    # much as the same attack hurts the parent. (The gradient itself only roughly follows the parent's:
+    # its cosine with it measured 0.94-0.96 here for bf16, whose 8-bit mantissa rounds every activation,
+    # and 0.89 on an AVX-512 CPU; 0.99 for fp16.)
+    def grad(model):
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), test.labels), xg)
+        return g
+
+    g, gp = grad(child), grad(parent)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    assert torch.nn.functional.cosine_similarity(g.flatten(), gp.flatten(), dim=0) > 0.75
+
+    def fgsm_accuracy(model, gradient):
+        adv = (x + 0.1 * gradient.sign()).clamp(0, 1)
+        with torch.no_grad():
+            return (model(adv).argmax(1) == test.labels).float().mean().item()
+
+    child_fgsm, parent_fgsm = fgsm_accuracy(child, g), fgsm_accuracy(parent, gp)
+    assert child_fgsm < accuracy(child, test) - 0.3, "FGSM through the child's gradient breaks it"
+    assert child_fgsm <= parent_fgsm + 0.05, (child_fgsm, parent_fgsm)
 
 
 def test_the_artefact_evaluates_and_its_results_name_the_parent(int8, digits_checkpoint, tmp_path, capsys):
