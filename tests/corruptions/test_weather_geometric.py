@@ -21,6 +21,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.ndimage import zoom as scizoom
 
 from corruptions import CORRUPTIONS
+from corruptions import _opencv as CV
 from corruptions import geometric as G
 from corruptions import textures as T
 from corruptions import weather as W
@@ -536,14 +537,14 @@ def test_water_steps_equal_opencv(profile: str, severity: int, size: int) -> Non
     liquid = _liquid8(np.random.default_rng(severity), 12, size, c)
     t = torch.tensor(liquid, dtype=torch.float32)
     edges_ref = np.stack([cv2.Canny(a, 50, 150) > 0 for a in liquid])
-    edges = W.canny(t, 50, 150).numpy()
+    edges = CV.canny(t, 50, 150).numpy()
     assert edges_ref.any() and (edges == edges_ref).all()
     dist_ref = np.stack([np.minimum(cv2.distanceTransform(255 - 255 * e.astype(np.uint8), cv2.DIST_L2, 5), 20)
                          for e in edges_ref])
-    np.testing.assert_allclose(W.chamfer_distance(torch.tensor(edges_ref), 20.0).numpy(), dist_ref, atol=1e-5)
+    np.testing.assert_allclose(CV.chamfer_distance(torch.tensor(edges_ref), 20.0).numpy(), dist_ref, atol=1e-5)
     levels = np.random.default_rng(0).integers(0, 21, size=(12, size, size)).astype(np.uint8)
     eq_ref = np.stack([cv2.equalizeHist(a) for a in levels])
-    assert (W.equalize_hist(torch.tensor(levels).float()).numpy() == eq_ref).all()
+    assert (CV.equalize_hist(torch.tensor(levels).float()).numpy() == eq_ref).all()
     assert (W.water_mask(t).numpy() == np.stack([water_mask_np(a) for a in liquid])).all()
 
 
