@@ -14,7 +14,8 @@ with the evaluator:
   flagged training images against the injected noise, with the out-of-fold probe (the default) and,
   for contrast, the model's own in-sample softmax (``--method model``).
 
-Conditions (``--conditions``): none; imb10, imb100 (exponential profile; remedy balanced-softmax);
+Conditions (``--conditions``): none; imb10, imb100 (exponential profile; remedy balanced-softmax, or
+class-balanced or balanced-sampler with ``--remedies``);
 sym0.2, sym0.4, pair0.2, pair0.4, conf0.2, conf0.4 (remedy gce; ``confR`` is the unstressed model's
 own confusion matrix scaled to rate R, ``--label-noise confusion:RESULTS.json@R``: errors between
 the classes the model itself confuses, the realistic systematic kind); frac0.1, frac0.01 (remedy trivialaugment: strong
@@ -30,6 +31,7 @@ Usage:
     python benchmarks/bench_data_stress.py --conditions none,pair0.4 --n 500
     python benchmarks/bench_data_stress.py --remedies imbalance=class-balanced,noise=sce
     python benchmarks/bench_data_stress.py --conditions sym0.4,pair0.4 --only-remedy
+    python benchmarks/bench_data_stress.py --conditions imb10,imb100 --remedies imbalance=balanced-sampler --only-remedy
 """
 
 from __future__ import annotations

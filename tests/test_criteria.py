@@ -1,4 +1,5 @@
-"""Training criteria for imbalance and label noise: each loss against a direct computation, composition, refusals."""
+"""Remedies for imbalance and label noise: each loss against a direct computation, the balanced sampler's draws,
+composition, refusals."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustbench_lite import models
+from robustbench_lite import cli, models
 from robustbench_lite.errors import RobustEvalError
+from robustbench_lite.sources.checkpoints import load_checkpoint
 from robustbench_lite.training.defences import DefenceContext, DefenceOptions, Pipeline
 
 COUNTS = (500, 120, 30, 5)
@@ -128,3 +130,77 @@ def test_two_criteria_are_refused_and_bad_values_are_one_line():
                            ({"defence": "pgd-at", "gce_q": 0.5}, "--gce-q is not used by --defence pgd-at")]:
         with pytest.raises(RobustEvalError, match=needle):
             DefenceOptions.from_mapping(values)
+
+
+# ----------------------------------------------------------------------------- the balanced sampler
+
+SAMPLED = (2000, 200, 20)
+
+
+def _drawn(power: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    shuffle = torch.randperm(sum(SAMPLED), generator=torch.Generator().manual_seed(99))
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(SAMPLED)])[shuffle]
+    p = pipeline("balanced-sampler", counts=SAMPLED, sampler_power=power)
+    return labels, p.epoch_order(labels, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("power", [1.0, 0.5])
+def test_balanced_sampler_draws_class_c_in_proportion_to_its_count_to_the_1_minus_q(power):
+    labels, order = _drawn(power)
+    assert len(order) == len(labels) and int(order.min()) >= 0 and int(order.max()) < len(labels)
+    share = [n ** (1 - power) for n in SAMPLED]
+    expected = [s / sum(share) for s in share]  # q = 1: a third each; q = 0.5: 0.72 / 0.23 / 0.07
+    drawn = torch.bincount(labels[order], minlength=3).double() / len(order)
+    for got, want in zip(drawn.tolist(), expected, strict=True):
+        assert abs(got - want) < 5 * math.sqrt(want * (1 - want) / len(order)), (drawn, expected)
+    rare = order[labels[order] == 2]
+    assert len(torch.unique(rare)) == SAMPLED[2], "the rare class's images all repeat, chosen uniformly"
+
+
+def test_balanced_sampler_is_seeded_and_plain_training_shows_every_image_once():
+    labels, a = _drawn(1.0, seed=3)
+    assert torch.equal(a, _drawn(1.0, seed=3)[1]) and not torch.equal(a, _drawn(1.0, seed=4)[1])
+    plain = pipeline("gce").epoch_order(labels, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.randperm(len(labels), generator=torch.Generator().manual_seed(3)))
+
+
+def test_balanced_sampler_records_its_class_probabilities_and_composes():
+    recorded = pipeline("balanced-sampler", counts=SAMPLED, sampler_power=0.5).settings()["balanced-sampler"]
+    share = [math.sqrt(n) for n in SAMPLED]
+    assert recorded["sampler_power"] == 0.5
+    assert recorded["class_probability"] == pytest.approx([s / sum(share) for s in share], rel=1e-4)
+    assert pipeline("balanced-sampler,gce,mixup").sampler is not None  # with a noise criterion and mixing
+
+
+@pytest.mark.parametrize("names", ["balanced-sampler,balanced-softmax", "class-balanced,balanced-sampler"])
+def test_two_remedies_for_imbalance_are_refused(names):
+    a, b = names.split(",")
+    with pytest.raises(RobustEvalError, match=f"--defence {a},{b} is an incompatible combination: both correct "
+                                              "the imbalance.*keep one of them"):
+        DefenceOptions.from_mapping({"defence": names})
+    for power in (0, 1.5):
+        with pytest.raises(RobustEvalError, match="--sampler-power must be in"):
+            DefenceOptions.from_mapping({"defence": "balanced-sampler", "sampler_power": power})
+
+
+def test_training_with_the_balanced_sampler_shows_the_classes_evenly(tmp_path, monkeypatch):
+    seen: list[torch.Tensor] = []
+    prepare = Pipeline.prepare
+
+    def recording(self, raw, y, indices, device=None):
+        seen.append(y.clone())
+        return prepare(self, raw, y, indices, device)
+
+    monkeypatch.setattr(Pipeline, "prepare", recording)
+    out = tmp_path / "m.pt"
+    assert cli.main(["train", "--model", "shufflenetv2_x0_5", "--dataset", "digits", "--epochs", "1",
+                     "--imbalance", "20", "--defence", "balanced-sampler", "--output", str(out), "--device", "cpu",
+                     "--no-progress"]) == 0
+    _, meta = load_checkpoint(out)
+    counts = meta["stress"]["class_counts"]
+    assert counts[0] >= 20 * counts[-1] - 20 and meta["defence"]["names"] == ["balanced-sampler"]
+    assert meta["defence"]["settings"]["balanced-sampler"]["class_probability"] == pytest.approx([0.1] * 10, abs=1e-6)
+    shown = torch.bincount(torch.cat(seen), minlength=10).double()
+    assert len(torch.cat(seen)) == sum(counts)  # an epoch keeps its length
+    # every class about a tenth of the epoch (the stressed set's rarest class has 1/20 of the first's images)
+    assert float(shown.min() / shown.max()) > 0.5, (shown.tolist(), counts)

@@ -20,7 +20,7 @@ from robustbench_lite.training import defences
 from robustbench_lite.training.defences import DEFENCES, DefenceContext, DefenceOptions, Pipeline
 
 NAMED = ["fgsm-rs", "pgd-at", "trades", "augmix", "autoaugment", "randaugment", "trivialaugment", "cutmix", "mixup",
-         "gaussian-noise", "balanced-softmax", "class-balanced", "gce", "sce"]
+         "gaussian-noise", "balanced-softmax", "class-balanced", "gce", "sce", "balanced-sampler"]
 ADVERSARIAL = ["fgsm-rs", "pgd-at", "trades"]
 IMAGE = ["augmix", "autoaugment", "randaugment", "trivialaugment"]
 CTX = DefenceContext(num_classes=10, dataset="digits", seed=0)
@@ -291,7 +291,7 @@ class _Stop(KeyboardInterrupt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("defence", ["augmix,pgd-at", "mixup,gaussian-noise"])
+@pytest.mark.parametrize("defence", ["augmix,pgd-at", "mixup,gaussian-noise", "balanced-sampler,gce"])
 def test_resumed_run_equals_uninterrupted_run(defence, tmp_path):
     kw = dict(epochs=2, limit=320, batch_size=64)
     _, meta_full, full = train_mod.train(tiny_config(tmp_path / "a", defence, **kw), log=lambda m: None)

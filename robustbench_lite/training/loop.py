@@ -227,8 +227,8 @@ class Trainer:
         """
         cfg, recipe, pipeline, train_set, device = self.cfg, self.recipe, self.pipeline, self.train_set, self.device
         pipeline.start_epoch(epoch)
-        order = self.all_idx[torch.randperm(len(self.all_idx), generator=torch.Generator().manual_seed(
-            derive_seed(cfg.seed, epoch, "order")))]
+        order = self.all_idx[pipeline.epoch_order(torch.as_tensor(train_set.labels)[self.all_idx],
+                                                  torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, "order")))]
         first = self.step0 if epoch == self.epoch0 else 0
         if first == 0:
             self.running = [0, 0, 0.0]

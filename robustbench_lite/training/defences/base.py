@@ -26,9 +26,10 @@ from robustbench_lite.registry import Registry
 
 DEFENCES: Registry[type[Defence]] = Registry("defence", "robust-eval list defences")
 
-#: The stages of a training step a defence can act on, in the order they run. ``criterion`` is the
-#: function of (logits, labels) that the ``loss`` stage's owner (or plain training) minimises.
-STAGES = ("image", "pixel", "mix", "criterion", "loss")
+#: The stages of a training step a defence can act on, in the order they run. ``sampler`` draws
+#: each epoch's order of training images; ``criterion`` is the function of (logits, labels) that
+#: the ``loss`` stage's owner (or plain training) minimises.
+STAGES = ("sampler", "image", "pixel", "mix", "criterion", "loss")
 
 
 def flag_name(name: str) -> str:
@@ -240,6 +241,8 @@ class Defence:
     adversarial: ClassVar[bool] = False
     #: When a defence of another stage takes over the training loss ("with --jsd"); "" never.
     loss_when: ClassVar[str] = ""
+    #: The training-set flaw the defence corrects ("imbalance"); two that correct the same one are refused.
+    corrects: ClassVar[str] = ""
 
     def __init__(self, params: Params, ctx: DefenceContext) -> None:
         if not isinstance(params, self.Params):
@@ -264,6 +267,10 @@ class Defence:
         return dataclasses.asdict(self.params)
 
     # stage hooks
+    def order(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's draws: positions into ``labels`` (the training images' labels), as many as images."""
+        raise NotImplementedError
+
     def image(self, img: torch.Tensor) -> torch.Tensor:  # (C, H, W) uint8 -> uint8
         raise NotImplementedError
 

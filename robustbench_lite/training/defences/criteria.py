@@ -70,6 +70,7 @@ class BalancedSoftmaxParams(Params):
 @register_defence
 class BalancedSoftmax(_Criterion):
     name = "balanced-softmax"
+    corrects = "imbalance"
     summary = "cross-entropy of logits + tau * log(class prior): the logit-adjusted loss for imbalance"
     reference = "Menon et al. 2021, Long-tail learning via logit adjustment, https://arxiv.org/abs/2007.07314; " \
                 "Ren et al. 2020, Balanced Meta-Softmax, https://arxiv.org/abs/2007.10740"
@@ -103,6 +104,7 @@ class ClassBalancedParams(Params):
 @register_defence
 class ClassBalanced(_Criterion):
     name = "class-balanced"
+    corrects = "imbalance"
     summary = "cross-entropy weighted per class by 1 / effective number of images (reweighting for imbalance)"
     reference = "Cui et al. 2019, Class-Balanced Loss Based on Effective Number of Samples, " \
                 "https://arxiv.org/abs/1901.05555"

@@ -67,13 +67,20 @@ def option_names() -> list[str]:
 
 
 def _check_combination(params: Mapping[str, Params]) -> None:
-    """At most one defence defines the loss, at most one the criterion, and no loss owner with label mixing."""
+    """At most one defence defines the loss, at most one the criterion, at most one corrects each training-set
+    flaw, and no loss owner with label mixing."""
     by_stage = {s: [n for n, p in params.items() if DEFENCES.entry(n).stage_for(p) == s] for s in STAGES}
     if len(by_stage["criterion"]) > 1:
         a, b = by_stage["criterion"][:2]
         criteria = [n for n, e in DEFENCES.items() if e.stage == "criterion"]
         raise RobustEvalError(f"--defence {a},{b} is an incompatible combination: both replace the cross-entropy "
                               f"({_and(criteria)}); keep one of them")
+    for flaw in dict.fromkeys(DEFENCES.entry(n).corrects for n in params if DEFENCES.entry(n).corrects):
+        fixers = [n for n in params if DEFENCES.entry(n).corrects == flaw]
+        if len(fixers) > 1:
+            a, b = fixers[:2]
+            raise RobustEvalError(f"--defence {a},{b} is an incompatible combination: both correct the {flaw} "
+                                  "(together they over-correct, favouring the rare classes); keep one of them")
     if len(by_stage["loss"]) > 1:
         a, b = by_stage["loss"][:2]
         owners = [n for n, e in DEFENCES.items() if e.stage == "loss"] + \

@@ -30,6 +30,7 @@ class Pipeline:
         self.monitor_images = options.monitor_images
         by_stage = {s: [d for d in self.defences if d.stage == s] for s in STAGES}
         self.loss_owner = by_stage["loss"][0] if by_stage["loss"] else None
+        self.sampler = by_stage["sampler"][0] if by_stage["sampler"] else None
         self.image_stage = by_stage["image"]
         self.pixel_stage = by_stage["pixel"]
         self.mixers = by_stage["mix"]
@@ -67,6 +68,13 @@ class Pipeline:
         """(clean, PGD-10 robust) accuracy on held-out images, at the first adversarial defence's eps."""
         owner = next(d for d in self.defences if d.adversarial)
         return owner.heldout_accuracy(model, images, labels, indices, seed)  # type: ignore[attr-defined]
+
+    def epoch_order(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One epoch's positions into the training images whose labels are ``labels``: the sampler's
+        draws, or else a permutation of every image."""
+        if self.sampler is not None:
+            return self.sampler.order(labels, generator)
+        return torch.randperm(len(labels), generator=generator)
 
     def prepare(self, raw: torch.Tensor, y: torch.Tensor, indices: Sequence[int],
                 device: torch.device | None = None) -> Prepared:
