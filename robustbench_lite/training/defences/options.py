@@ -75,8 +75,11 @@ def _check_combination(params: Mapping[str, Params]) -> None:
         criteria = [n for n, e in DEFENCES.items() if e.stage == "criterion"]
         raise RobustEvalError(f"--defence {a},{b} is an incompatible combination: both replace the cross-entropy "
                               f"({_and(criteria)}); keep one of them")
-    for flaw in dict.fromkeys(DEFENCES.entry(n).corrects for n in params if DEFENCES.entry(n).corrects):
-        fixers = [n for n in params if DEFENCES.entry(n).corrects == flaw]
+    by_flaw: dict[str, list[str]] = {}
+    for n in params:
+        if DEFENCES.entry(n).corrects:
+            by_flaw.setdefault(DEFENCES.entry(n).corrects, []).append(n)
+    for flaw, fixers in by_flaw.items():
         if len(fixers) > 1:
             a, b = fixers[:2]
             raise RobustEvalError(f"--defence {a},{b} is an incompatible combination: both correct the {flaw} "

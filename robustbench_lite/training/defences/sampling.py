@@ -72,5 +72,6 @@ class BalancedSampler(Defence):
     def order(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         labels = torch.as_tensor(labels, dtype=torch.long)
         counts = torch.bincount(labels)
-        weights = counts.to(torch.float64).pow(-self.power)[labels]
+        # each image carries its class's share split evenly over the class's images: n_c^(1-q) / n_c = n_c^-q
+        weights = (class_probabilities(counts, self.power) / counts.clamp_min(1))[labels]
         return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
